@@ -1,0 +1,55 @@
+# Two commands do all set-up on a fresh machine with Python 3.11, pip and make:
+#   make demo   creates .venv, installs, runs `workbench demo` on the bundled mini K2
+#   make test   creates .venv, installs with the dev extras, runs the whole test suite
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch is installed first and pinned, so nothing later pulls a multi-GB CUDA build. On this project's
+# machines `torch==2.13.0` resolves to a local CPU wheel; elsewhere set TORCH_INDEX to PyTorch's CPU index.
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+CHROMIUM ?= /usr/bin/chromium
+OUT ?= demo-out
+
+.PHONY: demo test lab lint typecheck bench chromium clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[model,lab,engines]" "$(TORCH_SPEC)"
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/pip install -q -e ".[dev]" "$(TORCH_SPEC)"
+	touch $@
+
+# Static figure export (kaleido) and the browser test need a Chromium: Debian's package, never a download.
+chromium:
+	@test -x $(CHROMIUM) || { command -v apt-get >/dev/null && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "warning: no Chromium at $(CHROMIUM); static PNG/SVG/PDF export and the browser test will be skipped"; }
+
+demo: $(VENV)/.installed chromium
+	BROWSER_PATH=$(CHROMIUM) $(BIN)/workbench demo --out $(OUT)
+
+test: $(VENV)/.installed-dev chromium
+	$(BIN)/ruff check .
+	$(BIN)/mypy workbench hooks viz
+	BROWSER_PATH=$(CHROMIUM) $(BIN)/pytest -q
+
+lab: $(VENV)/.installed
+	$(BIN)/jupyter lab notebooks/
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.installed-dev
+	$(BIN)/mypy workbench hooks viz
+
+bench: $(VENV)/.installed-dev
+	mkdir -p benchmarks/results
+	for b in benchmarks/bench_*.py; do $(BIN)/python $$b --out benchmarks/results || exit 1; done
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache .mypy_cache .ruff_cache

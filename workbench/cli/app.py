@@ -1,0 +1,36 @@
+"""The single `workbench` entry point. Each command lives in its own module with a ``register(app)``.
+
+Errors a user can fix (WorkbenchError) become one line on stderr and exit code 2; nothing else is
+caught here, so real bugs keep their traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import import_module
+
+import typer
+
+from workbench.errors import WorkbenchError
+
+app = typer.Typer(
+    name="workbench",
+    help="K2 routing workbench: record per-token expert routing of MoE models, compare it, graph it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# One line per command module (workbench/cli/<name>.py, each defining register(app)).
+COMMAND_MODULES: tuple[str, ...] = ()
+
+for _name in COMMAND_MODULES:
+    import_module(f"workbench.cli.{_name}").register(app)
+
+
+def main() -> None:
+    try:
+        app()
+    except WorkbenchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

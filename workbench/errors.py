@@ -1,0 +1,13 @@
+"""The one exception type the CLI turns into a single clear line and a non-zero exit."""
+
+
+class WorkbenchError(Exception):
+    """A user-facing error: the message says what is wrong and what to do."""
+
+
+class SelectionError(WorkbenchError):
+    """A selection names an unknown domain/segment/sequence, is out of range, or selects no tokens."""
+
+
+class StoreError(WorkbenchError):
+    """A routing store cannot be opened, appended to or written as asked."""

@@ -1,0 +1,1 @@
+"""The routing store: schema, in-memory datasets, selections, and zarr I/O."""
