@@ -150,9 +150,7 @@ def select(ds: xr.Dataset, sel: Selection) -> xr.Dataset:
     mask = token_mask(ds, sel)
     rows = np.nonzero(mask)[0]
     if rows.size == 0:
-        raise SelectionError(
-            "the selection holds no tokens; widen --where/--tokens or check `workbench info`"
-        )
+        raise SelectionError("the selection holds no tokens; widen --where/--tokens or check `workbench info`")
     out = ds
     if rows.size < ds.sizes[S.TOKEN]:
         out = out.isel({S.TOKEN: rows})
