@@ -1,0 +1,108 @@
+"""Open, append to and check routing stores: the store's public I/O (``workbench.open_store`` and friends).
+
+- ``open_store``: a dask-backed Dataset of the committed state, with the ``ds.routing`` accessor.
+- ``StoreWriter``: appends sequences from a background thread, one atomic commit at a time (writer.py).
+- ``check_appendable``: the writer's refusal checks without opening a writer, so a CLI fails before it
+  loads a model.
+
+The commit protocol (what makes a SIGKILL during a write harmless) is described in commit.py.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+
+from workbench.errors import StoreError
+from workbench.routing_config import RoutingConfig
+from workbench.store import accessor as _accessor  # noqa: F401  (registers ds.routing)
+from workbench.store import schema as S
+from workbench.store.commit import check_root, is_committed_store, read_json
+from workbench.store.location import StoreLocation, resolve
+from workbench.store.prepare import check_compatible
+from workbench.store.writer import StoreWriter
+
+__all__ = ["StoreWriter", "check_appendable", "open_store", "read_attrs", "store_size"]
+
+
+def _root(loc: StoreLocation) -> dict[str, Any] | None:
+    try:
+        return read_json(loc.store, "zarr.json")
+    except (NotADirectoryError, IsADirectoryError, PermissionError) as err:
+        raise StoreError(f"{loc.where} cannot be read as a routing store ({err.strerror})") from None
+
+
+def read_attrs(path_or_url: str | Path, *, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The attributes of a committed store (model, tokenizer, committed counts, ...) without opening arrays."""
+    loc = resolve(path_or_url, storage_options, read_only=True)
+    if not loc.exists():
+        raise StoreError(f"no routing store at {loc.where}: the path does not exist")
+    return check_root(_root(loc), loc.where)
+
+
+def open_store(
+    path_or_url: str | Path, *, chunks: Any = "auto", storage_options: dict[str, Any] | None = None
+) -> xr.Dataset:
+    """Open a routing store as a lazy (dask-backed) Dataset of its last commit.
+
+    Parameters
+    ----------
+    path_or_url : str or Path
+        A store directory or fsspec URL.
+    chunks : "auto", dict or None
+        Passed to ``xarray.open_zarr``; ``None`` gives numpy-backed lazy arrays instead of dask.
+    storage_options : dict, optional
+        fsspec options for URLs (credentials, endpoints).
+
+    Returns
+    -------
+    xr.Dataset
+        Dims token, layer, k, (expert), sequence, span; ``ds.routing`` is the workbench accessor.
+
+    Raises
+    ------
+    StoreError
+        The path does not exist or is not a routing store, or its schema version is unknown.
+    """
+    loc = resolve(path_or_url, storage_options, read_only=True)
+    if not loc.exists():
+        raise StoreError(f"no routing store at {loc.where}: the path does not exist")
+    check_root(_root(loc), loc.where)
+    if isinstance(chunks, str) and chunks == "auto":
+        # dask cannot size string (object) blocks, so the small per-sequence/per-span tables stay one block
+        chunks = {S.TOKEN: "auto", S.SEQUENCE: -1, S.SPAN: -1}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zarr warns that consolidated metadata is not in the v3 spec yet
+        return xr.open_zarr(loc.store, consolidated=True, chunks=chunks, zarr_format=3)
+
+
+def check_appendable(
+    path_or_url: str | Path, config: RoutingConfig, storage_options: dict[str, Any] | None = None
+) -> None:
+    """Raise StoreError if a StoreWriter for ``config`` would refuse this store. A missing path is fine."""
+    loc = resolve(path_or_url, storage_options, read_only=True)
+    if not loc.exists():
+        return
+    if not loc.is_dir_or_missing():
+        raise StoreError(f"{loc.where} exists and is not a directory; a routing store is a directory (*.zarr)")
+    root = _root(loc)
+    if is_committed_store(root) or (root or {}).get("attributes", {}).get("schema_version") is not None:
+        check_compatible(check_root(root, loc.where), config, loc.where)
+    elif loc.list_top() and root is not None:
+        raise StoreError(f"{loc.where} exists and is not a routing store; choose a new --out path")
+    loc.writer_lock().probe()
+
+
+def store_size(path_or_url: str | Path, storage_options: dict[str, Any] | None = None) -> int:
+    """Bytes on disk (or in the object store) of everything under the store."""
+    loc = resolve(path_or_url, storage_options, read_only=True)
+    if loc.local_dir is not None:
+        total = 0
+        for dirpath, _, files in os.walk(loc.local_dir):
+            total += sum(os.path.getsize(os.path.join(dirpath, f)) for f in files)
+        return total
+    return int(loc.fs.du(loc.root, total=True))
