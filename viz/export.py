@@ -1,0 +1,87 @@
+"""``export_graph``: write a reasoning graph to any supported file, choosing the format by extension.
+
+Figures: ``.html`` (interactive plotly, self-contained: works offline), ``.png``/``.svg``/``.pdf``
+(static, rendered by kaleido 1.x in a headless Chromium). Data: ``.graphml``, ``.gexf``, ``.json``
+(node-link), ``.cyjs``/``.cy.json`` (Cytoscape.js), ``.ct.json`` (circuit-tracer); see
+``workbench.graph.export``. Every file is written to a temporary name in the same folder and
+renamed when complete, so a failed export leaves nothing behind.
+
+Kaleido finds its browser through choreographer, which honours the ``BROWSER_PATH`` environment
+variable and otherwise searches ``PATH`` for chrome/chromium. If ``BROWSER_PATH`` is unset we point
+it at the system Chromium (``/usr/bin/chromium``, as the Makefile's ``chromium`` target installs);
+nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import networkx as nx
+import plotly.graph_objects as go
+from workbench.viz.graph_figure import graph_figure
+
+from workbench.graph.export import (
+    DATA_FORMATS,
+    FIGURE_FORMATS,
+    ExportError,
+    atomic_path,
+    export_format,
+    write_graph_data,
+)
+
+EXPORT_FORMATS = FIGURE_FORMATS + DATA_FORMATS
+SYSTEM_CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+
+
+def system_browser() -> str | None:
+    """The browser kaleido will use: ``$BROWSER_PATH``, else a system Chromium/Chrome, else None."""
+    if os.environ.get("BROWSER_PATH"):
+        return os.environ["BROWSER_PATH"]
+    for p in SYSTEM_CHROMIUM:
+        if os.access(p, os.X_OK):
+            return p
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def export_figure(fig: go.Figure, path: str | Path, fmt: str | None = None, *, scale: float = 2.0) -> Path:
+    """Write a plotly figure as html/png/svg/pdf (format from the name, or ``fmt``), atomically."""
+    kind = export_format(path, fmt)
+    if kind not in FIGURE_FORMATS:
+        raise ExportError(
+            f"{Path(path).name!r}: {kind!r} is not a figure format; use one of {', '.join(FIGURE_FORMATS)}"
+        )
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        if kind == "html":
+            fig.write_html(tmp, include_plotlyjs=True, full_html=True)
+            return target
+        browser = system_browser()
+        if browser is None:
+            raise ExportError(
+                "static export needs Chromium: install it (`make chromium`, or apt-get install chromium) "
+                "or set BROWSER_PATH to a Chrome/Chromium binary"
+            )
+        if not os.environ.get("BROWSER_PATH"):
+            os.environ["BROWSER_PATH"] = browser
+        try:
+            fig.write_image(tmp, format=kind, scale=scale if kind == "png" else 1.0)
+        except Exception as err:  # kaleido/choreographer raise many types; report one line
+            raise ExportError(
+                f"static export to {target.name} failed in kaleido ({type(err).__name__}: {err})"
+            ) from err
+    return target
+
+
+def export_graph(g: nx.DiGraph, path: str | Path, *, fmt: str | None = None, title: str | None = None) -> Path:
+    """Write ``g`` to ``path``: a figure (html/png/svg/pdf) or a data file, chosen by extension or ``fmt``.
+
+    Examples
+    --------
+    >>> export_graph(g, "math.svg"); export_graph(g, "math.graphml"); export_graph(g, "math.ct.json")  # doctest: +SKIP
+    """
+    kind = export_format(path, fmt)
+    if kind in DATA_FORMATS:
+        return write_graph_data(g, path, kind)
+    return export_figure(graph_figure(g, title=title), path, kind)

@@ -1,0 +1,37 @@
+"""Reasoning graphs: the expert pathways of a selection of tokens, as networkx graphs.
+
+Build (``reasoning_graph``), prune (``prune_graph``), find heaviest paths and expert circuits,
+difference two selections, lay out by layer, and export to GraphML, GEXF, node-link JSON,
+Cytoscape.js JSON and circuit-tracer's graph JSON. Figures live in ``workbench.viz``.
+"""
+
+from __future__ import annotations
+
+from workbench.graph.build import counts_to_graph, describe_selection, node_id, reasoning_graph, token_path
+from workbench.graph.communities import expert_circuits, set_communities
+from workbench.graph.counts import EdgeTable, RoutingCounts, count_arrays, count_routing
+from workbench.graph.difference import difference_graph, difference_of_selections
+from workbench.graph.layout import layered_layout
+from workbench.graph.paths import heaviest_paths, path_subgraph
+from workbench.graph.prune import prune_edges, prune_graph
+
+__all__ = [
+    "EdgeTable",
+    "RoutingCounts",
+    "count_arrays",
+    "count_routing",
+    "counts_to_graph",
+    "describe_selection",
+    "difference_graph",
+    "difference_of_selections",
+    "expert_circuits",
+    "heaviest_paths",
+    "layered_layout",
+    "node_id",
+    "path_subgraph",
+    "prune_edges",
+    "prune_graph",
+    "reasoning_graph",
+    "set_communities",
+    "token_path",
+]

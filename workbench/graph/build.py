@@ -1,0 +1,173 @@
+"""``reasoning_graph``: the expert pathways of a selection of tokens as a networkx DiGraph.
+
+Nodes are (MoE layer, routed expert), id ``"L{layer}:E{expert}"``. For the selected tokens ``T``
+with top-k experts ``K_l(t)`` and gate weights ``g_l(t, e)`` at MoE layer ``l``:
+
+- node ``tokens``     = |{t ∈ T : e ∈ K_l(t)}|
+- node ``load``       = tokens / |T|            (fraction of selected tokens routed there; sums to k per layer)
+- node ``mean_gate``  = Σ_t g_l(t, e) / tokens   (the weight the MoE applies; absent for ids-only stores)
+- node ``share_<d>``  = tokens from sequences of domain d / tokens (the node's traffic by domain)
+- edge ``count``      = |{t : a ∈ K_l(t), b ∈ K_l'(t)}| for consecutive MoE layers l, l'
+- edge ``weight``     = Σ_t g_l(t, a) · g_l'(t, b)  (ids-only stores: the count)
+- edge ``share``      = weight / Σ over all edges of the layer pair (before pruning)
+
+Sources: ``load`` is the expert load f_i of Switch Transformer (Fedus et al. 2021, eq. 4) restricted
+to one layer and one selection; the gate weights are the ones the MoE applies (DeepSeek-V3, Liu et al.
+2024, §2.1.2: normalised top-k sigmoid scores times the routed scaling factor). The cross-layer edges
+are this workbench's own definition (no paper fixes one): a token's own path is the subgraph of its k
+experts per layer (``token_path``), and a selection's graph is the sum of its tokens' paths.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import xarray as xr
+
+from workbench.graph.counts import RoutingCounts, count_routing
+from workbench.graph.prune import describe_pruning, prune_edges
+from workbench.store.select import Selection
+
+
+def node_id(layer: int, expert: int) -> str:
+    """The id of the node of ``expert`` at MoE layer ``layer`` (real layer index): ``"L3:E17"``."""
+    return f"L{int(layer)}:E{int(expert)}"
+
+
+def describe_selection(selection: Selection | None) -> str:
+    """``Selection`` as the ``--where`` text that would select it (``"all tokens"`` if none)."""
+    if selection is None:
+        return "all tokens"
+    parts = []
+    for f in fields(selection):
+        v = getattr(selection, f.name)
+        if v is None:
+            continue
+        key = {"domains": "domain", "sequences": "sequence", "segments": "segment", "steps": "step"}.get(f.name, f.name)
+        text = f"{v[0]}:{v[1]}" if f.name in ("tokens", "positions", "layers") else ",".join(map(str, v))
+        parts.append(f"{key}={text}")
+    return " ".join(parts) or "all tokens"
+
+
+def _format_top(items: list[tuple[str, int]]) -> str:
+    return " · ".join(f"{json.dumps(tok, ensure_ascii=False)[1:-1]} ({n})" for tok, n in items)
+
+
+def counts_to_graph(
+    counts: RoutingCounts,
+    keep: np.ndarray | None = None,
+    *,
+    top_tokens: int = 5,
+    graph_attrs: dict[str, Any] | None = None,
+) -> nx.DiGraph:
+    """Build the networkx graph of ``counts``, with only the edges where ``keep`` (shape (M,)) holds.
+
+    Nodes come from the kept edges; a one-layer selection (no edges) keeps every node with tokens.
+    """
+    e = counts.edges.take(keep) if keep is not None else counts.edges
+    n_layers, ne = counts.node_tokens.shape
+    if n_layers > 1:
+        codes = np.unique(np.concatenate([e.pair * ne + e.src, (e.pair + 1) * ne + e.dst]))
+    else:
+        codes = np.flatnonzero(counts.node_tokens.ravel())
+    tops = counts.top_tokens(codes, top_tokens)
+    g = nx.DiGraph()
+    layers = counts.layers.tolist()
+    n = max(counts.n_tokens, 1)
+    for c in codes.tolist():
+        li, ex = divmod(c, ne)
+        tok = int(counts.node_tokens[li, ex])
+        attrs: dict[str, Any] = {"layer": int(layers[li]), "expert": int(ex), "tokens": tok, "load": tok / n}
+        if counts.weighted:
+            attrs["mean_gate"] = float(counts.node_gate[li, ex]) / tok if tok else 0.0
+        for d, name in enumerate(counts.domains):
+            attrs[f"share_{name}"] = float(counts.node_domain[d, li, ex]) / tok if tok else 0.0
+        attrs["top_tokens"] = _format_top(tops.get(c, []))
+        g.add_node(node_id(layers[li], ex), **attrs)
+    totals = counts.flow_totals
+    for p, s, d, cnt, w in zip(
+        e.pair.tolist(), e.src.tolist(), e.dst.tolist(), e.count.tolist(), e.weight.tolist(), strict=True
+    ):
+        g.add_edge(
+            node_id(layers[p], s),
+            node_id(layers[p + 1], d),
+            count=int(cnt),
+            weight=float(w),
+            share=float(w / totals[p]) if totals[p] else 0.0,
+        )
+    g.graph.update(
+        kind="reasoning",
+        n_tokens=counts.n_tokens,
+        top_k=counts.top_k,
+        n_experts=counts.n_experts,
+        layers=layers,
+        domains=list(counts.domains),
+        weighted=counts.weighted,
+        weight_kind="gate_product" if counts.weighted else "count",
+        flow_totals={str(layers[p]): float(t) for p, t in enumerate(totals.tolist())},
+        note=(
+            "edge weight = sum over tokens of the product of the two gate weights"
+            if counts.weighted
+            else "ids-only store (no gate weights): edge weight = token count, no mean_gate"
+        ),
+    )
+    if graph_attrs:
+        g.graph.update(graph_attrs)
+    return g
+
+
+def reasoning_graph(
+    ds: xr.Dataset,
+    selection: Selection | None = None,
+    *,
+    min_count: int | None = None,
+    top_edges: int | None = None,
+    flow: float | None = None,
+    top_tokens: int = 5,
+) -> nx.DiGraph:
+    """The reasoning graph of the tokens in ``selection`` (all of ``ds`` if None).
+
+    Counting is vectorised (``count_routing``); pruning (``min_count``, ``flow``, ``top_edges``,
+    see ``workbench.graph.prune``) happens on arrays, so networkx only ever holds the kept graph.
+    Unpruned graphs of large selections of K2 have up to ~150k edges per layer pair: prune them.
+
+    Parameters
+    ----------
+    ds : routing Dataset (``workbench.open_store``)
+    selection : which tokens and layers (``workbench.parse_where(["domain=math"])``)
+    top_tokens : how many most frequent tokens to list per node (``top_tokens`` attr; 0 for none)
+
+    Returns
+    -------
+    nx.DiGraph with the node and edge attributes in the module docstring; ``G.graph`` holds
+    ``n_tokens``, ``layers``, ``weighted``, ``flow_totals`` (per source layer), ``selection``, ``pruning``.
+
+    Examples
+    --------
+    >>> g = reasoning_graph(ds, parse_where("domain=math"), top_edges=20)  # doctest: +SKIP
+    >>> g.nodes["L1:E5"]["tokens"], g.edges["L1:E5", "L2:E9"]["weight"]  # doctest: +SKIP
+    """
+    counts = count_routing(ds, selection)
+    keep = prune_edges(
+        counts.edges, min_count=min_count, top_edges=top_edges, flow=flow, flow_totals=counts.flow_totals
+    )
+    model = ds.attrs.get("model") or {}
+    return counts_to_graph(
+        counts,
+        keep,
+        top_tokens=top_tokens,
+        graph_attrs={
+            "selection": describe_selection(selection),
+            "pruning": describe_pruning(min_count, top_edges, flow),
+            "model": str(model.get("model_name", "")),
+        },
+    )
+
+
+def token_path(ds: xr.Dataset, token: int, *, top_tokens: int = 1) -> nx.DiGraph:
+    """The path of one token (global row ``token``): its k experts per layer and the k × k edges between them."""
+    return reasoning_graph(ds, Selection(tokens=(int(token), int(token) + 1)), top_tokens=top_tokens)

@@ -1,0 +1,203 @@
+"""Vectorised counting of expert pathways: the arrays every reasoning graph is built from.
+
+A token routed to experts ``A`` (top-k at MoE layer ``l``) and ``B`` (top-k at the next MoE layer)
+contributes one to the count of every one of the k × k edges ``(l, a) -> (l', b)`` and the product
+of gate weights ``g_a · g_b`` to their weight. Counting is done with ``np.bincount`` over the codes
+``src * E + dst``, one layer pair at a time, so a 10k-token selection of a K2-shaped store
+(60 layers, 384 experts, top-8: 38M token-edge incidences) needs only O(T·k²) memory per pair and
+networkx is used only for the final, pruned graph (see ``build.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import xarray as xr
+
+from workbench.store import schema as S
+from workbench.store.select import Selection, select
+
+
+@dataclass(frozen=True)
+class EdgeTable:
+    """Edges between consecutive MoE layers as flat arrays, sorted by ``(pair, src, dst)``.
+
+    ``pair`` p joins ``layers[p]`` to ``layers[p + 1]``. Shapes are all (M,).
+    """
+
+    pair: np.ndarray  # (M,) int64 layer-pair index
+    src: np.ndarray  # (M,) int64 expert at layers[pair]
+    dst: np.ndarray  # (M,) int64 expert at layers[pair + 1]
+    count: np.ndarray  # (M,) int64 tokens that take this edge
+    weight: np.ndarray  # (M,) float64 sum over those tokens of g_src * g_dst (count when ids only)
+
+    def __len__(self) -> int:
+        return int(self.pair.size)
+
+    def take(self, keep: np.ndarray) -> EdgeTable:
+        """The rows where ``keep`` (bool mask or index array) holds."""
+        return EdgeTable(self.pair[keep], self.src[keep], self.dst[keep], self.count[keep], self.weight[keep])
+
+
+@dataclass
+class RoutingCounts:
+    """Everything a reasoning graph needs, counted from one selection of a routing store.
+
+    Node arrays are dense over (layer, expert); edges are sparse (``EdgeTable``).
+    ``flow_totals[p]`` is the total weight (all edges, before pruning) between ``layers[p]`` and
+    ``layers[p + 1]``, so shares stay exact after pruning.
+    """
+
+    layers: np.ndarray  # (L,) real layer indices of the MoE layers used
+    n_experts: int
+    top_k: int
+    n_tokens: int
+    weighted: bool  # False for ids-only stores (NaN gate weights): weights are counts
+    node_tokens: np.ndarray  # (L, E) int64 tokens routed to (layer, expert)
+    node_gate: np.ndarray  # (L, E) float64 sum of gate weights of those tokens (0 when ids only)
+    domains: tuple[str, ...]  # domain names, in order of node_domain's first axis
+    node_domain: np.ndarray  # (D, L, E) int64 tokens of each domain routed to (layer, expert)
+    edges: EdgeTable
+    flow_totals: np.ndarray  # (L - 1,) float64 total edge weight per layer pair
+    count_totals: np.ndarray  # (L - 1,) int64 total edge count per layer pair (= n_tokens * k * k)
+    # Inputs kept for per-node top tokens (computed only for the nodes that survive pruning).
+    expert_ids: np.ndarray = field(repr=False)  # (T, L, k) int16
+    token_ids: np.ndarray = field(repr=False)  # (T,) int
+    vocab: list[str] = field(repr=False, default_factory=list)
+
+    def top_tokens(self, nodes: np.ndarray, n: int = 5) -> dict[int, list[tuple[str, int]]]:
+        """The ``n`` most frequent tokens routed to each node code ``layer_pos * E + expert`` in ``nodes``.
+
+        Returns ``{node_code: [(decoded token, count), ...]}`` ordered by count (ties: smaller id).
+        """
+        out: dict[int, list[tuple[str, int]]] = {int(c): [] for c in nodes}
+        if n <= 0 or nodes.size == 0 or self.n_tokens == 0:
+            return out
+        n_layers = self.layers.size
+        offs = np.arange(n_layers, dtype=np.int64)[None, :, None] * self.n_experts
+        node_code = self.expert_ids.astype(np.int64) + offs  # (T, L, k)
+        wanted = np.zeros(n_layers * self.n_experts, dtype=bool)
+        wanted[nodes] = True
+        hit = wanted[node_code]  # (T, L, k)
+        tok = np.broadcast_to(self.token_ids.astype(np.int64)[:, None, None], node_code.shape)[hit]
+        vocab_size = int(max(int(self.token_ids.max(initial=0)) + 1, len(self.vocab), 1))
+        pair_codes, counts = np.unique(node_code[hit] * vocab_size + tok, return_counts=True)
+        node_of, tok_of = np.divmod(pair_codes, vocab_size)
+        order = np.lexsort((tok_of, -counts, node_of))  # by node, then count desc, then token id
+        node_of, tok_of, counts = node_of[order], tok_of[order], counts[order]
+        starts = np.searchsorted(node_of, node_of, side="left")
+        rank = np.arange(node_of.size) - starts
+        for c, t, m in zip(
+            node_of[rank < n].tolist(), tok_of[rank < n].tolist(), counts[rank < n].tolist(), strict=True
+        ):
+            text = self.vocab[t] if 0 <= t < len(self.vocab) else f"<{t}>"
+            out[c].append((text, m))
+        return out
+
+
+def _token_domains(sub: xr.Dataset) -> tuple[tuple[str, ...], np.ndarray]:
+    """Domain names present and the domain index of each selected token. Shape (T,)."""
+    seq_domain = np.array([str(d) for d in sub[S.SEQUENCE_DOMAIN].values], dtype=object)
+    names = tuple(sorted(set(seq_domain.tolist())))
+    code_of_seq = np.array([names.index(d) for d in seq_domain], dtype=np.int64)
+    seq_idx = np.asarray(sub[S.SEQUENCE_INDEX].values, dtype=np.int64)
+    return names, code_of_seq[seq_idx] if seq_idx.size else np.zeros(0, dtype=np.int64)
+
+
+def count_routing(ds: xr.Dataset, selection: Selection | None = None) -> RoutingCounts:
+    """Count nodes and edges of the reasoning graph of ``selection`` (all tokens and layers if None).
+
+    Raises ``SelectionError`` (one line) when the selection is unknown, empty, or its layer range
+    lies outside the model.
+    """
+    sub = select(ds, selection or Selection())
+    ids = np.asarray(sub[S.EXPERT_IDS].values)  # (T, L, k) int16
+    weights = np.asarray(sub[S.GATE_WEIGHTS].values, dtype=np.float64)  # (T, L, k)
+    token_ids = np.asarray(sub[S.TOKEN_ID].values)
+    layers = np.asarray(sub[S.LAYER].values).astype(np.int64)
+    model = ds.attrs.get("model") or {}
+    n_experts = int(model.get("n_routed_experts") or int(ids.max(initial=-1)) + 1)
+    vocab = list((ds.attrs.get("tokenizer") or {}).get("vocab", []))
+    return count_arrays(
+        ids,
+        weights,
+        layers=layers,
+        n_experts=n_experts,
+        token_domains=_token_domains(sub),
+        token_ids=token_ids,
+        vocab=vocab,
+        weighted=bool(ds.attrs.get("has_gate_weights", True)),
+    )
+
+
+def count_arrays(
+    ids: np.ndarray,
+    weights: np.ndarray | None,
+    *,
+    layers: np.ndarray,
+    n_experts: int,
+    token_domains: tuple[tuple[str, ...], np.ndarray] | None = None,
+    token_ids: np.ndarray | None = None,
+    vocab: list[str] | None = None,
+    weighted: bool = True,
+) -> RoutingCounts:
+    """``count_routing`` on plain arrays: ``ids`` (T, L, k) expert ids, ``weights`` (T, L, k) or None.
+
+    Weights that are None or hold any NaN (an engine capture with ids only) make the counts
+    unweighted: every edge weight is then its token count, and mean gate weights are undefined.
+    """
+    t, n_layers, k = ids.shape
+    if t and (int(ids.min()) < 0 or int(ids.max()) >= n_experts):
+        raise ValueError(f"expert ids outside 0..{n_experts - 1}")
+    weighted = weighted and weights is not None and not bool(np.isnan(weights).any())
+    w = np.asarray(weights, dtype=np.float64) if weighted and weights is not None else None
+    ne = n_experts
+    node_code = ids.astype(np.int64) + np.arange(n_layers, dtype=np.int64)[None, :, None] * ne  # (T, L, k)
+    flat = node_code.ravel()
+    node_tokens = np.bincount(flat, minlength=n_layers * ne).reshape(n_layers, ne)
+    node_gate = (
+        np.bincount(flat, weights=w.ravel(), minlength=n_layers * ne).reshape(n_layers, ne)
+        if w is not None
+        else np.zeros((n_layers, ne))
+    )
+    names, dom = token_domains if token_domains is not None else (("all",), np.zeros(t, dtype=np.int64))
+    d_code = (np.broadcast_to(dom[:, None, None], node_code.shape) * (n_layers * ne) + node_code).ravel()
+    node_domain = np.bincount(d_code, minlength=len(names) * n_layers * ne).reshape(len(names), n_layers, ne)
+
+    parts: list[tuple[np.ndarray, ...]] = []
+    flow_totals = np.zeros(max(n_layers - 1, 0))
+    for p in range(n_layers - 1):
+        codes = (ids[:, p, :, None].astype(np.int64) * ne + ids[:, p + 1, None, :]).ravel()  # (T*k*k,)
+        cnt = np.bincount(codes, minlength=ne * ne)
+        nz = np.flatnonzero(cnt)
+        if w is not None:
+            prod = (w[:, p, :, None] * w[:, p + 1, None, :]).ravel()  # (T*k*k,)
+            wsum = np.bincount(codes, weights=prod, minlength=ne * ne)[nz]
+        else:
+            wsum = cnt[nz].astype(np.float64)
+        flow_totals[p] = float(wsum.sum())
+        src, dst = np.divmod(nz, ne)
+        parts.append((np.full(nz.size, p, dtype=np.int64), src, dst, cnt[nz].astype(np.int64), wsum))
+    if parts:
+        edges = EdgeTable(*(np.concatenate(col) for col in zip(*parts, strict=True)))
+    else:
+        z = np.zeros(0, dtype=np.int64)
+        edges = EdgeTable(z, z, z, z, np.zeros(0))
+    return RoutingCounts(
+        layers=np.asarray(layers, dtype=np.int64),
+        n_experts=ne,
+        top_k=k,
+        n_tokens=t,
+        weighted=w is not None,
+        node_tokens=node_tokens,
+        node_gate=node_gate,
+        domains=tuple(names),
+        node_domain=node_domain,
+        edges=edges,
+        flow_totals=flow_totals,
+        count_totals=np.full(max(n_layers - 1, 0), t * k * k, dtype=np.int64),
+        expert_ids=ids,
+        token_ids=token_ids if token_ids is not None else np.zeros(t, dtype=np.int64),
+        vocab=vocab or [],
+    )

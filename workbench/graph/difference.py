@@ -1,0 +1,218 @@
+"""Difference graphs: where two selections (e.g. math minus code) route differently.
+
+Normalisation (so selections of different sizes compare): each side is first turned into shares,
+
+- node  ``load``  = tokens routed to (layer, expert) / tokens in the selection   (∈ [0, 1]; Σ per layer = k)
+- edge  ``share`` = edge weight / total weight of its layer pair                 (∈ [0, 1]; Σ per pair = 1)
+
+and the difference graph holds ``delta = a − b`` of those shares (∈ [−1, 1]), ``weight = |delta|``
+and ``sign`` = +1 (more in a), −1 (more in b) or 0. Nodes and edges are the union of both sides; an
+element missing on one side counts as share 0 there. The edge share uses each side's totals from
+*before* pruning (``G.graph["flow_totals"]``), so pruned inputs keep exact shares for the edges they
+hold; edges pruned away on one side count as 0, so difference unpruned graphs (or use
+``difference_of_selections``, which differences in arrays and prunes the result).
+If either side is ids-only (count weights), both sides use count shares.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import xarray as xr
+
+from workbench.graph.build import describe_selection, node_id
+from workbench.graph.counts import EdgeTable, RoutingCounts, count_routing
+from workbench.graph.prune import describe_pruning, graph_flow_totals, graph_layers, prune_edges
+from workbench.store.select import Selection
+
+
+def _union(codes_a: np.ndarray, val_a: np.ndarray, codes_b: np.ndarray, val_b: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Union of two sparse vectors given by unique int codes: (codes, a, b), zeros where absent."""
+    codes = np.union1d(codes_a, codes_b)
+    a = np.zeros(codes.size)
+    b = np.zeros(codes.size)
+    a[np.searchsorted(codes, codes_a)] = val_a
+    b[np.searchsorted(codes, codes_b)] = val_b
+    return codes, a, b
+
+
+def _build(
+    layers: list[int],
+    n_experts: int,
+    node: tuple[np.ndarray, ...],
+    edge: tuple[np.ndarray, ...],
+    tops: dict[int, str],
+    attrs: dict[str, Any],
+    keep: np.ndarray | None = None,
+) -> nx.DiGraph:
+    """The signed graph from union node codes (l·E+e) and edge codes ((p·E+src)·E+dst).
+
+    ``node`` = (codes, load a, load b); ``edge`` = (codes, share a, share b, count a, count b).
+    """
+    ne = n_experts
+    ecodes, ea, eb, ca, cb = edge if keep is None else (x[keep] for x in edge)
+    pair, rest = np.divmod(ecodes, ne * ne)
+    src, dst = np.divmod(rest, ne)
+    ncodes, na, nb = node
+    if len(layers) > 1:
+        wanted = np.unique(np.concatenate([pair * ne + src, (pair + 1) * ne + dst]))
+        sel = np.isin(ncodes, wanted)
+        ncodes, na, nb = ncodes[sel], na[sel], nb[sel]
+    g = nx.DiGraph()
+    for c, a, b in zip(ncodes.tolist(), na.tolist(), nb.tolist(), strict=True):
+        li, ex = divmod(c, ne)
+        d = a - b
+        g.add_node(
+            node_id(layers[li], ex),
+            layer=int(layers[li]),
+            expert=int(ex),
+            load_a=a,
+            load_b=b,
+            delta=d,
+            weight=abs(d),
+            sign=int(np.sign(d)),
+            top_tokens=tops.get(c, ""),
+        )
+    flow: dict[str, float] = {str(layer): 0.0 for layer in layers[:-1]}
+    rows = zip(
+        pair.tolist(), src.tolist(), dst.tolist(), ea.tolist(), eb.tolist(), ca.tolist(), cb.tolist(), strict=True
+    )
+    for p, s, t, a, b, n_a, n_b in rows:
+        d = a - b
+        flow[str(layers[p])] += abs(d)
+        g.add_edge(
+            node_id(layers[p], s),
+            node_id(layers[p + 1], t),
+            share_a=a,
+            share_b=b,
+            delta=d,
+            weight=abs(d),
+            sign=int(np.sign(d)),
+            count_a=int(n_a),
+            count_b=int(n_b),
+            count=int(n_a + n_b),
+        )
+    g.graph.update(kind="difference", layers=list(layers), n_experts=ne, weight_kind="abs_delta", **attrs)
+    g.graph.setdefault("flow_totals", flow)
+    return g
+
+
+def _side_arrays(g: nx.DiGraph, layers: list[int], ne: int, use_count: bool) -> tuple[np.ndarray, ...]:
+    pos = {layer: i for i, layer in enumerate(layers)}
+    n_tok = max(int(g.graph.get("n_tokens", 1)), 1)
+    k = int(g.graph.get("top_k", 1))
+    ncodes = np.array([pos[int(d["layer"])] * ne + int(d["expert"]) for _, d in g.nodes(data=True)], dtype=np.int64)
+    nload = np.array([float(d.get("tokens", 0)) / n_tok for _, d in g.nodes(data=True)])
+    ft = graph_flow_totals(g)
+    ecodes, eshare, ecount = [], [], []
+    for u, v, d in g.edges(data=True):
+        ecount.append(int(d.get("count", 0)))
+        lu = int(g.nodes[u]["layer"])
+        ecodes.append((pos[lu] * ne + int(g.nodes[u]["expert"])) * ne + int(g.nodes[v]["expert"]))
+        if use_count:
+            eshare.append(float(d.get("count", 0)) / (n_tok * k * k))
+        else:
+            total = ft.get(str(lu), 0.0)
+            eshare.append(float(d.get("weight", 0.0)) / total if total else 0.0)
+    ec = np.array(ecodes, dtype=np.int64)
+    order_n, order_e = np.argsort(ncodes), np.argsort(ec)
+    return ncodes[order_n], nload[order_n], ec[order_e], np.array(eshare)[order_e], np.array(ecount)[order_e]
+
+
+def difference_graph(g_a: nx.DiGraph, g_b: nx.DiGraph, *, label_a: str = "a", label_b: str = "b") -> nx.DiGraph:
+    """The signed difference ``g_a − g_b`` of two reasoning graphs (normalisation in the module docstring).
+
+    Examples
+    --------
+    >>> g_math, g_code = reasoning_graph(ds, math), reasoning_graph(ds, code)  # doctest: +SKIP
+    >>> d = difference_graph(g_math, g_code, label_a="math", label_b="code")  # doctest: +SKIP
+    >>> d.edges["L1:E3", "L2:E7"]["delta"]  # L1→L2 flow share in math minus in code  # doctest: +SKIP
+    """
+    layers = sorted(set(graph_layers(g_a)) | set(graph_layers(g_b)))
+    ne = max(int(g_a.graph.get("n_experts", 0)), int(g_b.graph.get("n_experts", 0)))
+    if not ne:
+        ne = 1 + max(int(d["expert"]) for g in (g_a, g_b) for _, d in g.nodes(data=True))
+    use_count = not (g_a.graph.get("weighted", True) and g_b.graph.get("weighted", True))
+    na_c, na_v, ea_c, ea_v, ea_n = _side_arrays(g_a, layers, ne, use_count)
+    nb_c, nb_v, eb_c, eb_v, eb_n = _side_arrays(g_b, layers, ne, use_count)
+    pos = {layer: i for i, layer in enumerate(layers)}
+    tops: dict[int, str] = {}
+    for g in (g_b, g_a):  # a's top tokens win where both have the node
+        for _, d in g.nodes(data=True):
+            tops[pos[int(d["layer"])] * ne + int(d["expert"])] = str(d.get("top_tokens", ""))
+    attrs = _side_attrs(label_a, label_b, g_a.graph.get("n_tokens", 0), g_b.graph.get("n_tokens", 0), use_count)
+    edge = (*_union(ea_c, ea_v, eb_c, eb_v), *_union(ea_c, ea_n, eb_c, eb_n)[1:])
+    return _build(layers, ne, _union(na_c, na_v, nb_c, nb_v), edge, tops, attrs)
+
+
+def _side_attrs(label_a: str, label_b: str, n_a: int, n_b: int, use_count: bool) -> dict[str, Any]:
+    return {
+        "label_a": label_a,
+        "label_b": label_b,
+        "n_tokens_a": int(n_a),
+        "n_tokens_b": int(n_b),
+        "weighted": not use_count,
+        "note": (
+            f"delta = share in {label_a} − share in {label_b}; node share = tokens/selection tokens, "
+            f"edge share = {'count' if use_count else 'gate-product weight'} / layer-pair total"
+        ),
+    }
+
+
+def _count_shares(c: RoutingCounts, use_count: bool) -> tuple[np.ndarray, ...]:
+    ne = c.n_experts
+    n = max(c.n_tokens, 1)
+    nodes = c.node_tokens.ravel()
+    ncodes = np.flatnonzero(nodes)
+    e: EdgeTable = c.edges
+    ecodes = (e.pair * ne + e.src) * ne + e.dst  # already sorted (pair, src, dst)
+    if use_count:
+        eshare = e.count / np.maximum(c.count_totals[e.pair], 1)
+    else:
+        eshare = e.weight / np.where(c.flow_totals[e.pair] > 0, c.flow_totals[e.pair], 1.0)
+    return ncodes, nodes[ncodes] / n, ecodes, eshare
+
+
+def difference_of_selections(
+    ds: xr.Dataset,
+    selection_a: Selection,
+    selection_b: Selection,
+    *,
+    min_count: int | None = None,
+    top_edges: int | None = None,
+    flow: float | None = None,
+    top_tokens: int = 5,
+) -> nx.DiGraph:
+    """``difference_graph`` of two selections, differenced in arrays and then pruned on ``|delta|``.
+
+    ``min_count`` applies to the larger of the two counts of an edge; ``flow`` and ``top_edges``
+    rank edges by ``|delta|`` per layer pair (see ``workbench.graph.prune``).
+    """
+    ca, cb = count_routing(ds, selection_a), count_routing(ds, selection_b)
+    if not np.array_equal(ca.layers, cb.layers):
+        raise ValueError("both selections must cover the same layers")
+    use_count = not (ca.weighted and cb.weighted)
+    na_c, na_v, ea_c, ea_v = _count_shares(ca, use_count)
+    nb_c, nb_v, eb_c, eb_v = _count_shares(cb, use_count)
+    node = _union(na_c, na_v, nb_c, nb_v)
+    ecodes, ea, eb = _union(ea_c, ea_v, eb_c, eb_v)
+    ne = ca.n_experts
+    cnt_a = np.zeros(ecodes.size, dtype=np.int64)
+    cnt_b = np.zeros(ecodes.size, dtype=np.int64)
+    cnt_a[np.searchsorted(ecodes, ea_c)] = ca.edges.count
+    cnt_b[np.searchsorted(ecodes, eb_c)] = cb.edges.count
+    pair, rest = np.divmod(ecodes, ne * ne)
+    table = EdgeTable(pair, *np.divmod(rest, ne), np.maximum(cnt_a, cnt_b), np.abs(ea - eb))
+    totals = np.bincount(pair, weights=table.weight, minlength=max(ca.layers.size - 1, 0))
+    keep = prune_edges(table, min_count=min_count, top_edges=top_edges, flow=flow, flow_totals=totals)
+    la, lb = describe_selection(selection_a), describe_selection(selection_b)
+    attrs = _side_attrs(la, lb, ca.n_tokens, cb.n_tokens, use_count)
+    attrs["pruning"] = describe_pruning(min_count, top_edges, flow)
+    attrs["flow_totals"] = {str(ca.layers[p]): float(t) for p, t in enumerate(totals.tolist())}
+    ncodes = node[0]
+    top_a = {c: " · ".join(f"{t} ({m})" for t, m in v) for c, v in ca.top_tokens(ncodes, top_tokens).items() if v}
+    top_b = {c: " · ".join(f"{t} ({m})" for t, m in v) for c, v in cb.top_tokens(ncodes, top_tokens).items() if v}
+    tops = {**top_b, **top_a}
+    return _build(ca.layers.tolist(), ne, node, (ecodes, ea, eb, cnt_a, cnt_b), tops, attrs, keep)

@@ -1,0 +1,172 @@
+"""Pruning a reasoning graph to the edges that carry its flow.
+
+Three rules, applied in this order when combined (each one per layer pair, so every layer stays
+represented):
+
+1. ``min_count``: drop edges taken by fewer than ``min_count`` tokens.
+2. ``flow``: keep the smallest set of heaviest edges whose weights sum to at least ``flow`` × the
+   layer pair's total weight (the total before any pruning, so ``flow=0.5`` means "half of all
+   routing flow between these two layers").
+3. ``top_edges``: keep the ``top_edges`` heaviest edges of each layer pair.
+
+Ties are broken by count, then by (source, target) expert ids, so results are deterministic.
+Nodes left without an edge are dropped (except in a one-layer graph, which has no edges).
+
+The array functions here work on an ``EdgeTable``; ``prune_graph`` applies the same rules to a
+networkx graph built by ``reasoning_graph`` or ``difference_graph``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import networkx as nx
+import numpy as np
+
+from workbench.errors import WorkbenchError
+from workbench.graph.counts import EdgeTable
+
+
+def _check(min_count: int | None, top_edges: int | None, flow: float | None) -> None:
+    if min_count is not None and min_count < 0:
+        raise WorkbenchError(f"--min-count must be >= 0, got {min_count}")
+    if top_edges is not None and top_edges < 1:
+        raise WorkbenchError(f"--top-edges must be >= 1, got {top_edges}")
+    if flow is not None and not 0.0 < flow <= 1.0:
+        raise WorkbenchError(f"--flow must be a share in (0, 1], got {flow}")
+
+
+def _rank_order(edges: EdgeTable) -> np.ndarray:
+    """Row order: by pair, then weight desc, count desc, src, dst."""
+    return np.lexsort((edges.dst, edges.src, -edges.count, -edges.weight, edges.pair))
+
+
+def prune_edges(
+    edges: EdgeTable,
+    *,
+    min_count: int | None = None,
+    top_edges: int | None = None,
+    flow: float | None = None,
+    flow_totals: np.ndarray | None = None,
+) -> np.ndarray:
+    """Boolean keep-mask over ``edges`` (shape (M,)) for the rules in the module docstring.
+
+    ``flow_totals[p]`` is the total weight of layer pair ``p`` before pruning; if None, the sum of
+    the weights in ``edges`` is used.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> e = EdgeTable(np.array([0, 0, 0]), np.array([0, 0, 1]), np.array([0, 1, 0]),
+    ...               np.array([5, 3, 1]), np.array([5.0, 3.0, 1.0]))
+    >>> prune_edges(e, flow=0.6).tolist()
+    [True, True, False]
+    """
+    _check(min_count, top_edges, flow)
+    keep = np.ones(len(edges), dtype=bool)
+    if min_count:
+        keep &= edges.count >= min_count
+    if flow is None and top_edges is None:
+        return keep
+    order = _rank_order(edges)
+    order = order[keep[order]]  # surviving rows, ranked within each pair
+    pair = edges.pair[order]
+    starts = np.searchsorted(pair, pair, side="left")  # first ranked row of the same pair
+    rank = np.arange(order.size) - starts
+    ranked_keep = np.ones(order.size, dtype=bool)
+    if flow is not None:
+        w = edges.weight[order]
+        cum = np.cumsum(w)
+        before = cum - w - np.concatenate([[0.0], cum])[starts]  # weight of heavier edges in the pair
+        n_pairs = int(edges.pair.max(initial=-1)) + 1
+        totals = (
+            np.asarray(flow_totals, dtype=np.float64)
+            if flow_totals is not None
+            else np.bincount(edges.pair, weights=edges.weight, minlength=n_pairs)
+        )
+        # keep an edge while the heavier edges before it have not yet reached the target share
+        ranked_keep &= before < flow * totals[pair] * (1 - 1e-12)
+    if top_edges is not None:
+        ranked_keep &= rank < top_edges
+    out = np.zeros(len(edges), dtype=bool)
+    out[order[ranked_keep]] = True
+    return out
+
+
+def graph_layers(g: nx.DiGraph) -> list[int]:
+    """The MoE layers of ``g``: ``g.graph["layers"]`` (also as a JSON string) plus those of its nodes."""
+    listed = g.graph.get("layers", [])
+    if isinstance(listed, str):
+        listed = json.loads(listed)
+    return sorted({int(x) for x in listed} | {int(d) for _, d in g.nodes(data="layer")})
+
+
+def graph_flow_totals(g: nx.DiGraph) -> dict[str, float]:
+    """``g.graph["flow_totals"]`` as ``{source layer as str: total}`` (also read back from a JSON string)."""
+    ft = g.graph.get("flow_totals") or {}
+    if isinstance(ft, str):
+        ft = json.loads(ft)
+    return {str(k): float(v) for k, v in ft.items()}
+
+
+def graph_edge_table(g: nx.DiGraph, weight: str = "weight") -> tuple[EdgeTable, list[tuple[str, str]]]:
+    """The edges of a reasoning graph as an ``EdgeTable`` (pairs = source layers) plus their (u, v) ids."""
+    uv = list(g.edges())
+    layers = graph_layers(g)
+    pos = {layer: i for i, layer in enumerate(layers)}
+    pair = np.array([pos[int(g.nodes[u]["layer"])] for u, _ in uv], dtype=np.int64)
+    src = np.array([int(g.nodes[u]["expert"]) for u, _ in uv], dtype=np.int64)
+    dst = np.array([int(g.nodes[v]["expert"]) for _, v in uv], dtype=np.int64)
+    count = np.array([int(g.edges[e].get("count", 0)) for e in uv], dtype=np.int64)
+    wt = np.array([float(g.edges[e].get(weight, 0.0)) for e in uv], dtype=np.float64)
+    return EdgeTable(pair, src, dst, count, wt), uv
+
+
+def prune_graph(
+    g: nx.DiGraph,
+    *,
+    min_count: int | None = None,
+    top_edges: int | None = None,
+    flow: float | None = None,
+    weight: str = "weight",
+) -> nx.DiGraph:
+    """A pruned copy of ``g`` (rules in the module docstring); nodes left without edges are dropped.
+
+    The flow share uses ``g.graph["flow_totals"]`` (per source layer, totals before pruning) when
+    present, so pruning an already pruned graph still measures against all of the flow.
+
+    See Also
+    --------
+    workbench.graph.build.reasoning_graph : builds and prunes in one go, in arrays (fast path).
+    """
+    edges, uv = graph_edge_table(g, weight)
+    totals = None
+    ft = graph_flow_totals(g)
+    if flow is not None and ft:
+        totals = np.array([ft.get(str(layer), 0.0) for layer in graph_layers(g)], dtype=np.float64)
+    keep = prune_edges(edges, min_count=min_count, top_edges=top_edges, flow=flow, flow_totals=totals)
+    out = nx.DiGraph()
+    out.graph.update(g.graph)
+    kept = [uv[i] for i in np.flatnonzero(keep).tolist()]
+    nodes = {n for e in kept for n in e}
+    if g.number_of_edges() == 0:  # one-layer graph: nothing to prune but nodes
+        nodes = set(g.nodes)
+    out.add_nodes_from((n, dict(g.nodes[n])) for n in g.nodes if n in nodes)
+    out.add_edges_from((u, v, dict(g.edges[u, v])) for u, v in kept)
+    out.graph["pruning"] = describe_pruning(min_count, top_edges, flow, previous=g.graph.get("pruning"))
+    return out
+
+
+def describe_pruning(min_count: int | None, top_edges: int | None, flow: float | None, previous: object = None) -> str:
+    """A short human-readable record of the pruning applied (kept in ``G.graph["pruning"]``)."""
+    parts = []
+    if min_count:
+        parts.append(f"min_count={min_count}")
+    if flow is not None:
+        parts.append(f"flow={flow:g}")
+    if top_edges is not None:
+        parts.append(f"top_edges={top_edges}")
+    text = ", ".join(parts) or "none"
+    if previous and previous != "none":
+        return f"{previous}; {text}"
+    return text
