@@ -1,0 +1,25 @@
+"""Record per-token expert routing of MoE models with forward hooks (needs the ``[model]`` extra).
+
+>>> from workbench.hooks import RoutingRecorder              # doctest: +SKIP
+>>> with RoutingRecorder(model, scores=True) as rec:
+...     model.generate(**batch, max_new_tokens=32)
+>>> rec.routing()[0].expert_ids.shape                         # (T, L, k)
+"""
+
+from __future__ import annotations
+
+from workbench.hooks.adapters import SUPPORTED, Adapter, MoESite, UnsupportedModelError, find_adapter, routing_config
+from workbench.hooks.recorder import RoutingRecorder, route_tokens
+from workbench.hooks.routing import Routing
+
+__all__ = [
+    "SUPPORTED",
+    "Adapter",
+    "MoESite",
+    "Routing",
+    "RoutingRecorder",
+    "UnsupportedModelError",
+    "find_adapter",
+    "route_tokens",
+    "routing_config",
+]

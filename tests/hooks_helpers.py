@@ -1,0 +1,106 @@
+"""Tiny random MoE models of every supported family, for fast hooks/record tests (seconds on 2 CPUs)."""
+
+from __future__ import annotations
+
+import torch
+from transformers import (
+    DeepseekV3Config,
+    DeepseekV3ForCausalLM,
+    MixtralConfig,
+    MixtralForCausalLM,
+    OlmoeConfig,
+    OlmoeForCausalLM,
+    Qwen3MoeConfig,
+    Qwen3MoeForCausalLM,
+)
+
+VOCAB = 96
+PAD, EOS, BOS = 0, 1, 2
+
+
+def tiny_deepseek_config(**overrides: object) -> DeepseekV3Config:
+    """A 4-layer DeepSeek-V3 (layer 0 dense, 1..3 MoE): 8 routed experts, top-2, 1 shared, sigmoid + bias."""
+    kw: dict[str, object] = dict(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        moe_intermediate_size=16,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        n_routed_experts=8,
+        num_experts_per_tok=2,
+        n_shared_experts=1,
+        first_k_dense_replace=1,
+        q_lora_rank=16,
+        kv_lora_rank=8,
+        qk_rope_head_dim=4,
+        qk_nope_head_dim=4,
+        v_head_dim=8,
+        n_group=1,
+        topk_group=1,
+        norm_topk_prob=True,
+        routed_scaling_factor=2.5,
+        max_position_embeddings=128,
+        pad_token_id=PAD,
+        eos_token_id=EOS,
+        bos_token_id=BOS,
+        tie_word_embeddings=False,
+    )
+    kw.update(overrides)
+    return DeepseekV3Config(**kw)
+
+
+def randomize_bias(model: torch.nn.Module, scale: float = 0.1, seed: int = 0) -> None:
+    """Give every selection bias non-zero values, so ranking by score+bias differs from score alone."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            bias = getattr(module, "e_score_correction_bias", None)
+            if isinstance(bias, torch.Tensor):
+                bias.copy_(torch.randn(bias.shape, generator=gen) * scale)
+
+
+def tiny_deepseek(seed: int = 0, **overrides: object) -> DeepseekV3ForCausalLM:
+    torch.manual_seed(seed)
+    model = DeepseekV3ForCausalLM(tiny_deepseek_config(**overrides)).eval()
+    randomize_bias(model, seed=seed)
+    return model
+
+
+def tiny_softmax_model(family: str, seed: int = 0) -> torch.nn.Module:
+    """Tiny Mixtral / Qwen3-MoE / OLMoE with 3 MoE layers, 8 experts, top-2."""
+    torch.manual_seed(seed)
+    common = dict(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_experts_per_tok=2,
+        max_position_embeddings=128,
+        pad_token_id=PAD,
+        eos_token_id=EOS,
+        bos_token_id=BOS,
+    )
+    if family == "mixtral":
+        return MixtralForCausalLM(MixtralConfig(num_local_experts=8, **common)).eval()
+    if family == "qwen3_moe":
+        cfg = Qwen3MoeConfig(num_experts=8, moe_intermediate_size=16, norm_topk_prob=True, head_dim=8, **common)
+        return Qwen3MoeForCausalLM(cfg).eval()
+    if family == "olmoe":
+        return OlmoeForCausalLM(OlmoeConfig(num_experts=8, **common)).eval()
+    raise ValueError(family)
+
+
+def padded_batch(lengths: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ids and mask (B, max(lengths)); ids avoid PAD/EOS/BOS."""
+    gen = torch.Generator().manual_seed(seed)
+    t = max(lengths)
+    ids = torch.full((len(lengths), t), PAD, dtype=torch.long)
+    mask = torch.zeros((len(lengths), t), dtype=torch.long)
+    for b, n in enumerate(lengths):
+        ids[b, t - n :] = torch.randint(3, VOCAB, (n,), generator=gen)
+        mask[b, t - n :] = 1
+    return ids, mask

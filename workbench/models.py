@@ -1,0 +1,137 @@
+"""Loading a model to record: names to paths, checks before the (slow) load, tokenizer attrs for stores.
+
+``load_model`` refuses anything that is not a loadable MoE checkpoint of a supported family with one
+``WorkbenchError`` line, so ``workbench record`` never starts a run it cannot finish.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from workbench.errors import WorkbenchError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BUNDLED = {"k2-mini": REPO_ROOT / "data" / "models" / "k2-mini"}
+DTYPES = ("fp32", "bf16")
+# config.json fields that mark an MoE (any one present and > 0).
+_MOE_KEYS = ("n_routed_experts", "num_local_experts", "num_experts")
+
+
+def resolve_model_path(name_or_path: str | Path) -> Path:
+    """A bundled name ("k2-mini" -> <repo>/data/models/k2-mini) or a local checkpoint directory.
+
+    Raises WorkbenchError when the directory or its config.json does not exist (nothing is fetched
+    from a model hub: the workbench records local checkpoints).
+    """
+    raw = str(name_or_path)
+    path = BUNDLED.get(raw, Path(raw).expanduser())
+    if not path.is_dir():
+        hint = " (the bundled mini K2 is built by `make demo`)" if raw in BUNDLED else ""
+        raise WorkbenchError(f"model {raw!r}: no such directory {path}{hint}; pass a local checkpoint directory")
+    if not (path / "config.json").is_file():
+        raise WorkbenchError(f"model {raw!r}: {path} has no config.json; pass a transformers checkpoint directory")
+    return path
+
+
+def read_model_config(path: Path) -> dict[str, Any]:
+    """config.json as a dict, with a clear error if it is not JSON."""
+    try:
+        data = json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise WorkbenchError(f"model {path}: config.json is unreadable ({err}); fix or replace the checkpoint") from err
+    if not isinstance(data, dict):
+        raise WorkbenchError(f"model {path}: config.json is not a JSON object")
+    return data
+
+
+def check_moe_config(path: Path, config: dict[str, Any]) -> None:
+    """Refuse a checkpoint that has no routed experts before any weight is read."""
+    if not any(int(config.get(key) or 0) > 0 for key in _MOE_KEYS):
+        raise WorkbenchError(
+            f"model {path} (model_type {config.get('model_type')!r}) is not a Mixture-of-Experts model: its "
+            f"config.json sets none of {', '.join(_MOE_KEYS)}; record an MoE checkpoint such as k2-mini"
+        )
+
+
+def _torch_dtype(dtype: str) -> Any:
+    import torch
+
+    if dtype not in DTYPES:
+        raise WorkbenchError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    return torch.float32 if dtype == "fp32" else torch.bfloat16
+
+
+def load_model(
+    name_or_path: str | Path,
+    *,
+    dtype: str = "fp32",
+    device_map: str | dict[str, Any] | None = None,
+    trust_remote_code: bool = False,
+    offload_folder: str | Path | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer for recording, in eval mode.
+
+    Parameters
+    ----------
+    name_or_path
+        "k2-mini" or a local checkpoint directory.
+    dtype
+        "fp32" or "bf16" (the router and its bias stay fp32 where the model class keeps them so).
+    device_map
+        Passed to transformers/accelerate, e.g. "auto" or {"model.layers.3": "cpu", ...}.
+    trust_remote_code
+        Load the checkpoint's own modeling code (K2's remote DeepSeek code).
+
+    Raises
+    ------
+    WorkbenchError
+        Missing path, not an MoE, or no supported router family (``workbench.hooks.find_adapter``).
+    """
+    path = resolve_model_path(name_or_path)
+    check_moe_config(path, read_model_config(path))
+    torch_dtype = _torch_dtype(dtype)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from workbench.hooks import find_adapter
+
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+        if offload_folder is not None:
+            kwargs["offload_folder"] = str(offload_folder)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        hint = " (remote-code checkpoints need --trust-remote-code)" if "trust_remote_code" in str(err) else ""
+        raise WorkbenchError(f"cannot load model {path}: {first}{hint}") from err
+    model.eval()
+    find_adapter(model)  # refuse families the hooks cannot record, before any work starts
+    return model, tokenizer
+
+
+def tokenizer_attrs(tokenizer: PreTrainedTokenizerBase, name: str | None = None) -> dict[str, Any]:
+    """The store's ``tokenizer`` attribute: name, vocabulary by id, special tokens.
+
+    ``vocab`` has one string per id (length = the tokenizer's full size, added tokens included;
+    ids without a token get ""), so a store decodes on a machine with no model.
+    """
+    vocab_map = tokenizer.get_vocab()
+    size = max(len(tokenizer), max(vocab_map.values(), default=-1) + 1)
+    vocab = [""] * size
+    for token, idx in vocab_map.items():
+        if 0 <= idx < size:
+            vocab[idx] = token if isinstance(token, str) else token.decode("utf-8", "replace")
+    special: dict[str, int] = {}
+    for token in tokenizer.all_special_tokens:
+        tid = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(tid, int) and tid >= 0:
+            special[str(token)] = tid
+    label = name or Path(str(getattr(tokenizer, "name_or_path", "") or "tokenizer")).name
+    return {"name": label, "vocab": vocab, "special_tokens": special}
