@@ -1,0 +1,180 @@
+"""The graph pane: a plotly FigureWidget of expert pathways, updated in place, with an export row.
+
+Layout: x = the model's MoE layer, y = expert id. The axes never move between selections, so clicking
+from step to step shows how the pathway changes. The figure has a fixed set of traces (four edge
+traces binned by strength, one node trace) whose arrays are replaced inside one ``batch_update``:
+one restyle message per click, numpy arrays sent by plotly as binary buffers.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import ipywidgets as widgets
+import networkx as nx
+import numpy as np
+import plotly.graph_objects as go
+
+from workbench.errors import WorkbenchError
+
+from .pathways import Pathways
+
+EXPORT_FORMATS = ("png", "svg", "graphml")
+_EDGE_BINS = 4
+_EDGE_COLOURS = ("rgba(120,120,120,0.25)", "rgba(90,90,140,0.4)", "rgba(60,60,160,0.6)", "rgba(30,30,180,0.85)")
+
+
+def _edge_xy(p: Pathways, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Line segments with NaN breaks, shape (3·m,) each."""
+    x = np.full((idx.size, 3), np.nan)
+    y = np.full((idx.size, 3), np.nan)
+    lp = p.edge_layer[idx]
+    x[:, 0] = p.layers[lp]
+    x[:, 1] = p.layers[lp + 1]
+    y[:, 0] = p.edge_src[idx]
+    y[:, 1] = p.edge_dst[idx]
+    return x.ravel(), y.ravel()
+
+
+class GraphPane(widgets.VBox):
+    """FigureWidget of a ``Pathways`` plus an export row (format, path, button, status line).
+
+    Parameters
+    ----------
+    top_edges : int
+        Edges drawn per layer pair (the strongest by summed gate-weight product, or by count for
+        ids-only stores). Exports of GraphML keep every edge.
+    height : int
+        Figure height in pixels.
+    """
+
+    def __init__(self, *, top_edges: int = 24, height: int = 560) -> None:
+        self.top_edges = top_edges
+        self.pathways: Pathways | None = None
+        self.graph: nx.DiGraph | None = None
+        self.domain: str | None = None
+        self.title = ""
+        traces: list[go.Scatter] = [
+            go.Scatter(
+                x=[],
+                y=[],
+                mode="lines",
+                line={"width": 0.6 + 1.1 * b, "color": _EDGE_COLOURS[b]},
+                hoverinfo="skip",
+                showlegend=False,
+                name=f"edges q{b + 1}",
+            )
+            for b in range(_EDGE_BINS)
+        ]
+        traces.append(
+            go.Scatter(
+                x=[],
+                y=[],
+                mode="markers",
+                marker={"size": [], "color": [], "colorscale": "Viridis", "showscale": True, "line": {"width": 0}},
+                hovertemplate="%{text}<extra></extra>",
+                text=[],
+                showlegend=False,
+                name="experts",
+            )
+        )
+        self.figure = go.FigureWidget(
+            data=traces,
+            layout={
+                "height": height,
+                "margin": {"l": 50, "r": 10, "t": 40, "b": 40},
+                "xaxis": {"title": {"text": "MoE layer"}, "dtick": 1},
+                "yaxis": {"title": {"text": "expert"}},
+                "plot_bgcolor": "white",
+                "title": {"text": "select a step, segment or token", "font": {"size": 13}},
+            },
+        )
+        self.format = widgets.Dropdown(options=list(EXPORT_FORMATS), value="png", layout={"width": "90px"})
+        self.path = widgets.Text(value="reasoning_graph", description="file", layout={"width": "260px"})
+        self.export_button = widgets.Button(description="Export graph", icon="download")
+        self.status = widgets.HTML("")
+        self.export_button.on_click(lambda _b: self._export_clicked())
+        row = widgets.HBox([self.format, self.path, self.export_button])
+        super().__init__([self.figure, row, self.status])
+
+    def show(self, p: Pathways, *, title: str, domain: str | None = None) -> None:
+        """Replace the drawn pathways (one restyle of the fixed traces)."""
+        self.pathways, self.title, self.domain = p, title, domain
+        self.graph = None  # built on export only: the figure needs the arrays, not networkx
+        idx = p.top_edges(self.top_edges)
+        strength = p.strength()[idx]
+        if idx.size:
+            qs = np.quantile(strength, [0.5, 0.8, 0.95])
+            bins = np.searchsorted(qs, strength, side="right")  # (m,) in 0..3
+        else:
+            bins = np.zeros(0, dtype=np.int64)
+        li, ei = np.nonzero(p.node_tokens)
+        tokens = p.node_tokens[li, ei]
+        mean_gate = p.mean_gate[li, ei]
+        colour = mean_gate if p.has_weights else tokens.astype(np.float64)
+        layers = p.layers[li]
+        hover = [
+            f"L{lay}:E{e}<br>{n} tokens" + (f"<br>mean gate {g:.3f}" if p.has_weights else "")
+            for lay, e, n, g in zip(layers.tolist(), ei.tolist(), tokens.tolist(), mean_gate.tolist(), strict=True)
+        ]
+        size = 4 + 14 * np.sqrt(tokens / max(1, p.n_tokens))
+        with self.figure.batch_update():
+            for b in range(_EDGE_BINS):
+                x, y = _edge_xy(p, idx[bins == b])
+                self.figure.data[b].x = x
+                self.figure.data[b].y = y
+            nodes = self.figure.data[_EDGE_BINS]
+            nodes.x = layers
+            nodes.y = ei
+            nodes.text = hover
+            nodes.marker.size = size
+            nodes.marker.color = colour
+            nodes.marker.colorbar = {"title": {"text": "mean gate" if p.has_weights else "tokens"}}
+            self.figure.layout.title.text = title
+            self.figure.layout.yaxis.range = [-1, p.n_experts]
+
+    def current_graph(self) -> nx.DiGraph:
+        """The networkx reasoning graph of what the pane shows (all edges, not only the drawn ones)."""
+        if self.pathways is None:
+            raise WorkbenchError("nothing selected yet: click a step, segment or token first")
+        if self.graph is None:
+            self.graph = self.pathways.to_networkx(domain=self.domain)
+            self.graph.graph["title"] = self.title
+        return self.graph
+
+    def export(self, path: str | Path, fmt: str | None = None) -> Path:
+        """Write the current graph: PNG/SVG (the figure as shown, via kaleido) or GraphML (every node and edge).
+
+        The file is written to a temporary name in the same folder and renamed, so a failed export
+        never leaves a partial file. Returns the written path.
+        """
+        path = Path(path)
+        fmt = (fmt or path.suffix.lstrip(".") or "png").lower()
+        if fmt not in EXPORT_FORMATS:
+            raise WorkbenchError(f"cannot export {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+        if path.suffix.lower() != f".{fmt}":
+            path = path.with_name(path.name + f".{fmt}")
+        graph = self.current_graph()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(fd)
+        try:
+            if fmt == "graphml":
+                nx.write_graphml(graph, tmp)
+            else:
+                go.Figure(self.figure).write_image(tmp, format=fmt, width=1000, height=700)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    def _export_clicked(self) -> None:
+        try:
+            written = self.export(self.path.value, self.format.value)
+        except Exception as err:  # shown in the widget: a button callback has no cell to raise into
+            self.status.value = f"<span style='color:#b00'>export failed: {err}</span>"
+        else:
+            self.status.value = f"wrote <code>{written}</code>"

@@ -1,0 +1,150 @@
+"""One sequence of a routing store, loaded into memory for the widgets, and its token strings.
+
+Loading is the one slow step of a widget (one read of the sequence's rows from zarr); every click
+after that works on these numpy arrays. Token strings come from the vocabulary stored in the store's
+attrs, so no tokenizer or model is needed to look at a store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from workbench.errors import WorkbenchError
+from workbench.store import schema as S
+
+
+@cache
+def _byte_decoder() -> dict[str, int]:
+    """Inverse of the byte-to-printable-character table of byte-level BPE (GPT-2, tokenizers' ByteLevel).
+
+    Printable Latin-1 bytes map to themselves; the other 68 bytes map to code points from 256 up, in
+    byte order.
+    """
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table: dict[str, int] = {chr(b): b for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            table[chr(256 + extra)] = b
+            extra += 1
+    return table
+
+
+def display_tokens(vocab: list[str]) -> list[str]:
+    """Readable text for each vocabulary entry (byte-level BPE and SentencePiece markers undone).
+
+    A vocabulary is treated as byte-level when its entries use the ByteLevel space marker ``Ġ``;
+    pieces that are not valid UTF-8 alone (half of a multi-byte character) show as U+FFFD.
+    """
+    if any("Ġ" in v for v in vocab[:5000]):
+        dec = _byte_decoder()
+        out = []
+        for v in vocab:
+            if all(c in dec for c in v):
+                out.append(bytes(dec[c] for c in v).decode("utf-8", errors="replace"))
+            else:
+                out.append(v)  # special tokens such as <|im_end|> are stored as they are
+        return out
+    if any("▁" in v for v in vocab[:5000]):
+        return [v.replace("▁", " ") for v in vocab]
+    return list(vocab)
+
+
+@dataclass(frozen=True)
+class SequenceData:
+    """A sequence's tokens, segments and routing, all in memory. T tokens, S spans, L layers, top-k."""
+
+    sequence_id: str
+    domain: str
+    token_ids: np.ndarray  # (T,) int32
+    token_text: list[str]  # (T,) display strings
+    segment: np.ndarray  # (T,) int8 codes into segment_kinds
+    step: np.ndarray  # (T,) int32, -1 outside any tool-loop step
+    span_kind: np.ndarray  # (S,) int8
+    span_start: np.ndarray  # (S,) int64 positions within the sequence
+    span_stop: np.ndarray  # (S,) int64 (exclusive)
+    span_step: np.ndarray  # (S,) int32
+    span_label: list[str]  # (S,)
+    expert_ids: np.ndarray  # (T, L, k) int16
+    gate_weights: np.ndarray  # (T, L, k) float16, NaN for ids-only
+    layers: np.ndarray  # (L,) real layer indices
+    n_experts: int
+    segment_kinds: list[str]
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.token_ids.size)
+
+    @property
+    def steps(self) -> np.ndarray:
+        """Sorted distinct tool-loop steps (≥ 0) present in the sequence."""
+        s = np.unique(self.step)
+        return s[s >= 0]
+
+
+def as_dataset(store: xr.Dataset | str | Path) -> xr.Dataset:
+    """A routing Dataset from a Dataset or a store path/URL (opened with ``workbench.open_store``)."""
+    if isinstance(store, xr.Dataset):
+        return store
+    from workbench import open_store
+
+    return open_store(str(store))
+
+
+def sequence_ids(ds: xr.Dataset) -> list[str]:
+    return [str(s) for s in ds[S.SEQUENCE].values]
+
+
+def load_sequence(ds: xr.Dataset, sequence: str | None = None) -> SequenceData:
+    """Read one sequence (default: the first one) of a routing Dataset into memory.
+
+    Raises WorkbenchError naming the known ids when ``sequence`` is not in the store.
+    """
+    ids = sequence_ids(ds)
+    if not ids:
+        raise WorkbenchError("this routing store holds no sequences yet; record or replay something into it first")
+    if sequence is None:
+        sequence = ids[0]
+    if sequence not in ids:
+        shown = ", ".join(ids[:10]) + (" ..." if len(ids) > 10 else "")
+        raise WorkbenchError(f"no sequence {sequence!r} in this store; it has: {shown}")
+    i = ids.index(sequence)
+    start = int(ds[S.SEQUENCE_START].values[i])
+    length = int(ds[S.SEQUENCE_LENGTH].values[i])
+    rows = ds.isel({S.TOKEN: slice(start, start + length)})
+    names = [S.TOKEN_ID, S.SEGMENT, S.STEP, S.EXPERT_IDS, S.GATE_WEIGHTS]
+    loaded = rows[names].compute()
+    span_seq = np.asarray(ds[S.SPAN_SEQUENCE].values)
+    sp = np.nonzero(span_seq == i)[0]
+    span_start = np.asarray(ds[S.SPAN_START].values)[sp].astype(np.int64) - start
+    order = np.argsort(span_start, kind="stable")
+    sp = sp[order]
+    vocab = list(ds.attrs.get("tokenizer", {}).get("vocab", []))
+    display = display_tokens(vocab)
+    token_ids = np.asarray(loaded[S.TOKEN_ID].values, dtype=np.int32)
+    text = [display[t] if 0 <= t < len(display) else f"<{t}>" for t in token_ids.tolist()]
+    cfg = ds.attrs.get("model", {})
+    n_experts = int(cfg.get("n_routed_experts", 0)) or int(np.asarray(loaded[S.EXPERT_IDS].values).max()) + 1
+    return SequenceData(
+        sequence_id=sequence,
+        domain=str(ds[S.SEQUENCE_DOMAIN].values[i]),
+        token_ids=token_ids,
+        token_text=text,
+        segment=np.asarray(loaded[S.SEGMENT].values, dtype=np.int8),
+        step=np.asarray(loaded[S.STEP].values, dtype=np.int32),
+        span_kind=np.asarray(ds[S.SPAN_KIND].values, dtype=np.int8)[sp],
+        span_start=np.asarray(ds[S.SPAN_START].values, dtype=np.int64)[sp] - start,
+        span_stop=np.asarray(ds[S.SPAN_STOP].values, dtype=np.int64)[sp] - start,
+        span_step=np.asarray(ds[S.SPAN_STEP].values, dtype=np.int32)[sp],
+        span_label=[str(x) for x in np.asarray(ds[S.SPAN_LABEL].values)[sp]],
+        expert_ids=np.asarray(loaded[S.EXPERT_IDS].values),
+        gate_weights=np.asarray(loaded[S.GATE_WEIGHTS].values),
+        layers=np.asarray(ds[S.LAYER].values),
+        n_experts=n_experts,
+        segment_kinds=list(ds.attrs.get("segment_kinds", S.SEGMENT_KINDS)),
+    )

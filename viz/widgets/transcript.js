@@ -1,0 +1,271 @@
+// Transcript pane of the K2 routing workbench (anywidget ESM).
+// Per-token arrays arrive as binary buffers (DataView); segments are laid out as blocks whose
+// tokens are created only when the block scrolls near the viewport, so 50k-token transcripts stay fast.
+
+function bytesOf(v) {
+  if (!v) return new Uint8Array(0);
+  if (v instanceof DataView) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+  if (v instanceof ArrayBuffer) return new Uint8Array(v);
+  if (ArrayBuffer.isView(v)) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+  return new Uint8Array(0);
+}
+
+function typed(v, Ctor) {
+  const copy = bytesOf(v).slice(); // aligned copy
+  return new Ctor(copy.buffer, 0, copy.byteLength / Ctor.BYTES_PER_ELEMENT);
+}
+
+function readState(model) {
+  const text = bytesOf(model.get("token_text"));
+  const offsets = typed(model.get("token_offsets"), Int32Array);
+  return {
+    text,
+    offsets,
+    nTokens: Math.max(0, offsets.length - 1),
+    ids: typed(model.get("token_ids"), Int32Array),
+    segment: typed(model.get("token_segment"), Int8Array),
+    step: typed(model.get("token_step"), Int32Array),
+    spanStart: typed(model.get("span_start"), Int32Array),
+    spanStop: typed(model.get("span_stop"), Int32Array),
+    spanKind: typed(model.get("span_kind"), Int8Array),
+    spanStep: typed(model.get("span_step"), Int32Array),
+    spanLabels: model.get("span_labels") || [],
+    steps: typed(model.get("steps"), Int32Array),
+    kinds: model.get("segment_kinds") || [],
+  };
+}
+
+// Blocks: the spans in order, plus runs of tokens no span covers (grouped by segment code).
+function layoutBlocks(s) {
+  const blocks = [];
+  let cursor = 0;
+  const gap = (a, b) => {
+    let i = a;
+    while (i < b) {
+      let j = i + 1;
+      while (j < b && s.segment[j] === s.segment[i]) j++;
+      blocks.push({ start: i, stop: j, kind: s.segment[i], step: s.step[i], span: -1, label: "" });
+      i = j;
+    }
+  };
+  for (let i = 0; i < s.spanStart.length; i++) {
+    const a = Math.max(s.spanStart[i], cursor);
+    const b = s.spanStop[i];
+    if (a > cursor) gap(cursor, a);
+    if (b > a) {
+      blocks.push({ start: a, stop: b, kind: s.spanKind[i], step: s.spanStep[i], span: i, label: s.spanLabels[i] || "" });
+      cursor = b;
+    }
+  }
+  if (cursor < s.nTokens) gap(cursor, s.nTokens);
+  return blocks;
+}
+
+function render({ model, el }) {
+  const decoder = new TextDecoder("utf-8");
+  let s = readState(model);
+  let blocks = [];
+  let blockOfToken = new Int32Array(0);
+  let highlighted = [];
+
+  el.classList.add("wb-transcript");
+  const bar = document.createElement("div");
+  bar.className = "wb-toolbar";
+  const allBtn = document.createElement("button");
+  allBtn.textContent = "All";
+  allBtn.className = "wb-all";
+  const prev = document.createElement("button");
+  prev.textContent = "‹";
+  const slider = document.createElement("input");
+  slider.type = "range";
+  slider.className = "wb-step-slider";
+  const next = document.createElement("button");
+  next.textContent = "›";
+  const stepLabel = document.createElement("span");
+  stepLabel.className = "wb-step-label";
+  bar.append(allBtn, prev, slider, next, stepLabel);
+  const status = document.createElement("div");
+  status.className = "wb-status";
+  const legend = document.createElement("div");
+  legend.className = "wb-legend";
+  const body = document.createElement("div");
+  body.className = "wb-body";
+  el.append(bar, legend, status, body);
+
+  const tokenString = (p) => decoder.decode(s.text.subarray(s.offsets[p], s.offsets[p + 1]));
+  const kindName = (code) => s.kinds[code] ?? `kind${code}`;
+
+  function fillBlock(bi) {
+    const b = blocks[bi];
+    if (b.filled) return;
+    b.filled = true;
+    const frag = document.createDocumentFragment();
+    for (let p = b.start; p < b.stop; p++) {
+      const t = document.createElement("span");
+      const str = tokenString(p);
+      t.className = /^<[^<>]*>$/.test(str) ? "wb-tok wb-special" : "wb-tok";
+      t.textContent = str === "" ? "∅" : str;
+      t.dataset.pos = String(p);
+      const stepText = s.step[p] >= 0 ? ` · step ${s.step[p]}` : "";
+      t.title = `${JSON.stringify(str)} · id ${s.ids[p]} · pos ${p} · ${kindName(s.segment[p])}${stepText}`;
+      frag.append(t);
+    }
+    b.bodyEl.append(frag);
+  }
+
+  const observer = new IntersectionObserver(
+    (entries) => {
+      for (const e of entries) if (e.isIntersecting) fillBlock(Number(e.target.dataset.block));
+    },
+    { root: body, rootMargin: "600px" },
+  );
+
+  function build() {
+    observer.disconnect();
+    body.replaceChildren();
+    blocks = layoutBlocks(s);
+    blockOfToken = new Int32Array(s.nTokens);
+    blocks.forEach((b, bi) => {
+      blockOfToken.fill(bi, b.start, b.stop);
+      const div = document.createElement("div");
+      div.className = `wb-seg wb-kind-${kindName(b.kind)}`;
+      div.dataset.block = String(bi);
+      const head = document.createElement("div");
+      head.className = "wb-seg-head";
+      const parts = [kindName(b.kind)];
+      if (b.step >= 0) parts.push(`step ${b.step}`);
+      if (b.label) parts.push(b.label);
+      parts.push(`${b.stop - b.start} tok`);
+      head.textContent = parts.join(" · ");
+      if (b.span >= 0) {
+        head.dataset.span = String(b.span);
+        head.title = "Click: reasoning graph of this segment";
+      }
+      const seg = document.createElement("div");
+      seg.className = "wb-seg-body";
+      div.append(head, seg);
+      b.el = div;
+      b.bodyEl = seg;
+      body.append(div);
+      observer.observe(div);
+    });
+    legend.replaceChildren(
+      ...[...new Set(blocks.map((b) => b.kind))].map((k) => {
+        const chip = document.createElement("span");
+        chip.className = `wb-chip wb-kind-${kindName(k)}`;
+        chip.textContent = kindName(k);
+        return chip;
+      }),
+    );
+    slider.min = "0";
+    slider.max = String(Math.max(0, s.steps.length - 1));
+    slider.disabled = s.steps.length === 0;
+    prev.disabled = next.disabled = s.steps.length === 0;
+    body.style.height = `${model.get("height")}px`;
+  }
+
+  function scrollTo(target) {
+    const top = target.offsetTop - body.offsetTop - 8;
+    body.scrollTop = Math.max(0, top);
+  }
+
+  function setSelection(kind, index) {
+    model.set("selection", { kind, index });
+    model.save_changes();
+  }
+
+  function showSelection() {
+    for (const h of highlighted) h.classList.remove("wb-sel", "wb-tok-sel");
+    highlighted = [];
+    const sel = model.get("selection") || { kind: "all", index: -1 };
+    let n = 0;
+    let first = null;
+    let stepOfSel = -1;
+    if (sel.kind === "step") {
+      stepOfSel = sel.index;
+      for (const b of blocks) {
+        if (b.step === sel.index) {
+          b.el.classList.add("wb-sel");
+          highlighted.push(b.el);
+          n += b.stop - b.start;
+          first = first || b.el;
+        }
+      }
+      status.textContent = `step ${sel.index}: ${n} tokens`;
+    } else if (sel.kind === "segment") {
+      const b = blocks.find((x) => x.span === sel.index);
+      if (b) {
+        b.el.classList.add("wb-sel");
+        highlighted.push(b.el);
+        first = b.el;
+        stepOfSel = b.step;
+        status.textContent = `segment ${kindName(b.kind)}${b.label ? " " + b.label : ""}: ${b.stop - b.start} tokens`;
+      }
+    } else if (sel.kind === "token" && sel.index >= 0 && sel.index < s.nTokens) {
+      const bi = blockOfToken[sel.index];
+      fillBlock(bi);
+      const t = blocks[bi].bodyEl.children[sel.index - blocks[bi].start];
+      if (t) {
+        t.classList.add("wb-tok-sel");
+        highlighted.push(t);
+        first = t;
+      }
+      stepOfSel = s.step[sel.index];
+      status.textContent = `token ${sel.index}: ${JSON.stringify(tokenString(sel.index))}`;
+    } else {
+      status.textContent = `whole sequence: ${s.nTokens} tokens`;
+    }
+    const si = stepOfSel >= 0 ? s.steps.indexOf(stepOfSel) : -1;
+    if (si >= 0) slider.value = String(si);
+    stepLabel.textContent = s.steps.length
+      ? `step ${si >= 0 ? s.steps[si] : "–"} (${si + 1}/${s.steps.length})`
+      : "no tool-loop steps";
+    allBtn.classList.toggle("wb-active", sel.kind === "all");
+    if (first && !isVisible(first)) scrollTo(first);
+  }
+
+  function isVisible(x) {
+    const a = x.getBoundingClientRect();
+    const b = body.getBoundingClientRect();
+    return a.top >= b.top && a.bottom <= b.bottom;
+  }
+
+  body.addEventListener("click", (ev) => {
+    const tok = ev.target.closest(".wb-tok");
+    if (tok) return setSelection("token", Number(tok.dataset.pos));
+    const head = ev.target.closest(".wb-seg-head");
+    if (head && head.dataset.span !== undefined) setSelection("segment", Number(head.dataset.span));
+  });
+  slider.addEventListener("input", () => {
+    stepLabel.textContent = `step ${s.steps[Number(slider.value)]} (${Number(slider.value) + 1}/${s.steps.length})`;
+  });
+  slider.addEventListener("change", () => setSelection("step", s.steps[Number(slider.value)]));
+  const move = (d) => {
+    if (!s.steps.length) return;
+    const sel = model.get("selection");
+    let i = sel.kind === "step" ? s.steps.indexOf(sel.index) : Number(slider.value) - d;
+    i = Math.min(s.steps.length - 1, Math.max(0, i + d));
+    setSelection("step", s.steps[i]);
+  };
+  prev.addEventListener("click", () => move(-1));
+  next.addEventListener("click", () => move(1));
+  allBtn.addEventListener("click", () => setSelection("all", -1));
+
+  const rebuild = () => {
+    s = readState(model);
+    build();
+    showSelection();
+  };
+  const dataTraits = ["token_text", "token_offsets", "span_start", "span_labels", "segment_kinds", "height"];
+  for (const name of dataTraits) model.on(`change:${name}`, rebuild);
+  model.on("change:selection", showSelection);
+  build();
+  showSelection();
+  return () => {
+    observer.disconnect();
+    for (const name of dataTraits) model.off(`change:${name}`, rebuild);
+    model.off("change:selection", showSelection);
+  };
+}
+
+export default { render };

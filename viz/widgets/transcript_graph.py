@@ -1,0 +1,179 @@
+"""Transcript + graph: a tool-loop transcript next to the reasoning graph of what is selected in it.
+
+Left, the transcript (``TranscriptView``: segments coloured by kind, tokens hoverable and clickable,
+a step slider); right, the expert pathways of the selected step, segment or token (``GraphPane``)
+with an export button, and below it the clicked token's own path (``TokenPathFigure``).
+
+The sequence's routing is read from the store once, when the widget is built; a selection then
+costs one numpy aggregation and one figure restyle (``benchmarks/bench_widgets.py`` measures it).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as widgets
+import numpy as np
+import xarray as xr
+
+from workbench.errors import WorkbenchError
+
+from .graph_pane import GraphPane
+from .pathways import Pathways, compute_pathways
+from .sequence_data import SequenceData, as_dataset, load_sequence, sequence_ids
+from .token_path import TokenPathFigure, token_title
+from .transcript_view import TranscriptView
+
+
+class TranscriptGraphWidget(widgets.VBox):
+    """A transcript and the reasoning graph of its selected step, segment or token.
+
+    Parameters
+    ----------
+    store : xarray.Dataset | str | Path
+        A routing store (Dataset from ``workbench.open_store`` or its path/URL), e.g. one written by
+        ``workbench replay`` or ``workbench agent``.
+    sequence : str, optional
+        Which transcript (sequence id); default the first. A dropdown switches between them.
+    step : int, optional
+        Step to select at start; default the first tool-loop step (or the whole sequence if none).
+    top_edges : int
+        Edges drawn per layer pair in the graph (exports keep all).
+    height : int
+        Pixel height of both panes.
+
+    Examples
+    --------
+    >>> from workbench import open_store                      # doctest: +SKIP
+    >>> TranscriptGraphWidget(open_store("tools.zarr"))        # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        store: xr.Dataset | str | Path,
+        *,
+        sequence: str | None = None,
+        step: int | None = None,
+        top_edges: int = 24,
+        height: int = 560,
+    ) -> None:
+        self._ds = as_dataset(store)
+        self.data: SequenceData = load_sequence(self._ds, sequence)
+        self.last_update_s = 0.0  # seconds the last selection took in Python (aggregate + restyle)
+        self.picker = widgets.Dropdown(
+            options=sequence_ids(self._ds), value=self.data.sequence_id, description="transcript"
+        )
+        self.view = TranscriptView.from_sequence(self.data, height=height - 70)
+        self.graph = GraphPane(top_edges=top_edges, height=height - 60)
+        self.token_path = TokenPathFigure(height=300)
+        self.view.layout = widgets.Layout(width="42%")
+        right = widgets.VBox([self.graph, self.token_path.figure], layout=widgets.Layout(width="58%"))
+        super().__init__([self.picker, widgets.HBox([self.view, right])])
+        self.view.observe(self._selection_changed, names="selection")
+        self.picker.observe(self._sequence_changed, names="value")
+        self._start(step)
+
+    # -- thin public methods -------------------------------------------------------------------
+    @property
+    def selection(self) -> dict[str, Any]:
+        """The current selection, as the transcript pane holds it (``{"kind": ..., "index": ...}``)."""
+        return dict(self.view.selection)
+
+    def select(self, kind: str, index: int = -1) -> None:
+        """Select a ``step``, a ``segment`` (span row), a ``token`` (position) or ``all``."""
+        self.view.select(kind, index)
+
+    def export(self, path: str | Path, fmt: str | None = None) -> Path:
+        """Write the current graph (png, svg or graphml); see ``GraphPane.export``."""
+        return self.graph.export(path, fmt)
+
+    def selected_rows(self, selection: dict[str, Any] | None = None) -> np.ndarray:
+        """Token positions (within the sequence) that ``selection`` (default: the current one) covers."""
+        sel = self.selection if selection is None else selection
+        kind, index = sel["kind"], int(sel["index"])
+        d = self.data
+        if kind == "all":
+            return np.arange(d.n_tokens)
+        if kind == "step":
+            rows = np.nonzero(d.step == index)[0]
+            if rows.size == 0:
+                raise WorkbenchError(f"no tool-loop step {index} in {d.sequence_id!r}; steps are {_steps(d)}")
+            return rows
+        if kind == "segment":
+            if not 0 <= index < d.span_start.size:
+                raise WorkbenchError(f"no segment {index} in {d.sequence_id!r} (it has {d.span_start.size})")
+            return np.arange(d.span_start[index], d.span_stop[index])
+        if kind == "token":
+            if not 0 <= index < d.n_tokens:
+                raise WorkbenchError(f"token {index} is outside {d.sequence_id!r} (0..{d.n_tokens - 1})")
+            return np.array([index])
+        raise WorkbenchError(f"unknown selection kind {kind!r}; use all, step, segment or token")
+
+    def pathways(self, selection: dict[str, Any] | None = None) -> Pathways:
+        """Expert pathways of ``selection`` (default: the current one)."""
+        rows = self.selected_rows(selection)
+        d = self.data
+        return compute_pathways(d.expert_ids[rows], d.gate_weights[rows], d.layers, d.n_experts)
+
+    # -- internals -----------------------------------------------------------------------------
+    def _start(self, step: int | None) -> None:
+        steps = self.data.steps
+        if step is not None:
+            self.view.select("step", step)
+        elif steps.size:
+            self.view.select("step", int(steps[0]))
+        else:
+            self.view.select("all", -1)
+        if self.graph.pathways is None:  # the trait held that value already: draw it anyway
+            self._update()
+
+    def _describe(self, sel: dict[str, Any], rows: np.ndarray) -> str:
+        d = self.data
+        kind, index = sel["kind"], int(sel["index"])
+        if kind == "step":
+            kinds = sorted({d.segment_kinds[int(c)] for c in np.unique(d.segment[rows])})
+            what = f"step {index} ({', '.join(kinds)})"
+        elif kind == "segment":
+            label = d.span_label[index]
+            what = f"{d.segment_kinds[int(d.span_kind[index])]} segment" + (f" {label}" if label else "")
+            what += f" of step {int(d.span_step[index])}" if d.span_step[index] >= 0 else ""
+        elif kind == "token":
+            what = f"token {index} {d.token_text[index]!r}"
+        else:
+            what = "whole transcript"
+        return f"{d.sequence_id}: {what} · {rows.size} tokens"
+
+    def _update(self) -> None:
+        t0 = time.perf_counter()
+        sel = self.selection
+        rows = self.selected_rows(sel)
+        d = self.data
+        p = compute_pathways(d.expert_ids[rows], d.gate_weights[rows], d.layers, d.n_experts)
+        self.graph.show(p, title=self._describe(sel, rows), domain=d.domain)
+        pos = int(rows[0]) if sel["kind"] != "all" else 0
+        self.token_path.show(d.expert_ids[pos], d.gate_weights[pos], d.layers, title=token_title(d, pos))
+        self.last_update_s = time.perf_counter() - t0
+
+    def _selection_changed(self, _change: dict) -> None:
+        try:
+            self._update()
+        except WorkbenchError as err:  # e.g. a stale selection after switching transcripts
+            self.graph.status.value = f"<span style='color:#b00'>{err}</span>"
+
+    def _sequence_changed(self, change: dict) -> None:
+        self.data = load_sequence(self._ds, change["new"])
+        fresh = TranscriptView.from_sequence(self.data, height=self.view.height)
+        with self.view.hold_sync():
+            for name in fresh.trait_names(sync=True):
+                if not name.startswith("_") and name not in ("selection", "layout"):
+                    setattr(self.view, name, getattr(fresh, name))
+        fresh.close()
+        self.graph.pathways = None
+        self._start(None)
+
+
+def _steps(d: SequenceData) -> str:
+    s = d.steps
+    return f"{int(s[0])}..{int(s[-1])}" if s.size else "none"
