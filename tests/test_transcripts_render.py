@@ -9,6 +9,7 @@ import pytest
 from transcripts_helpers import K2_THINKING_TEMPLATE, TOOLS, k2_test_tokenizer, tool_loop_transcript
 
 from workbench.store.schema import SEGMENT_KINDS
+from workbench.transcripts.as_generated import render_as_generated
 from workbench.transcripts.messages import transcript_from_dict
 from workbench.transcripts.render import render_transcript
 
@@ -120,3 +121,19 @@ def test_spans_for_store(tok):
     assert spans[0].start == 0 and spans[-1].stop == len(r.token_ids)
     assert all(a.stop == b.start for a, b in itertools.pairwise(spans))
     assert sorted({s.step for s in spans}) == [-1, 0, 1, 2, 3]
+
+
+def test_as_generated_keeps_all_reasoning(tok):
+    """A finished loop under K2 Thinking's template: the pass the model made for its final answer."""
+    t = transcript_from_dict(tool_loop_transcript(2))
+    r = render_as_generated(tok, t)
+    _check_exact(tok, r)
+    kept = render_transcript(tok, t, preserve_thinking=True)  # the same text, reached another way
+    assert r.text == kept.text and r.token_ids.tolist() == kept.token_ids.tolist()
+    assert [(s.kind, s.step, s.label) for s in r.segments if s.kind != "template"] == [
+        (s.kind, s.step, s.label) for s in kept.segments if s.kind != "template"
+    ]
+    assert r.not_rendered == [] and r.n_steps == 3
+    # a transcript that does not end with an answer renders as is
+    running = transcript_from_dict(tool_loop_transcript(1, final=False))
+    assert render_as_generated(tok, running).text == render_transcript(tok, running).text

@@ -4,6 +4,7 @@
 ``transcript_view(ds, sequence_id)`` lays a recorded transcript out for widgets.
 """
 
+from workbench.transcripts.as_generated import render_as_generated
 from workbench.transcripts.messages import (
     Transcript,
     TranscriptError,
@@ -24,6 +25,7 @@ __all__ = [
     "message_steps",
     "normalize_messages",
     "read_transcripts",
+    "render_as_generated",
     "render_transcript",
     "step_rows",
     "transcript_from_dict",

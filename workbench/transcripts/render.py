@@ -242,8 +242,20 @@ def render_transcript(
         pos, prev_msg = b, piece.message
     _add_gap(segments, real, pos, len(real), prev_msg, -2 if add_generation_prompt else -3, steps, n_steps)
 
-    ids, starts = tokenize_with_starts(tokenizer, real)
-    bounds = np.array([s.char_start for s in segments] + [len(real)], dtype=np.int64)
+    ids, straddling = attach_tokens(tokenizer, real, segments)
+    out = RenderedTranscript(real, ids, segments, n_steps, not_rendered, straddling)
+    if "".join(out.segment_text(s) for s in segments) != real:  # pragma: no cover - guarded by construction
+        raise TranscriptError("internal: segments do not reassemble the rendered text")
+    return out
+
+
+def attach_tokens(tokenizer: Any, text: str, segments: list[Segment]) -> tuple[np.ndarray, int]:
+    """Tokenize ``text`` and set each segment's token range (a token goes where its first character is).
+
+    Returns ``(token_ids (T,), straddling)``: the number of segment boundaries that fall inside a token.
+    """
+    ids, starts = tokenize_with_starts(tokenizer, text)
+    bounds = np.array([s.char_start for s in segments] + [len(text)], dtype=np.int64)
     tok = np.searchsorted(starts, bounds, side="left")  # first token starting at or after each boundary
     for s, t0, t1 in zip(segments, tok[:-1], tok[1:], strict=True):
         s.token_start, s.token_stop = int(t0), int(t1)
@@ -252,10 +264,7 @@ def render_transcript(
         inner = bounds[1:-1]
         holder = np.searchsorted(starts, inner, side="right") - 1  # the token holding each boundary character
         straddling = int(np.sum((holder >= 0) & (starts[np.clip(holder, 0, None)] < inner)))
-    out = RenderedTranscript(real, ids, segments, n_steps, not_rendered, straddling)
-    if "".join(out.segment_text(s) for s in segments) != real:  # pragma: no cover - guarded by construction
-        raise TranscriptError("internal: segments do not reassemble the rendered text")
-    return out
+    return ids, straddling
 
 
 def _add_gap(
