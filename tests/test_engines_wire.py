@@ -6,8 +6,8 @@ import socket
 
 import numpy as np
 import pytest
-
 from engines_helpers import FIRST_DENSE, N_LAYERS, TOP_K, fake_engine, generated_ids, make_model_dir, route
+
 from workbench.engines import sglang, vllm
 from workbench.engines.align import align_to_tokens, select_moe_layers
 from workbench.engines.client import EngineClient, EngineError
@@ -64,7 +64,7 @@ def test_vllm_npy_round_trip_keeps_dtype_and_shape(dtype):
 
 
 def test_vllm_garbage_payload_is_one_clear_error():
-    with pytest.raises(EngineError, match="not a base64 .npy"):
+    with pytest.raises(EngineError, match=r"not a base64 \.npy"):
         vllm.decode_routed_experts("bm90IGFuIG5weQ==")  # base64 of b"not an npy"
 
 
