@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     DeepseekV3Config,
     DeepseekV3ForCausalLM,
@@ -11,10 +15,11 @@ from transformers import (
     OlmoeConfig,
     OlmoeForCausalLM,
     Qwen3MoeConfig,
+    PreTrainedTokenizerFast,
     Qwen3MoeForCausalLM,
 )
 
-VOCAB = 96
+VOCAB = 320  # fits the tiny byte-level BPE of tiny_tokenizer()
 PAD, EOS, BOS = 0, 1, 2
 
 
@@ -104,3 +109,56 @@ def padded_batch(lengths: list[int], seed: int = 0) -> tuple[torch.Tensor, torch
         ids[b, t - n :] = torch.randint(3, VOCAB, (n,), generator=gen)
         mask[b, t - n :] = 1
     return ids, mask
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_CORPUS = [
+    "The derivative of x squared is two x, and the integral of two x is x squared plus a constant.",
+    "def add(a, b):\n    return a + b\n\nprint(add(2, 3))",
+    "Once upon a time a small fox crossed the river to find the old oak tree.",
+    "Solve 12 * 7 = 84; 84 / 4 = 21; the answer is 21.",
+] * 4
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level BPE with 300 entries: [PAD]=0, [EOS]=1, [BOS]=2, chat markers, a chat template."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["[PAD]", "[EOS]", "[BOS]", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(_CORPUS, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="[PAD]", eos_token="[EOS]", bos_token="[BOS]", padding_side="left"
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def save_tiny_checkpoint(path: Path, family: str = "deepseek", seed: int = 0, **overrides: object) -> Path:
+    """Save a tiny random model of ``family`` plus ``tiny_tokenizer()`` as a local checkpoint directory."""
+    model = tiny_deepseek(seed, **overrides) if family == "deepseek" else tiny_softmax_model(family, seed)
+    model.generation_config.eos_token_id = EOS
+    model.generation_config.pad_token_id = PAD
+    model.save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return path
+
+
+def write_prompts(path: Path, rows: list[dict[str, object]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+PROMPTS = [
+    {"id": "m1", "domain": "math", "text": "Solve 12 * 7 = ?"},
+    {"id": "c1", "domain": "code", "text": "def add(a, b):\n    return a + b"},
+    {"id": "l1", "domain": "language", "text": "Once upon a time a small fox"},
+    {"id": "m2", "domain": "math", "text": "The derivative of x squared"},
+    {"id": "chat1", "domain": "language", "messages": [{"role": "user", "content": "Tell me about the fox."}]},
+]

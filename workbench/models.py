@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from workbench.errors import WorkbenchError
+from workbench.routing_config import RoutingConfig
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -135,3 +136,27 @@ def tokenizer_attrs(tokenizer: PreTrainedTokenizerBase, name: str | None = None)
             special[str(token)] = tid
     label = name or Path(str(getattr(tokenizer, "name_or_path", "") or "tokenizer")).name
     return {"name": label, "vocab": vocab, "special_tokens": special}
+
+
+def planned_routing_config(name_or_path: str | Path, *, trust_remote_code: bool = False) -> RoutingConfig:
+    """The RoutingConfig a recording of this checkpoint will have, without reading any weight.
+
+    The model is built from its config.json on the meta device (no memory, well under a second even
+    for K2's 61 layers), so a CLI can check the store before the slow load.
+    """
+    path = resolve_model_path(name_or_path)
+    check_moe_config(path, read_model_config(path))
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from workbench.hooks import find_adapter, routing_config
+
+    try:
+        config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        hint = " (remote-code checkpoints need --trust-remote-code)" if "trust_remote_code" in str(err) else ""
+        raise WorkbenchError(f"cannot read model {path}: {first}{hint}") from err
+    return routing_config(model, find_adapter(model))

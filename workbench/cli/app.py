@@ -22,7 +22,10 @@ app = typer.Typer(
 )
 
 # One line per command module (workbench/cli/<name>.py, each defining register(app)).
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "graph",
+    "record",
+)
 
 for _name in COMMAND_MODULES:
     import_module(f"workbench.cli.{_name}").register(app)
