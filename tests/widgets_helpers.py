@@ -138,3 +138,27 @@ def open_test_store(path: Path) -> xr.Dataset:
     from workbench.store.io import open_store
 
     return open_store(str(path))
+
+
+def domain_store(
+    path: Path, *, domains: tuple[str, ...] = ("math", "code", "language"), per_domain: int = 6, n_tokens: int = 40
+) -> Path:
+    """Plain prompts of several domains whose routing prefers a different band of experts per domain."""
+    rng = np.random.default_rng(1)
+    config = synthetic_config()
+    recs = []
+    for d_i, dom in enumerate(domains):
+        for j in range(per_domain):
+            band = np.full(n_tokens, 3 * d_i, dtype=np.int8)
+            ids, w = _routing(rng, band, len(config.moe_layers), config.n_routed_experts, config.top_k)
+            recs.append(
+                SequenceRecord(
+                    id=f"{dom}-{j}",
+                    domain=dom,
+                    source="synthetic",
+                    token_ids=rng.integers(0, len(VOCAB), size=n_tokens).astype(np.int32),
+                    expert_ids=ids,
+                    gate_weights=w,
+                )
+            )
+    return write_store(path, recs, config)

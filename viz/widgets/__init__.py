@@ -10,9 +10,10 @@
 
 from __future__ import annotations
 
+from .domains import DomainComparisonWidget
 from .notebook import open_or_explain
 from .token_path import TokenPathWidget
 from .transcript_graph import TranscriptGraphWidget
 from .transcript_view import TranscriptView
 
-__all__ = ["TokenPathWidget", "TranscriptGraphWidget", "TranscriptView", "open_or_explain"]
+__all__ = ["DomainComparisonWidget", "TokenPathWidget", "TranscriptGraphWidget", "TranscriptView", "open_or_explain"]
