@@ -14,8 +14,8 @@ from transformers import (
     MixtralForCausalLM,
     OlmoeConfig,
     OlmoeForCausalLM,
-    Qwen3MoeConfig,
     PreTrainedTokenizerFast,
+    Qwen3MoeConfig,
     Qwen3MoeForCausalLM,
 )
 
