@@ -10,6 +10,7 @@ from __future__ import annotations
 from workbench.graph.build import counts_to_graph, describe_selection, node_id, reasoning_graph, token_path
 from workbench.graph.communities import expert_circuits, set_communities
 from workbench.graph.counts import EdgeTable, RoutingCounts, count_arrays, count_routing
+from workbench.graph.demo import graph_for_demo
 from workbench.graph.difference import difference_graph, difference_of_selections
 from workbench.graph.layout import layered_layout
 from workbench.graph.paths import heaviest_paths, path_subgraph
@@ -25,6 +26,7 @@ __all__ = [
     "difference_graph",
     "difference_of_selections",
     "expert_circuits",
+    "graph_for_demo",
     "heaviest_paths",
     "layered_layout",
     "node_id",

@@ -33,6 +33,9 @@ from workbench.graph.prune import describe_pruning, prune_edges
 from workbench.store.select import Selection
 
 
+PROMPT_TOKENS_MAX = 512  # selections up to this size keep their decoded tokens in G.graph["prompt_tokens"]
+
+
 def node_id(layer: int, expert: int) -> str:
     """The id of the node of ``expert`` at MoE layer ``layer`` (real layer index): ``"L3:E17"``."""
     return f"L{int(layer)}:E{int(expert)}"
@@ -115,6 +118,10 @@ def counts_to_graph(
             else "ids-only store (no gate weights): edge weight = token count, no mean_gate"
         ),
     )
+    if 0 < counts.n_tokens <= PROMPT_TOKENS_MAX:
+        g.graph["prompt_tokens"] = counts.decoded_tokens(PROMPT_TOKENS_MAX)
+    if counts.n_tokens == 1 and counts.positions is not None:
+        g.graph["position"] = int(counts.positions[0])
     if graph_attrs:
         g.graph.update(graph_attrs)
     return g

@@ -65,6 +65,12 @@ class RoutingCounts:
     expert_ids: np.ndarray = field(repr=False)  # (T, L, k) int16
     token_ids: np.ndarray = field(repr=False)  # (T,) int
     vocab: list[str] = field(repr=False, default_factory=list)
+    positions: np.ndarray | None = field(repr=False, default=None)  # (T,) position within its sequence
+
+    def decoded_tokens(self, limit: int = 512) -> list[str]:
+        """The selected tokens as text (first ``limit``), decoded with the store's vocabulary."""
+        ids = self.token_ids[:limit].tolist()
+        return [self.vocab[t] if 0 <= t < len(self.vocab) else f"<{t}>" for t in ids]
 
     def top_tokens(self, nodes: np.ndarray, n: int = 5) -> dict[int, list[tuple[str, int]]]:
         """The ``n`` most frequent tokens routed to each node code ``layer_pos * E + expert`` in ``nodes``.
@@ -119,7 +125,7 @@ def count_routing(ds: xr.Dataset, selection: Selection | None = None) -> Routing
     model = ds.attrs.get("model") or {}
     n_experts = int(model.get("n_routed_experts") or int(ids.max(initial=-1)) + 1)
     vocab = list((ds.attrs.get("tokenizer") or {}).get("vocab", []))
-    return count_arrays(
+    counts = count_arrays(
         ids,
         weights,
         layers=layers,
@@ -129,6 +135,8 @@ def count_routing(ds: xr.Dataset, selection: Selection | None = None) -> Routing
         vocab=vocab,
         weighted=bool(ds.attrs.get("has_gate_weights", True)),
     )
+    counts.positions = np.asarray(sub[S.POSITION].values)
+    return counts
 
 
 def count_arrays(

@@ -1,0 +1,119 @@
+"""``workbench graph``: build, prune and export the reasoning graph of a selection of a routing store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+EXPORT_HELP = (
+    "File to write (repeatable). Figures: .html .png .svg .pdf; data: .graphml .gexf .json (node-link), "
+    ".cyjs or .cy.json (Cytoscape.js), .ct.json (circuit-tracer graph JSON)."
+)
+EXAMPLE = """
+Examples:
+
+  workbench graph runs.zarr --where domain=math --top-edges 20 --export math.svg --export math.graphml
+
+  workbench graph runs.zarr --sequence agent-3 --segment think --where step=2 --export step2.html
+
+  workbench graph runs.zarr --where domain=math --diff domain=code --top-edges 30 --export math-code.pdf
+
+  workbench graph runs.zarr --tokens 0:1 --export token0.ct.json   (one token's own path, for circuit-tracer)
+"""
+
+
+def graph(
+    store: Annotated[str, typer.Argument(help="Routing store (directory or fsspec URL).")],
+    export: Annotated[list[str], typer.Option("--export", "-o", help=EXPORT_HELP)],
+    where: Annotated[list[str] | None, typer.Option(help="Selection KEY=VALUE, e.g. domain=math (repeatable).")] = None,
+    sequence: Annotated[list[str] | None, typer.Option(help="Sequence id(s) (repeatable).")] = None,
+    segment: Annotated[
+        list[str] | None, typer.Option(help="Segment kind(s): think, tool_call, tool_result, ...")
+    ] = None,
+    tokens: Annotated[str | None, typer.Option(help="Global token rows A:B (B exclusive).")] = None,
+    layers: Annotated[str | None, typer.Option(help="MoE layers A:B (real layer indices, inclusive).")] = None,
+    min_count: Annotated[int | None, typer.Option(help="Drop edges taken by fewer tokens.")] = None,
+    top_edges: Annotated[int | None, typer.Option(help="Keep the N heaviest edges per layer pair.")] = None,
+    flow: Annotated[
+        float | None, typer.Option(help="Keep the fewest edges carrying this share of flow per layer pair.")
+    ] = None,
+    diff: Annotated[
+        list[str] | None,
+        typer.Option(help="Second selection (KEY=VALUE, overriding the first): export first minus second."),
+    ] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="Format for .json exports: node-link (default), cytoscape or circuit-tracer."),
+    ] = None,
+    paths: Annotated[int, typer.Option(help="Print the N heaviest paths through all layers.")] = 3,
+    top_tokens: Annotated[int, typer.Option(help="Top tokens listed per expert (hover, exports).")] = 5,
+    title: Annotated[str | None, typer.Option(help="Figure title.")] = None,
+) -> None:
+    """Build the reasoning graph of a selection (experts per layer, edges between consecutive layers) and export it."""
+    from rich.console import Console
+
+    from workbench.errors import WorkbenchError
+    from workbench.graph import (
+        difference_of_selections,
+        heaviest_paths,
+        layered_layout,
+        reasoning_graph,
+        set_communities,
+    )
+    from workbench.graph.export import FIGURE_FORMATS, ExportError, export_format
+    from workbench.store.io import open_store
+    from workbench.store.select import Selection, parse_where
+
+    if fmt is not None and fmt not in ("node-link", "cytoscape", "circuit-tracer"):
+        raise WorkbenchError(f"--format must be node-link, cytoscape or circuit-tracer, got {fmt!r}")
+    targets = []
+    for path in export:
+        kind = export_format(path, fmt if path.lower().endswith(".json") else None)
+        parent = Path(path).parent
+        if not parent.is_dir():
+            raise ExportError(f"cannot write {path}: folder {parent} does not exist")
+        targets.append((Path(path), kind))
+
+    base = Selection()
+    if sequence:
+        base = base.merged(sequences=tuple(sequence))
+    if segment:
+        base = base.merged(segments=tuple(segment))
+    extra = [f"tokens={tokens}"] if tokens else []
+    extra += [f"layers={layers}"] if layers else []
+    sel_a = parse_where([*(where or []), *extra], base)
+    console = Console(stderr=True)
+    ds = open_store(store)
+    with console.status("counting expert pathways"):
+        if diff:
+            sel_b = parse_where(diff, sel_a)
+            g = difference_of_selections(
+                ds, sel_a, sel_b, min_count=min_count, top_edges=top_edges, flow=flow, top_tokens=top_tokens
+            )
+        else:
+            g = reasoning_graph(ds, sel_a, min_count=min_count, top_edges=top_edges, flow=flow, top_tokens=top_tokens)
+        set_communities(g)
+        layered_layout(g)
+    what = f"{g.graph['label_a']} − {g.graph['label_b']}" if diff else g.graph["selection"]
+    n_tok = f"{g.graph['n_tokens_a']} vs {g.graph['n_tokens_b']} tokens" if diff else f"{g.graph['n_tokens']} tokens"
+    typer.echo(
+        f"{what}: {g.number_of_nodes()} experts, {g.number_of_edges()} edges from {n_tok}; "
+        f"pruning: {g.graph.get('pruning', 'none')}; {g.graph.get('n_communities', 0)} circuits"
+    )
+    if not g.graph.get("weighted", True):
+        typer.echo(f"note: {g.graph['note']}")
+    for i, (path_nodes, w) in enumerate(heaviest_paths(g, paths), 1):
+        typer.echo(f"path {i} (weight {w:.4g}): {' → '.join(path_nodes)}")
+
+    from workbench.viz.export import export_graph
+
+    for target, kind in targets:
+        with console.status(f"writing {target.name}" + (" (Chromium)" if kind in FIGURE_FORMATS[:3] else "")):
+            export_graph(g, target, fmt=kind, title=title)
+        typer.echo(f"wrote {target}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("graph", help=(graph.__doc__ or "") + "\n" + EXAMPLE)(graph)

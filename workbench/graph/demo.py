@@ -1,0 +1,67 @@
+"""The graphs ``workbench demo`` writes: one reasoning graph per domain and a math-minus-code difference."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import xarray as xr
+
+from workbench.graph.build import reasoning_graph
+from workbench.graph.communities import set_communities
+from workbench.graph.difference import difference_of_selections
+from workbench.graph.export import ExportError
+from workbench.graph.layout import layered_layout
+from workbench.store import schema as S
+from workbench.store.select import Selection
+
+log = logging.getLogger(__name__)
+
+DEMO_FORMATS = ("html", "svg", "graphml", "ct.json")
+
+
+def _pick_pair(domains: list[str]) -> tuple[str, str] | None:
+    if "math" in domains and "code" in domains:
+        return "math", "code"
+    return (domains[0], domains[1]) if len(domains) >= 2 else None
+
+
+def graph_for_demo(
+    ds: xr.Dataset,
+    out_dir: str | Path,
+    *,
+    top_edges: int = 12,
+    formats: tuple[str, ...] = DEMO_FORMATS,
+) -> list[Path]:
+    """Write ``graph-<domain>.<fmt>`` for every domain of ``ds`` and ``graph-<a>-minus-<b>.<fmt>``.
+
+    The difference is math − code when the store has both domains, else the first two domains.
+    Each graph keeps the ``top_edges`` heaviest edges per layer pair. Static figures (png/svg/pdf)
+    need Chromium; without one they are skipped with a warning, and the other files are still
+    written. Returns the paths written, in order.
+    """
+    from workbench.viz.export import export_graph  # viz imports plotly; keep it out of import time
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    domains = sorted({str(d) for d in ds[S.SEQUENCE_DOMAIN].values})
+    graphs = [(f"graph-{d}", reasoning_graph(ds, Selection(domains=(d,)), top_edges=top_edges)) for d in domains]
+    pair = _pick_pair(domains)
+    if pair is not None:
+        a, b = pair
+        diff = difference_of_selections(ds, Selection(domains=(a,)), Selection(domains=(b,)), top_edges=top_edges)
+        graphs.append((f"graph-{a}-minus-{b}", diff))
+    written: list[Path] = []
+    for stem, g in graphs:
+        set_communities(g)
+        layered_layout(g)
+        for fmt in formats:
+            path = out / f"{stem}.{fmt}"
+            try:
+                written.append(export_graph(g, path))
+            except ExportError as err:
+                if fmt in ("png", "svg", "pdf"):
+                    log.warning("skipped %s: %s", path.name, err)
+                    continue
+                raise
+    return written
