@@ -32,7 +32,6 @@ from workbench.graph.counts import RoutingCounts, count_routing
 from workbench.graph.prune import describe_pruning, prune_edges
 from workbench.store.select import Selection
 
-
 PROMPT_TOKENS_MAX = 512  # selections up to this size keep their decoded tokens in G.graph["prompt_tokens"]
 
 
