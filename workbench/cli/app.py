@@ -25,6 +25,8 @@ app = typer.Typer(
 COMMAND_MODULES: tuple[str, ...] = (
     "graph",
     "record",
+    "replay",
+    "agent",
 )
 
 for _name in COMMAND_MODULES:
