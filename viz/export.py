@@ -14,8 +14,11 @@ nothing is ever downloaded.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import networkx as nx
@@ -45,6 +48,32 @@ def system_browser() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
+@contextlib.contextmanager
+def static_export_session() -> Iterator[None]:
+    """Keep one headless Chromium open (kaleido's sync server) for all static exports in the block.
+
+    Without it every PNG/SVG/PDF starts and stops its own browser (seconds each); the CLI and the demo
+    wrap their exports in this. A missing browser is reported by the export itself, not here.
+    """
+    import kaleido
+
+    browser = system_browser()
+    if browser is None:
+        yield
+        return
+    if not os.environ.get("BROWSER_PATH"):
+        os.environ["BROWSER_PATH"] = browser
+    try:
+        kaleido.start_sync_server(silence_warnings=True)
+    except Exception:  # no usable browser: exports fall back to one-shot runs and report their own error
+        yield
+        return
+    try:
+        yield
+    finally:
+        kaleido.stop_sync_server(silence_warnings=True)
+
+
 def export_figure(fig: go.Figure, path: str | Path, fmt: str | None = None, *, scale: float = 2.0) -> Path:
     """Write a plotly figure as html/png/svg/pdf (format from the name, or ``fmt``), atomically."""
     kind = export_format(path, fmt)
@@ -66,7 +95,9 @@ def export_figure(fig: go.Figure, path: str | Path, fmt: str | None = None, *, s
         if not os.environ.get("BROWSER_PATH"):
             os.environ["BROWSER_PATH"] = browser
         try:
-            fig.write_image(tmp, format=kind, scale=scale if kind == "png" else 1.0)
+            with warnings.catch_warnings():  # with a session open, kaleido says it ignores per-call options
+                warnings.filterwarnings("ignore", message="The kopts argument is ignored")
+                fig.write_image(tmp, format=kind, scale=scale if kind == "png" else 1.0)
         except Exception as err:  # kaleido/choreographer raise many types; report one line
             raise ExportError(
                 f"static export to {target.name} failed in kaleido ({type(err).__name__}: {err})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -107,12 +108,16 @@ def graph(
     for i, (path_nodes, w) in enumerate(heaviest_paths(g, paths), 1):
         typer.echo(f"path {i} (weight {w:.4g}): {' → '.join(path_nodes)}")
 
-    from workbench.viz.export import export_graph
+    from workbench.viz.export import export_graph, static_export_session
 
-    for target, kind in targets:
-        with console.status(f"writing {target.name}" + (" (Chromium)" if kind in FIGURE_FORMATS[:3] else "")):
-            export_graph(g, target, fmt=kind, title=title)
-        typer.echo(f"wrote {target}")
+    static = any(kind in FIGURE_FORMATS and kind != "html" for _, kind in targets)
+    with contextlib.ExitStack() as stack:
+        if static:
+            stack.enter_context(static_export_session())
+        for target, kind in targets:
+            with console.status(f"writing {target.name}"):
+                export_graph(g, target, fmt=kind, title=title)
+            typer.echo(f"wrote {target}")
 
 
 def register(app: typer.Typer) -> None:

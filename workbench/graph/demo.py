@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
+import networkx as nx
 import xarray as xr
 
 from workbench.graph.build import reasoning_graph
@@ -40,7 +43,7 @@ def graph_for_demo(
     need Chromium; without one they are skipped with a warning, and the other files are still
     written. Returns the paths written, in order.
     """
-    from workbench.viz.export import export_graph  # viz imports plotly; keep it out of import time
+    from workbench.viz.export import export_graph, static_export_session  # plotly: not at import time
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -51,6 +54,16 @@ def graph_for_demo(
         a, b = pair
         diff = difference_of_selections(ds, Selection(domains=(a,)), Selection(domains=(b,)), top_edges=top_edges)
         graphs.append((f"graph-{a}-minus-{b}", diff))
+    written: list[Path] = []
+    static = any(f in ("png", "svg", "pdf") for f in formats)
+    with static_export_session() if static else contextlib.nullcontext():
+        written += _write_all(graphs, out, formats, export_graph)
+    return written
+
+
+def _write_all(
+    graphs: list[tuple[str, nx.DiGraph]], out: Path, formats: tuple[str, ...], export_graph: Callable[..., Path]
+) -> list[Path]:
     written: list[Path] = []
     for stem, g in graphs:
         set_communities(g)
