@@ -23,7 +23,9 @@ app = typer.Typer(
 
 # One line per command module (workbench/cli/<name>.py, each defining register(app)).
 COMMAND_MODULES: tuple[str, ...] = (
+    "compare",
     "graph",
+    "info",
     "record",
     "replay",
     "agent",

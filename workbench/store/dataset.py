@@ -143,7 +143,7 @@ def routing_dataset(
         S.SEQUENCE_START: ((S.SEQUENCE,), np.array(seq_start, dtype=S.DTYPES[S.SEQUENCE_START])),
         S.SEQUENCE_LENGTH: ((S.SEQUENCE,), np.array(seq_len, dtype=S.DTYPES[S.SEQUENCE_LENGTH])),
     }
-    cols = list(zip(*span_rows, strict=True)) if span_rows else [[]] * 6
+    cols: list[Any] = list(zip(*span_rows, strict=True)) if span_rows else [[]] * 6
     for name, col in zip(S.SPAN_VARS, cols, strict=True):
         dtype = object if name == S.SPAN_LABEL else S.DTYPES[name]
         data_vars[name] = ((S.SPAN,), np.array(col, dtype=dtype))

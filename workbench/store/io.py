@@ -21,15 +21,17 @@ from workbench.errors import StoreError
 from workbench.routing_config import RoutingConfig
 from workbench.store import accessor as _accessor  # noqa: F401  (registers ds.routing)
 from workbench.store import schema as S
-from workbench.store.commit import check_root, is_committed_store, read_json
+from workbench.store.commit import check_root, read_json
 from workbench.store.location import StoreLocation, resolve
-from workbench.store.prepare import check_compatible
+from workbench.store.prepare import check_writable
 from workbench.store.writer import StoreWriter
 
 __all__ = ["StoreWriter", "check_appendable", "open_store", "read_attrs", "store_size"]
 
 
 def _root(loc: StoreLocation) -> dict[str, Any] | None:
+    if not loc.is_dir_or_missing():
+        raise StoreError(f"{loc.where} is a file, not a routing store (a routing store is a *.zarr directory)")
     try:
         return read_json(loc.store, "zarr.json")
     except (NotADirectoryError, IsADirectoryError, PermissionError) as err:
@@ -89,11 +91,8 @@ def check_appendable(
         return
     if not loc.is_dir_or_missing():
         raise StoreError(f"{loc.where} exists and is not a directory; a routing store is a directory (*.zarr)")
-    root = _root(loc)
-    if is_committed_store(root) or (root or {}).get("attributes", {}).get("schema_version") is not None:
-        check_compatible(check_root(root, loc.where), config, loc.where)
-    elif loc.list_top() and root is not None:
-        raise StoreError(f"{loc.where} exists and is not a routing store; choose a new --out path")
+    _root(loc)  # a clear error for unreadable paths
+    check_writable(loc, config, None, capture=None, with_scores=False)
     loc.writer_lock().probe()
 
 

@@ -143,6 +143,25 @@ def _is_debris(loc: StoreLocation, root: dict[str, Any] | None) -> bool:
     return all(name in allowed or name.endswith(".partial") for name in loc.list_top())
 
 
+def check_writable(
+    loc: StoreLocation, config: RoutingConfig, tokenizer: dict[str, Any] | None, *, capture: str | None,
+    with_scores: bool,
+) -> dict[str, Any] | None:  # fmt: skip
+    """Every refusal a writer makes, without writing anything. Returns the root document (None: create)."""
+    root = read_json(loc.store, "zarr.json") if loc.exists() else None
+    if not is_committed_store(root):
+        if (root or {}).get("attributes", {}).get("schema_version") not in (None, S.SCHEMA_VERSION):
+            check_root(root, loc.where)  # raises the schema-version error
+        if not _is_debris(loc, root):
+            raise StoreError(f"{loc.where} exists and is not a routing store; choose a new --out path")
+        return None
+    attrs = check_root(root, loc.where)
+    check_compatible(attrs, config, loc.where, capture=capture, with_scores=with_scores)
+    if tokenizer is not None and attrs.get("tokenizer_digest") != vocab_digest(tokenizer):
+        raise StoreError(f"{loc.where} was recorded with another tokenizer vocabulary; write to a new store instead")
+    return root
+
+
 def open_for_writing(
     loc: StoreLocation,
     config: RoutingConfig,
@@ -152,18 +171,10 @@ def open_for_writing(
     with_scores: bool,
 ) -> WriteState:
     """Create the store or make an existing one ready for appending (call with the writer lock held)."""
-    root = read_json(loc.store, "zarr.json")
-    if not is_committed_store(root):
-        if (root or {}).get("attributes", {}).get("schema_version") not in (None, S.SCHEMA_VERSION):
-            check_root(root, loc.where)  # raises the schema-version error
-        if not _is_debris(loc, root):
-            raise StoreError(f"{loc.where} exists and is not a routing store; choose a new --out path")
+    root = check_writable(loc, config, tokenizer, capture=capture, with_scores=with_scores)
+    if root is None:
         return _create(loc, config, _new_attrs(config, tokenizer, capture, with_scores), with_scores)
-    attrs = check_root(root, loc.where)
-    check_compatible(attrs, config, loc.where, capture=capture, with_scores=with_scores)
-    if attrs.get("tokenizer_digest") != vocab_digest(tokenizer):
-        raise StoreError(f"{loc.where} was recorded with another tokenizer vocabulary; write to a new store instead")
-    assert root is not None
+    attrs = dict(root["attributes"])
     repair(loc.store, root)
     names = [n for n in S.DIMS if n != S.ROUTER_SCORES or attrs.get("has_router_scores")]
     arrays = open_arrays(loc.store, names)

@@ -24,7 +24,7 @@ from workbench.store import schema as S
 from workbench.store.commit import commit, read_json, repair
 from workbench.store.dataset import SequenceRecord, routing_dataset
 from workbench.store.location import resolve
-from workbench.store.prepare import WriteState, open_for_writing
+from workbench.store.prepare import WriteState, check_writable, open_for_writing
 
 _STOP = object()
 _OFFSET_DIM = {S.TOKEN: "tokens", S.SEQUENCE: "sequences", S.SPAN: "spans"}
@@ -83,6 +83,8 @@ class StoreWriter:
         self.where = self._loc.where
         if not self._loc.is_dir_or_missing():
             raise StoreError(f"{self.where} exists and is not a directory; a routing store is a directory (*.zarr)")
+        # refuse before the lock file is made, so a refused directory is left exactly as it was
+        check_writable(self._loc, config, tokenizer, capture=capture, with_scores=with_scores)
         self._lock = self._loc.writer_lock().acquire()
         try:
             self._state: WriteState = open_for_writing(
