@@ -24,6 +24,8 @@ from .pathways import Pathways
 EXPORT_FORMATS = ("png", "svg", "graphml")
 _EDGE_BINS = 4
 _EDGE_COLOURS = ("rgba(120,120,120,0.25)", "rgba(90,90,140,0.4)", "rgba(60,60,160,0.6)", "rgba(30,30,180,0.85)")
+_NODE_HOVER = "L%{x}:E%{y}<br>%{customdata} tokens<br>mean gate %{marker.color:.3f}<extra></extra>"
+_NODE_HOVER_IDS_ONLY = "L%{x}:E%{y}<br>%{customdata} tokens<extra></extra>"
 
 
 def _edge_xy(p: Pathways, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -74,8 +76,7 @@ class GraphPane(widgets.VBox):
                 y=[],
                 mode="markers",
                 marker={"size": [], "color": [], "colorscale": "Viridis", "showscale": True, "line": {"width": 0}},
-                hovertemplate="%{text}<extra></extra>",
-                text=[],
+                hovertemplate=_NODE_HOVER,
                 showlegend=False,
                 name="experts",
             )
@@ -115,10 +116,9 @@ class GraphPane(widgets.VBox):
         mean_gate = p.mean_gate[li, ei]
         colour = mean_gate if p.has_weights else tokens.astype(np.float64)
         layers = p.layers[li]
-        hover = [
-            f"L{lay}:E{e}<br>{n} tokens" + (f"<br>mean gate {g:.3f}" if p.has_weights else "")
-            for lay, e, n, g in zip(layers.tolist(), ei.tolist(), tokens.tolist(), mean_gate.tolist(), strict=True)
-        ]
+        # Only 1-D numeric arrays (not int64) travel as binary buffers in plotly's widget protocol; lists
+        # of hover strings or 2-D arrays are validated and JSON-encoded element by element (slow for K2).
+        # So hover reads the token count from a 1-D customdata and the mean gate from the colour.
         size = 4 + 14 * np.sqrt(tokens / max(1, p.n_tokens))
         with self.figure.batch_update():
             for b in range(_EDGE_BINS):
@@ -126,11 +126,12 @@ class GraphPane(widgets.VBox):
                 self.figure.data[b].x = x
                 self.figure.data[b].y = y
             nodes = self.figure.data[_EDGE_BINS]
-            nodes.x = layers
-            nodes.y = ei
-            nodes.text = hover
-            nodes.marker.size = size
-            nodes.marker.color = colour
+            nodes.x = layers.astype(np.int32)
+            nodes.y = ei.astype(np.int32)
+            nodes.customdata = tokens.astype(np.float64)
+            nodes.hovertemplate = _NODE_HOVER if p.has_weights else _NODE_HOVER_IDS_ONLY
+            nodes.marker.size = size.astype(np.float64)
+            nodes.marker.color = colour.astype(np.float64)
             nodes.marker.colorbar = {"title": {"text": "mean gate" if p.has_weights else "tokens"}}
             self.figure.layout.title.text = title
             self.figure.layout.yaxis.range = [-1, p.n_experts]

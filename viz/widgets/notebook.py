@@ -41,3 +41,25 @@ def open_or_explain(path: str | Path | None, how: str) -> xr.Dataset | None:
     except WorkbenchError as err:
         explain(f"Cannot open the routing store at {path}: {err}", how)
         return None
+
+
+def run_cli(*args: str, how: str | None = None) -> bool:
+    """Run a ``workbench`` command from a notebook, streaming its output; on failure show its error line.
+
+    Returns True when the command succeeded. The command runs in a separate process (the same
+    environment as the kernel), exactly as it would in a terminal.
+    """
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).parent / "workbench"
+    cmd = [str(exe) if exe.exists() else "workbench", *args]
+    print("$ workbench " + " ".join(args), flush=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.stdout.strip():
+        print(proc.stdout.rstrip())
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        explain(f"`workbench {args[0]}` failed: {lines[-1] if lines else f'exit code {proc.returncode}'}", how)
+        return False
+    return True

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import networkx as nx
+import numba
 import numpy as np
 
 
@@ -58,11 +59,13 @@ class Pathways:
     def top_edges(self, per_layer_pair: int) -> np.ndarray:
         """Indices of the ``per_layer_pair`` strongest edges of each layer pair, shape (≤ M,)."""
         strength = self.strength()
+        bounds = np.searchsorted(self.edge_layer, np.arange(self.layers.size))  # edges are grouped by layer
+        bounds = np.append(bounds, self.edge_layer.size)
         keep: list[np.ndarray] = []
-        for lp in np.unique(self.edge_layer):
-            idx = np.nonzero(self.edge_layer == lp)[0]
+        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            idx = np.arange(a, b)
             if idx.size > per_layer_pair:
-                idx = idx[np.argpartition(-strength[idx], per_layer_pair - 1)[:per_layer_pair]]
+                idx = a + np.argpartition(-strength[a:b], per_layer_pair - 1)[:per_layer_pair]
             keep.append(idx)
         return np.concatenate(keep) if keep else np.zeros(0, dtype=np.int64)
 
@@ -103,6 +106,49 @@ def node_id(layer: int, expert: int) -> str:
     return f"L{layer}:E{expert}"
 
 
+@numba.njit(cache=True, nogil=True)
+def _edge_counts(
+    ids: np.ndarray, w: np.ndarray, n_experts: int, has_w: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover  (compiled)
+    """Distinct (layer pair, expert pair) edges with token counts and summed gate products.
+
+    One pass over the n * k * k pairs of each layer pair with a dense E*E scratch that is reset only
+    where it was touched, so a click costs O(n k^2 L) and never a scan of all E^2 pairs.
+    Returns (layer position, pair code e * E + e', count, weight), grouped by layer position.
+    """
+    n, n_layers, k = ids.shape
+    e2 = n_experts * n_experts
+    scratch_count = np.zeros(e2, np.int64)
+    scratch_weight = np.zeros(e2, np.float64)
+    cap = max(1, n * k * k * max(0, n_layers - 1))
+    out_layer = np.empty(cap, np.int64)
+    out_code = np.empty(cap, np.int64)
+    out_count = np.empty(cap, np.int64)
+    out_weight = np.empty(cap, np.float64)
+    m = 0
+    for lp in range(n_layers - 1):
+        start = m
+        for t in range(n):
+            for a in range(k):
+                ea = ids[t, lp, a]
+                for b in range(k):
+                    code = ea * n_experts + ids[t, lp + 1, b]
+                    if scratch_count[code] == 0:
+                        out_code[m] = code
+                        m += 1
+                    scratch_count[code] += 1
+                    if has_w:
+                        scratch_weight[code] += w[t, lp, a] * w[t, lp + 1, b]
+        for i in range(start, m):
+            code = out_code[i]
+            out_layer[i] = lp
+            out_count[i] = scratch_count[code]
+            out_weight[i] = scratch_weight[code] if has_w else np.nan
+            scratch_count[code] = 0
+            scratch_weight[code] = 0.0
+    return out_layer[:m], out_code[:m], out_count[:m], out_weight[:m]
+
+
 def compute_pathways(
     expert_ids: np.ndarray,
     gate_weights: np.ndarray | None,
@@ -135,22 +181,9 @@ def compute_pathways(
         else np.zeros((n_layers, n_experts))
     )
 
-    parts: list[tuple[np.ndarray, ...]] = []
-    for lp in range(n_layers - 1):
-        pair = (ids[:, lp, :, None] * n_experts + ids[:, lp + 1, None, :]).ravel()  # (n * k * k,)
-        uniq, inverse = np.unique(pair, return_inverse=True)
-        count = np.bincount(inverse, minlength=uniq.size)
-        if w is not None:
-            prod = (w[:, lp, :, None] * w[:, lp + 1, None, :]).ravel()  # (n * k * k,)
-            weight = np.bincount(inverse, weights=prod, minlength=uniq.size)
-        else:
-            weight = np.full(uniq.size, np.nan)
-        parts.append((np.full(uniq.size, lp, dtype=np.int64), uniq // n_experts, uniq % n_experts, count, weight))
-    if parts:
-        el, es, ed, ec, ew = (np.concatenate(c) for c in zip(*parts, strict=True))
-    else:
-        el = es = ed = ec = np.zeros(0, dtype=np.int64)
-        ew = np.zeros(0)
+    w_in = np.zeros((0, 0, 0)) if w is None else np.ascontiguousarray(w)
+    el, pair_codes, ec, ew = _edge_counts(np.ascontiguousarray(ids), w_in, n_experts, w is not None)
+    es, ed = pair_codes // n_experts, pair_codes % n_experts
     return Pathways(
         layers=np.asarray(layers),
         n_experts=n_experts,
