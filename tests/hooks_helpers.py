@@ -162,3 +162,29 @@ PROMPTS = [
     {"id": "m2", "domain": "math", "text": "The derivative of x squared"},
     {"id": "chat1", "domain": "language", "messages": [{"role": "user", "content": "Tell me about the fox."}]},
 ]
+
+
+REMOTE_CODE = Path(__file__).parent / "hooks_remote_k2"
+
+
+def save_remote_checkpoint(path: Path, seed: int = 0) -> Path:
+    """A checkpoint whose config.json points at K2-style remote code (auto_map), loadable only with
+    ``trust_remote_code=True``; the code is the stand-in in tests/hooks_remote_k2."""
+    from hooks_remote_k2.configuration_deepseek import DeepseekV3Config as RemoteConfig
+    from hooks_remote_k2.modeling_deepseek import DeepseekV3ForCausalLM as RemoteForCausalLM
+
+    torch.manual_seed(seed)
+    model = RemoteForCausalLM(RemoteConfig())
+    model.save_pretrained(path)
+    for name in ("configuration_deepseek.py", "modeling_deepseek.py"):
+        (path / name).write_text((REMOTE_CODE / name).read_text())
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["auto_map"] = {
+        "AutoConfig": "configuration_deepseek.DeepseekV3Config",
+        "AutoModel": "modeling_deepseek.DeepseekV3Model",
+        "AutoModelForCausalLM": "modeling_deepseek.DeepseekV3ForCausalLM",
+    }
+    cfg["architectures"] = ["DeepseekV3ForCausalLM"]
+    (path / "config.json").write_text(json.dumps(cfg, indent=2))
+    tiny_tokenizer().save_pretrained(path)
+    return path

@@ -1,0 +1,146 @@
+"""Proof against the truth: (a) recompute each router's top-k from its own weight and selection bias for
+the hidden states that reached it; (b) K2's real configuration on the meta device, 60 MoE layers hooked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hooks_helpers import padded_batch, save_remote_checkpoint, tiny_deepseek, tiny_softmax_model
+from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
+from workbench.hooks import RoutingRecorder
+from workbench.hooks.batch import positions
+
+from workbench.errors import WorkbenchError
+from workbench.models import load_model
+
+
+@torch.no_grad()
+def _reference(gate: torch.nn.Module, hidden: torch.Tensor, cfg, bias: torch.Tensor | None):  # type: ignore[no-untyped-def]
+    """The router's decision recomputed from scratch: ids in rank order (sorted top-k), weights, scores."""
+    h = hidden.reshape(-1, hidden.shape[-1]).float()  # (N, H)
+    logits = h @ gate.weight.float().T  # (N, E)
+    if cfg.scoring_func == "sigmoid":
+        scores = logits.sigmoid()
+        choice = scores + (bias.float() if bias is not None else 0.0)
+        ids = choice.topk(cfg.top_k, dim=-1, sorted=True).indices  # (N, k) rank order
+    else:
+        scores = logits.softmax(-1)
+        ids = scores.topk(cfg.top_k, dim=-1, sorted=True).indices
+    w = scores.gather(1, ids)
+    if cfg.norm_topk_prob:
+        w = w / (w.sum(-1, keepdim=True) + 1e-20)
+    return ids.numpy(), (w * cfg.routed_scaling_factor).numpy(), scores.numpy()
+
+
+def _check_against_truth(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> None:
+    rec = RoutingRecorder(model, scores=True)
+    inputs: dict[int, torch.Tensor] = {}
+    handles = [
+        site.gate.register_forward_pre_hook(lambda m, a, pos=pos: inputs.__setitem__(pos, a[0].detach()))
+        for pos, site in enumerate(rec.sites)
+    ]
+    try:
+        with rec, torch.no_grad():
+            model(input_ids=ids, attention_mask=mask, position_ids=positions(mask))
+    finally:
+        for h in handles:
+            h.remove()
+    routes = rec.routing()
+    keep = mask.bool().reshape(-1).numpy()  # (B*T,) real tokens in row-major order
+    got_ids = np.concatenate([r.expert_ids for r in routes])  # (N_real, L, k)
+    got_w = np.concatenate([r.gate_weights for r in routes])
+    got_s = np.concatenate([r.router_scores for r in routes if r.router_scores is not None])
+    for pos, site in enumerate(rec.sites):
+        ref_ids, ref_w, ref_s = _reference(site.gate, inputs[pos], rec.config, site.selection_bias())
+        assert np.array_equal(got_ids[:, pos], ref_ids[keep]), f"layer {site.layer}: expert ids differ"
+        np.testing.assert_allclose(got_w[:, pos], ref_w[keep], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got_s[:, pos], ref_s[keep], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["deepseek", "mixtral", "qwen3_moe", "olmoe"])
+def test_recomputed_topk_matches_capture(family: str) -> None:
+    model = tiny_deepseek(seed=4) if family == "deepseek" else tiny_softmax_model(family, seed=4)
+    ids, mask = padded_batch([12, 7], seed=4)
+    _check_against_truth(model, ids, mask)
+
+
+def test_bias_changes_the_choice_and_the_capture_follows_it() -> None:
+    """With a large selection bias the chosen set differs from top-k of the scores alone; ids follow the bias."""
+    model = tiny_deepseek(seed=5)
+    with torch.no_grad():
+        for m in model.modules():
+            if hasattr(m, "e_score_correction_bias"):
+                m.e_score_correction_bias.zero_()
+                m.e_score_correction_bias[3] = 5.0  # expert 3 always wins the first rank
+    with RoutingRecorder(model, scores=True) as rec, torch.no_grad():
+        model(input_ids=torch.arange(3, 20)[None])
+    (r,) = rec.routing()
+    assert (r.expert_ids[..., 0] == 3).all()
+    assert r.router_scores is not None
+    unbiased_top1 = r.router_scores.argmax(-1)  # (T, L): the bias-free choice differs somewhere
+    assert (unbiased_top1 != 3).any()
+
+
+def test_remote_code_moegate_matches_truth(tmp_path: Path) -> None:
+    model, _ = load_model(save_remote_checkpoint(tmp_path / "k2-remote"), trust_remote_code=True)
+    rec = RoutingRecorder(model)
+    assert rec.config.family == "deepseek_remote" and rec.config.moe_layers == (1, 2, 3)
+    assert rec.config.model_type == "kimi_k2" and rec.config.routed_scaling_factor == pytest.approx(2.827)
+    ids, mask = padded_batch([10, 6], seed=6)
+    _check_against_truth(model, ids, mask)
+
+
+# K2's config.json (moonshotai/Kimi-K2-Instruct): 61 layers, layer 0 dense, 384 experts, 8 per token, MLA dims.
+K2 = dict(
+    vocab_size=163840,
+    hidden_size=7168,
+    intermediate_size=18432,
+    moe_intermediate_size=2048,
+    num_hidden_layers=61,
+    num_attention_heads=64,
+    num_key_value_heads=64,
+    n_routed_experts=384,
+    num_experts_per_tok=8,
+    n_shared_experts=1,
+    first_k_dense_replace=1,
+    q_lora_rank=1536,
+    kv_lora_rank=512,
+    qk_rope_head_dim=64,
+    qk_nope_head_dim=128,
+    v_head_dim=128,
+    n_group=1,
+    topk_group=1,
+    norm_topk_prob=True,
+    routed_scaling_factor=2.827,
+    scoring_func="sigmoid",
+    topk_method="noaux_tc",
+    max_position_embeddings=131072,
+)
+
+
+@pytest.mark.slow
+def test_k2_on_meta_device_hooks_exactly_60_moe_layers() -> None:
+    with torch.device("meta"):
+        model = DeepseekV3ForCausalLM(DeepseekV3Config(**K2)).to(torch.bfloat16).eval()
+    rec = RoutingRecorder(model, scores=True)
+    cfg = rec.config
+    assert cfg.moe_layers == tuple(range(1, 61)) and cfg.num_hidden_layers == 61
+    assert (cfg.n_routed_experts, cfg.top_k, cfg.n_shared_experts) == (384, 8, 1)
+    assert (cfg.scoring_func, cfg.topk_method, cfg.n_group, cfg.topk_group) == ("sigmoid", "noaux_tc", 1, 1)
+    assert cfg.norm_topk_prob and cfg.routed_scaling_factor == pytest.approx(2.827)
+    b, t = 2, 5
+    ids = torch.zeros(b, t, dtype=torch.long, device="meta")
+    # A 4-D additive mask skips transformers' mask construction, which reads values (impossible on meta).
+    mask = torch.zeros(b, 1, t, t, dtype=torch.bfloat16, device="meta")
+    with rec, torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, use_cache=False)
+    assert out.logits.shape == (b, t, 163840)
+    (shapes,) = rec.shapes
+    assert sorted(shapes) == list(range(1, 61))
+    for layer in range(1, 61):
+        assert shapes[layer] == {"expert_ids": (b * t, 8), "gate_weights": (b * t, 8), "router_logits": (b * t, 384)}
+    with pytest.raises(WorkbenchError, match="meta device"):
+        rec.routing()
