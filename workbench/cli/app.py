@@ -23,6 +23,8 @@ app = typer.Typer(
 
 # One line per command module (workbench/cli/<name>.py, each defining register(app)).
 COMMAND_MODULES: tuple[str, ...] = (
+    "demo",
+    "lab",
     "compare",
     "graph",
     "info",
