@@ -108,6 +108,7 @@ def _stop_ids(tokenizer: Any) -> list[int]:
 def _generate(model: Any, prompt: np.ndarray, stop: list[int], pad: int, *, scores: bool, **gen: Any) -> Any:
     """Generate one turn inside a recorder; returns (new token ids, Routing of prompt + new tokens)."""
     import torch
+
     from workbench.hooks import RoutingRecorder
 
     device = next((p.device for p in model.parameters() if not p.is_meta), torch.device("cpu"))
@@ -146,9 +147,14 @@ def run_agent(
     scores: bool = False,
     max_malformed: int = 2,
     template_kwargs: dict[str, Any] | None = None,
+    generate_kwargs: dict[str, Any] | None = None,
     on_step: Callable[[StepLog], None] | None = None,
 ) -> Episode:
-    """Run one task through the tool loop and return the episode with its routing as a SequenceRecord."""
+    """Run one task through the tool loop and return the episode with its routing as a SequenceRecord.
+
+    ``generate_kwargs`` go to ``model.generate`` as well (e.g. a ``logits_processor`` for constrained
+    decoding); ``on_step`` is called with each step's log as soon as its tools have run.
+    """
     import torch
 
     if not task.strip():
@@ -166,6 +172,7 @@ def run_agent(
     if temperature > 0:
         gen.update(temperature=temperature, top_p=top_p)
         torch.manual_seed(seed)
+    gen.update(generate_kwargs or {})
     stream, logs, malformed_steps = _Stream(), [], set()
     rerouted, bad_in_row, reason = 0, 0, f"reached --max-steps {max_steps} without a final answer"
     for step in range(max_steps):
