@@ -11,7 +11,7 @@ from workbench.routing_config import RoutingConfig
 from workbench.store import schema as S
 from workbench.store.dataset import SequenceRecord, SpanRecord, routing_dataset
 
-__all__ = ["SequenceRecord", "SpanRecord", "config", "random_topk", "write_store"]
+__all__ = ["SequenceRecord", "SpanRecord", "config", "random_topk", "write_committed_store", "write_store"]
 
 
 def config(n_experts: int = 8, top_k: int = 2, n_layers: int = 3) -> RoutingConfig:
@@ -60,3 +60,15 @@ def write_store(
     }
     ds.to_zarr(path, mode="w", encoding=enc, consolidated=False)
     return xr.open_zarr(path, consolidated=False)
+
+
+def write_committed_store(path: Path, records: list[SequenceRecord], cfg: RoutingConfig, *, ids_only: bool = False):
+    """Write ``records`` through the store's own ``StoreWriter`` (what `workbench` commands open) and open it."""
+    from workbench.store.io import open_store
+    from workbench.store.writer import StoreWriter
+
+    tok = {"name": "test", "vocab": [f"t{i}" for i in range(64)], "special_tokens": {}}
+    with StoreWriter(str(path), cfg, tok, capture="vllm" if ids_only else "hooks", has_gate_weights=not ids_only) as w:
+        for r in records:
+            w.add(r)
+    return open_store(str(path))

@@ -56,36 +56,38 @@ def _pair_stats(
     out |= {"p_value_overall": np.array(np.nan)}
     if n_a < 2 or n_b < 2:
         return out  # one text per side: no resampling distribution to speak of
-    boots = []
-    for start in range(0, n_boot, BATCH):
-        m = min(BATCH, n_boot - start)
-        wa = rng.multinomial(n_a, np.full(n_a, 1.0 / n_a), size=m).astype(np.float64)  # (m, Ua)
-        wb = rng.multinomial(n_b, np.full(n_b, 1.0 / n_b), size=m).astype(np.float64)
-        ca = (wa @ fa).reshape(m, n_layers, n_exp)  # (m, L, E)
-        cb = (wb @ fb).reshape(m, n_layers, n_exp)
-        boots.append(jsd_bits(ca, cb))  # (m, L)
-    boot = np.concatenate(boots)  # (B, L)
     alpha = (1 - ci) / 2
-    pooled = np.concatenate([fa, fb])  # (Ua+Ub, L*E)
-    total = pooled.sum(axis=0)
-    nulls = []
-    for start in range(0, n_perm, BATCH):
-        m = min(BATCH, n_perm - start)
-        ind = np.zeros((m, n_a + n_b))
-        for r in range(m):
-            ind[r, rng.permutation(n_a + n_b)[:n_a]] = 1.0
-        ca = ind @ pooled  # (m, L*E) relabelled group a
-        cb = total[None, :] - ca
-        nulls.append(jsd_bits(ca.reshape(m, n_layers, n_exp), cb.reshape(m, n_layers, n_exp)))
-    null = np.concatenate(nulls)  # (P, L)
-    out["ci_low"] = np.quantile(boot, alpha, axis=0)
-    out["ci_high"] = np.quantile(boot, 1 - alpha, axis=0)
-    out["boot_mean"] = boot.mean(axis=0)
-    out["p_value"] = (1 + (null >= obs[None, :] - 1e-15).sum(axis=0)) / (1 + n_perm)
-    out["null_mean"] = null.mean(axis=0)
-    out["p_value_overall"] = np.array(
-        (1 + (null.mean(axis=1) >= obs.mean() - 1e-15).sum()) / (1 + n_perm), dtype=np.float64
-    )
+    if n_boot > 0:
+        boots = []
+        for start in range(0, n_boot, BATCH):
+            m = min(BATCH, n_boot - start)
+            wa = rng.multinomial(n_a, np.full(n_a, 1.0 / n_a), size=m).astype(np.float64)  # (m, Ua)
+            wb = rng.multinomial(n_b, np.full(n_b, 1.0 / n_b), size=m).astype(np.float64)
+            ca = (wa @ fa).reshape(m, n_layers, n_exp)  # (m, L, E)
+            cb = (wb @ fb).reshape(m, n_layers, n_exp)
+            boots.append(jsd_bits(ca, cb))  # (m, L)
+        boot = np.concatenate(boots)  # (B, L)
+        out["ci_low"] = np.quantile(boot, alpha, axis=0)
+        out["ci_high"] = np.quantile(boot, 1 - alpha, axis=0)
+        out["boot_mean"] = boot.mean(axis=0)
+    if n_perm > 0:
+        pooled = np.concatenate([fa, fb])  # (Ua+Ub, L*E)
+        total = pooled.sum(axis=0)
+        nulls = []
+        for start in range(0, n_perm, BATCH):
+            m = min(BATCH, n_perm - start)
+            ind = np.zeros((m, n_a + n_b))
+            for r in range(m):
+                ind[r, rng.permutation(n_a + n_b)[:n_a]] = 1.0
+            ca = ind @ pooled  # (m, L*E) relabelled group a
+            cb = total[None, :] - ca
+            nulls.append(jsd_bits(ca.reshape(m, n_layers, n_exp), cb.reshape(m, n_layers, n_exp)))
+        null = np.concatenate(nulls)  # (P, L)
+        out["p_value"] = (1 + (null >= obs[None, :] - 1e-15).sum(axis=0)) / (1 + n_perm)
+        out["null_mean"] = null.mean(axis=0)
+        out["p_value_overall"] = np.array(
+            (1 + (null.mean(axis=1) >= obs.mean() - 1e-15).sum()) / (1 + n_perm), dtype=np.float64
+        )
     return out
 
 

@@ -11,6 +11,7 @@ and last rows (returned by the chunk tasks), with the same kernel, so no pair is
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -190,7 +191,7 @@ def accumulate(
     if progress:
         from dask.diagnostics import ProgressBar
 
-        with ProgressBar(minimum=2.0):
+        with ProgressBar(minimum=2.0, out=sys.stderr):
             (result,) = dask.compute(root)
     else:
         (result,) = dask.compute(root)

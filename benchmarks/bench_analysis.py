@@ -1,0 +1,214 @@
+"""Benchmark: expert loads, co-activation and all layer-to-layer transition matrices on a K2-shaped store.
+
+    .venv/bin/python benchmarks/bench_analysis.py --out benchmarks/results            # 1M x 60 x top-8 of 384
+    .venv/bin/python benchmarks/bench_analysis.py --out /tmp/b --tokens 100000        # quicker
+
+The store (``--store``, reused when it already has the asked shape) is written once through ``StoreWriter``
+with a fast generator: per-layer Zipf-skewed first experts and k distinct experts per token. (The
+realistic generator of workbench/store/synthetic.py samples ~500 tokens/s here, too slow for 1M tokens;
+the counting cost does not depend on the routing law beyond cache behaviour, and uniform-ish ids are
+the worst case for it.)
+
+Two measurements, each in its own fresh process so peak memory (ru_maxrss) is its own:
+
+- ``workbench``: ``open_store`` + one ``accumulate`` pass (numba kernels on dask chunks, tree reduction)
+  computing loads (L, E), co-activation (L, E, E) and the L-1 transition matrices (L-1, E, E);
+- ``numpy``: the plain way, ``expert_ids`` loaded whole into memory and counted with ``np.bincount``
+  per layer and per layer pair (same results, checked).
+
+Writes ``bench_analysis.json`` to ``--out``. Goal (issue 7): <= 20 s and <= 4 GB on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+N_LAYERS, N_EXPERTS, TOP_K = 60, 384, 8
+
+
+def _records(n_tokens: int, n_layers: int, n_experts: int, k: int, seed: int = 0):
+    from workbench.store.dataset import SequenceRecord
+
+    rng = np.random.default_rng(seed)
+    ranks = np.arange(1, n_experts + 1, dtype=np.float64) ** -0.8  # Zipf-like popularity of first experts
+    pop = ranks / ranks.sum()
+    perms = np.stack([rng.permutation(n_experts) for _ in range(n_layers)])  # (L, E) popularity order per layer
+    max_step = (n_experts - 1) // k
+    domains = ("math", "code", "language", "agent")
+    left, i = n_tokens, 0
+    while left > 0:
+        n = min(left, int(rng.integers(200, 1200)))
+        first = perms[np.arange(n_layers)[None, :], rng.choice(n_experts, size=(n, n_layers), p=pop)]  # (T, L)
+        steps = rng.integers(1, max_step + 1, size=(n, n_layers, k))
+        steps[:, :, 0] = 0
+        ids = ((first[:, :, None] + np.cumsum(steps, axis=2)) % n_experts).astype(np.int16)  # (T, L, k) distinct
+        w = rng.random((n, n_layers, k)).astype(np.float32)
+        w = np.sort(w, axis=2)[:, :, ::-1] / w.sum(axis=2, keepdims=True)
+        yield SequenceRecord(
+            id=f"bench-{i:06d}",
+            domain=domains[i % 4],
+            source="bench",
+            token_ids=rng.integers(0, 32768, n).astype(np.int32),
+            expert_ids=ids,
+            gate_weights=w.astype(np.float32),
+        )
+        left -= n
+        i += 1
+
+
+def ensure_store(path: Path, n_tokens: int) -> None:
+    from workbench.routing_config import RoutingConfig
+    from workbench.store.io import open_store
+    from workbench.store.writer import StoreWriter
+
+    if path.exists():
+        ds = open_store(str(path))
+        if ds.sizes["token"] == n_tokens and ds.sizes["layer"] == N_LAYERS:
+            return
+        raise SystemExit(f"{path} exists with another shape; remove it or pass another --store")
+    cfg = RoutingConfig(
+        model_name="bench-k2", model_type="deepseek_v3", family="synthetic", num_hidden_layers=N_LAYERS + 1,
+        moe_layers=tuple(range(1, N_LAYERS + 1)), n_routed_experts=N_EXPERTS, top_k=TOP_K, n_shared_experts=1,
+        scoring_func="sigmoid", topk_method="noaux_tc", norm_topk_prob=True, routed_scaling_factor=2.827,
+    )  # fmt: skip
+    tok = {"name": "bench", "vocab": [f"t{i}" for i in range(32768)], "special_tokens": {}}
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    with StoreWriter(str(path), cfg, tok, capture="synthetic") as w, tqdm(total=n_tokens, unit="tok") as bar:
+        for rec in _records(n_tokens, N_LAYERS, N_EXPERTS, TOP_K):
+            w.add(rec)
+            bar.update(rec.n_tokens)
+    print(f"wrote {path} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+
+
+def _peak_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+
+
+def run_workbench(store: str, q: Any) -> None:
+    import dask
+
+    from workbench.analysis import kernels
+    from workbench.analysis.engine import Want, accumulate
+    from workbench.analysis.inputs import prepare
+    from workbench.store.io import open_store
+
+    t0 = time.perf_counter()
+    tiny = np.zeros((2, 4, 2), np.int16)
+    g = np.zeros(4, np.int32)
+    kernels.load_counts(tiny, g, 1, 8), kernels.coactivation_counts(tiny, g, 8, False)
+    kernels.transition_counts(tiny, g, 8)
+    compile_s = time.perf_counter() - t0
+    base_gb = _peak_gb()
+    t0 = time.perf_counter()
+    with dask.config.set(scheduler="threads", num_workers=os.cpu_count()):
+        ds = open_store(store)
+        inputs = prepare(ds, None)
+        part = accumulate(inputs, Want(load=True, coactivation="all", transitions=True))
+    seconds = time.perf_counter() - t0
+    assert part.load is not None and part.coact is not None and part.trans is not None
+    q.put(
+        {
+            "seconds": seconds,
+            "compile_or_cache_load_seconds": compile_s,
+            "peak_rss_gb": _peak_gb(),
+            "rss_before_gb": base_gb,
+            "token_chunks": len(inputs.token_chunks),
+            "tokens_per_chunk": int(max(inputs.token_chunks)),
+            "check": [int(part.load.sum()), int(part.coact.sum()), int(part.trans.sum()), int(part.trans[-1, 5].sum())],
+        }
+    )
+
+
+def run_numpy(store: str, n_tokens: int, q: Any) -> None:
+    import zarr
+
+    t0 = time.perf_counter()
+    ids = np.asarray(zarr.open_group(store, mode="r")["expert_ids"][:n_tokens]).astype(np.int64)  # (T, L, k)
+    read_s = time.perf_counter() - t0
+    n_layers, k, e = ids.shape[1], ids.shape[2], N_EXPERTS
+    load = np.stack([np.bincount(ids[:, layer].ravel(), minlength=e) for layer in range(n_layers)])
+    iu = np.triu_indices(k, 1)
+    coact = np.empty((n_layers, e, e), np.int64)
+    for layer in range(n_layers):
+        x = ids[:, layer]  # (T, k)
+        idx = (x[:, iu[0]] * e + x[:, iu[1]]).ravel()  # rank-ordered pairs (T * k(k-1)/2,)
+        coact[layer] = np.bincount(idx, minlength=e * e).reshape(e, e)
+    trans = np.empty((n_layers - 1, e, e), np.int64)
+    for layer in range(n_layers - 1):
+        idx = (ids[:, layer, :, None] * e + ids[:, layer + 1, None, :]).ravel()  # (T * k * k,)
+        trans[layer] = np.bincount(idx, minlength=e * e).reshape(e, e)
+    q.put(
+        {
+            "seconds": time.perf_counter() - t0,
+            "read_seconds": read_s,
+            "peak_rss_gb": _peak_gb(),
+            "tokens": int(ids.shape[0]),
+            "check": [int(load.sum()), int(coact.sum()), int(trans.sum()), int(trans[-1, 5].sum())],
+        }
+    )
+
+
+def _child(target: Any, *args: Any) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=target, args=(*args, q))
+    p.start()
+    out = q.get()
+    p.join()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--tokens", type=int, default=1_000_000)
+    ap.add_argument("--store", type=Path, default=Path("/tmp/bench_analysis_k2.zarr"))
+    ap.add_argument("--baseline-tokens", type=int, default=None, help="numpy baseline on the first N tokens only")
+    ap.add_argument("--repeat", type=int, default=1, help="workbench runs (best and all times are reported)")
+    ap.add_argument("--store-only", action="store_true", help="write the store and stop")
+    args = ap.parse_args()
+    ensure_store(args.store, args.tokens)
+    if args.store_only:
+        return
+    runs = [_child(run_workbench, str(args.store)) for _ in range(args.repeat)]
+    best = min(runs, key=lambda r: r["seconds"])
+    n_base = min(args.baseline_tokens or args.tokens, args.tokens)
+    base = _child(run_numpy, str(args.store), n_base)
+    increments = args.tokens * (N_LAYERS * TOP_K * (TOP_K - 1) // 2 + (N_LAYERS - 1) * TOP_K * TOP_K)
+    result = {
+        "benchmark": "analysis: loads + co-activation + all layer-to-layer transitions",
+        "store": {"tokens": args.tokens, "layers": N_LAYERS, "top_k": TOP_K, "experts": N_EXPERTS},
+        "pair_increments": increments,
+        "workbench": best | {"all_seconds": [r["seconds"] for r in runs]},
+        "numpy_baseline": base,
+        "same_results": best["check"] == base["check"] if n_base == args.tokens else None,
+        "speedup_vs_numpy": (base["seconds"] * args.tokens / n_base) / best["seconds"],
+        "goal": {"seconds": 20, "peak_gb": 4},
+        "goal_met": best["seconds"] <= 20 and best["peak_rss_gb"] <= 4,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "loadavg_at_end": os.getloadavg(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench_analysis.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

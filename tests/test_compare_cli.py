@@ -1,0 +1,126 @@
+"""`workbench compare` end to end on a real store: table, self-contained HTML, CSV/JSON equal to the metrics."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from analysis_helpers import SequenceRecord, SpanRecord, config, random_topk, write_committed_store
+
+from workbench.analysis import consecutive_agreement, domain_divergence, expert_load
+from workbench.analysis.compare import compare
+
+WORKBENCH = str(Path(sys.executable).with_name("workbench"))
+
+
+def _store(path: Path, *, ids_only: bool = False):
+    rng = np.random.default_rng(7)
+    recs = []
+    for i in range(12):
+        domain = ("math", "code", "language")[i % 3]
+        t = 40 + 3 * i
+        ids = random_topk(rng, t, 3, 8, 2)
+        if domain == "math":  # math prefers experts 0 and 1 in layer 2
+            ids[: t // 2, 1, 0] = np.where(ids[: t // 2, 1, 1] == 0, 1, 0)
+        w = None if ids_only else rng.random((t, 3, 2)).astype(np.float32)
+        spans = [SpanRecord("think", 0, t // 2), SpanRecord("answer", t // 2, t)]
+        recs.append(
+            SequenceRecord(f"{domain}-{i}", domain, "t", rng.integers(0, 64, t).astype(np.int32), ids, w, spans=spans)
+        )
+    return write_committed_store(path, recs, config(n_experts=8, top_k=2, n_layers=3), ids_only=ids_only)
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([WORKBENCH, "compare", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_compare_writes_report_and_numbers(tmp_path):
+    store = _store(tmp_path / "s.zarr")
+    out = tmp_path / "report"
+    res = _run(str(tmp_path / "s.zarr"), "--by", "domain", "--out", str(out), "--n-boot", "100", "--n-perm", "100")
+    assert res.returncode == 0, res.stderr
+    assert "Expert usage by domain" in res.stdout and "math|code" not in res.stdout  # pairs sorted: code|math
+    assert "code|math" in res.stdout
+    for name in (
+        "report.html",
+        "summary.json",
+        "per_layer.csv",
+        "experts.csv",
+        "divergence.csv",
+        "specific_experts.csv",
+    ):
+        assert (out / name).stat().st_size > 0, name
+    html = (out / "report.html").read_text()
+    assert html.count("<script") >= 5 and "plotly.js v" in html  # plotly.js inlined once: works offline
+    assert not re.search(r"<script[^>]*\bsrc=", html)  # nothing fetched from a CDN
+    for fig in ("fig-usage", "fig-divergence", "fig-specialization", "fig-agreement"):
+        assert f'id="{fig}"' in html
+    summary = json.loads((out / "summary.json").read_text())
+    agr = consecutive_agreement(store, by="domain")
+    assert summary["groups"]["math"]["mean_agreement_any_topk"] == pytest.approx(
+        float(agr["any_topk"].sel(domain="math").mean())
+    )
+    assert summary["baselines"]["agreement"]["any_topk"] == pytest.approx(1 - 15 / 28)
+    experts = pd.read_csv(out / "experts.csv")
+    load = expert_load(store, by="domain")
+    got = experts[(experts.domain == "code") & (experts.layer == 2)].sort_values("expert")["count"].to_numpy()
+    np.testing.assert_array_equal(got, load["count"].sel(domain="code", layer=2).values)
+    div = pd.read_csv(out / "divergence.csv")
+    ref = domain_divergence(store, n_boot=100, n_perm=100)
+    row = div[(div.pair == "code|math") & (div.layer == 2)].iloc[0]
+    assert row.jsd == pytest.approx(float(ref["jsd"].sel(pair="code|math", layer=2)))
+    assert row.ci_low <= row.ci_high
+
+
+@pytest.mark.slow
+def test_compare_by_segment_with_where_and_ids_only(tmp_path):
+    store = _store(tmp_path / "ids.zarr", ids_only=True)
+    cmp = compare(store, None, by="segment", n_boot=20, n_perm=20)
+    assert cmp.groups == ["think", "answer"] and cmp.gate_entropy is None
+    out = tmp_path / "seg"
+    res = _run(
+        str(tmp_path / "ids.zarr"),
+        "--by",
+        "segment",
+        "--where",
+        "domain=math",
+        "--out",
+        str(out),
+        "--n-boot",
+        "20",
+        "--n-perm",
+        "20",
+    )
+    assert res.returncode == 0, res.stderr
+    per_layer = pd.read_csv(out / "per_layer.csv")
+    assert set(per_layer.segment) == {"think", "answer"} and "gate_entropy_bits" not in per_layer
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--where", "domain=poetry"], "error: unknown domain 'poetry'"),
+        (["--where", "segment=tool_call"], "error: the selection holds no tokens"),
+        (["--by", "colour"], "error: --by must be one of"),
+    ],
+)
+def test_compare_bad_input_is_one_line(tmp_path, args, message):
+    _store(tmp_path / "s.zarr")
+    out = tmp_path / "never"
+    res = _run(str(tmp_path / "s.zarr"), "--out", str(out), *args)
+    assert res.returncode == 2
+    assert res.stderr.strip().startswith(message) and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert not out.exists()
+
+
+def test_compare_unreachable_scheduler(tmp_path):
+    _store(tmp_path / "s.zarr")
+    res = _run(str(tmp_path / "s.zarr"), "--out", str(tmp_path / "o"), "--scheduler", "tcp://127.0.0.1:9")
+    assert res.returncode == 2 and "cannot reach a dask scheduler at tcp://127.0.0.1:9" in res.stderr

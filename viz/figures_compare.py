@@ -1,0 +1,188 @@
+"""Plotly figures of a domain comparison (``workbench.analysis.compare.Comparison``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+
+
+def _color(i: int) -> str:
+    return PALETTE[i % len(PALETTE)]
+
+
+def usage_heatmap(cmp: Any) -> go.Figure:
+    """Relative load N_l(e) / (N k / E) per (layer, expert), one panel per group; 1 = balanced."""
+    groups = cmp.groups
+    fig = make_subplots(rows=len(groups), cols=1, shared_xaxes=True, subplot_titles=groups, vertical_spacing=0.06)
+    rel = cmp.load["relative_load"]
+    zmax = float(np.nanpercentile(rel.values, 99.5)) if rel.size else 2.0
+    for i, g in enumerate(groups):
+        z = rel.sel({cmp.by: g}).values  # (L, E)
+        fig.add_trace(
+            go.Heatmap(
+                z=z,
+                x=cmp.load["expert"].values,
+                y=[str(v) for v in cmp.load["layer"].values],
+                zmin=0,
+                zmax=max(zmax, 1.5),
+                colorscale="Viridis",
+                colorbar={"title": "load ÷ balanced"},
+                showscale=i == 0,
+                hovertemplate=f"{g}<br>layer %{{y}} expert %{{x}}<br>relative load %{{z:.2f}}<extra></extra>",
+            ),
+            row=i + 1,
+            col=1,
+        )
+        fig.update_yaxes(title_text="layer", type="category", row=i + 1, col=1)
+    fig.update_xaxes(title_text="expert", row=len(groups), col=1)
+    fig.update_layout(
+        title="Expert usage per layer (DeepSeek-V3 relative load: count ÷ (N·k/E))",
+        height=max(320, 260 * len(groups)),
+    )
+    return fig
+
+
+def divergence_figure(cmp: Any) -> go.Figure:
+    """JSD per layer for each pair of groups, with the bootstrap interval and the permutation-null mean."""
+    fig = go.Figure()
+    d = cmp.divergence
+    if d is None:
+        fig.update_layout(title="Divergence: needs at least two groups")
+        return fig
+    layers = d["layer"].values
+    for i, pair in enumerate(d["pair"].values):
+        sub = d.sel(pair=pair)
+        c = _color(i)
+        lo, hi = sub["ci_low"].values, sub["ci_high"].values
+        if np.isfinite(lo).any():
+            fig.add_trace(
+                go.Scatter(
+                    x=np.concatenate([layers, layers[::-1]]),
+                    y=np.concatenate([hi, lo[::-1]]),
+                    fill="toself",
+                    fillcolor=c,
+                    opacity=0.2,
+                    line={"width": 0},
+                    name=f"{pair} {int(d.attrs['ci'] * 100)}% CI",
+                    hoverinfo="skip",
+                )
+            )
+        fig.add_trace(
+            go.Scatter(
+                x=layers,
+                y=sub["jsd"].values,
+                mode="lines+markers",
+                line={"color": c},
+                name=f"{pair} JSD",
+                customdata=np.stack([sub["p_value"].values, lo, hi], axis=1),
+                hovertemplate="layer %{x}: JSD %{y:.4f} [%{customdata[1]:.4f}, %{customdata[2]:.4f}]"
+                "<br>p = %{customdata[0]:.3g}<extra>" + str(pair) + "</extra>",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=layers,
+                y=sub["null_mean"].values,
+                mode="lines",
+                line={"color": c, "dash": "dot"},
+                name=f"{pair} permutation null mean",
+            )
+        )
+    fig.update_layout(
+        title="Jensen-Shannon divergence of expert usage per layer (bits; bootstrap CI over sequences)",
+        xaxis_title="layer",
+        yaxis_title="JSD (bits)",
+    )
+    return fig
+
+
+def specialization_bars(cmp: Any, per_group: int = 8) -> go.Figure:
+    """DS(E, D) of the most group-specific (layer, expert) pairs of each group, bars per group, uniform k/E line."""
+    fig = go.Figure()
+    table = cmp.specific
+    if table is None or table.empty:
+        fig.update_layout(title="Specialisation: needs at least two groups")
+        return fig
+    picks: list[tuple[int, int]] = []
+    for g in cmp.groups:
+        top = table[table[cmp.by] == g].sort_values("lift", ascending=False).head(per_group)
+        picks += [(int(r.layer), int(r.expert)) for r in top.itertuples() if (int(r.layer), int(r.expert)) not in picks]
+    labels = [f"L{layer}:E{e}" for layer, e in picks]
+    spec = cmp.specialization["specialization"]
+    for i, g in enumerate(cmp.groups):
+        vals = [float(spec.sel({cmp.by: g, "layer": layer, "expert": e})) for layer, e in picks]
+        fig.add_trace(go.Bar(x=labels, y=vals, name=g, marker_color=_color(i)))
+    uniform = float(cmp.specialization.attrs["uniform"])
+    fig.add_hline(y=uniform, line_dash="dash", annotation_text=f"uniform k/E = {uniform:.3g}")
+    fig.update_layout(
+        title="OLMoE domain specialisation DS(E, D) = N_k(E, D) / N_D of the most domain-specific experts",
+        barmode="group",
+        xaxis_title="layer:expert",
+        yaxis_title="DS(E, D)",
+    )
+    return fig
+
+
+def agreement_figure(cmp: Any) -> go.Figure:
+    """Mixtral consecutive-token agreement per layer and group against the analytic random baselines."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("same first choice", "any shared top-k expert"))
+    a = cmp.agreement
+    layers = a["layer"].values
+    for i, g in enumerate(cmp.groups):
+        for col, var in ((1, "first_choice"), (2, "any_topk")):
+            fig.add_trace(
+                go.Scatter(
+                    x=layers,
+                    y=a[var].sel({cmp.by: g}).values,
+                    mode="lines+markers",
+                    name=g,
+                    legendgroup=g,
+                    showlegend=col == 1,
+                    line={"color": _color(i)},
+                ),
+                row=1,
+                col=col,
+            )
+    fig.add_hline(y=a.attrs["baseline_first_choice"], line_dash="dash", annotation_text="1/E", row=1, col=1)
+    fig.add_hline(y=a.attrs["baseline_any_topk"], line_dash="dash", annotation_text="1 − C(E−k,k)/C(E,k)", row=1, col=2)
+    fig.update_xaxes(title_text="layer")
+    fig.update_yaxes(title_text="share of consecutive token pairs", row=1, col=1)
+    fig.update_layout(title="Consecutive-token agreement (Mixtral §5) vs random routing")
+    return fig
+
+
+def entropy_transitions_figure(cmp: Any) -> go.Figure:
+    """Load entropy per layer per group, and the top-20% transition mass per layer pair."""
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=("routing entropy ÷ log2 E", "next-layer mass in the top 20% candidates")
+    )
+    for i, g in enumerate(cmp.groups):
+        fig.add_trace(
+            go.Scatter(
+                x=cmp.entropy["layer"].values,
+                y=cmp.entropy["normalized"].sel({cmp.by: g}).values,
+                mode="lines+markers",
+                name=g,
+                line={"color": _color(i)},
+            ),
+            row=1,
+            col=1,
+        )
+    if cmp.transitions is not None:
+        t = cmp.transitions
+        fig.add_trace(
+            go.Scatter(
+                x=t["layer"].values, y=t["layer_top_mass"].values, mode="lines+markers", name="all selected tokens"
+            ),
+            row=1,
+            col=2,
+        )
+        fig.add_hline(y=t.attrs["uniform_top_mass"], line_dash="dash", annotation_text="uniform", row=1, col=2)
+    fig.update_xaxes(title_text="layer")
+    fig.update_layout(title="Routing entropy and inter-layer transition concentration")
+    return fig

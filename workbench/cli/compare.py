@@ -1,0 +1,162 @@
+"""``workbench compare``: compare expert usage across domains (or segments, steps) of a routing store."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+EXAMPLE = """
+Examples:
+
+  workbench compare runs.zarr --by domain --out report/
+
+  workbench compare runs.zarr --by domain --where domain=math,code --where layers=1:30 --out math-vs-code/
+
+  workbench compare runs.zarr --by segment --where segment=think,answer --out think-vs-answer/
+
+  workbench compare s3://bucket/k2.zarr --by domain --out report/ --scheduler tcp://10.0.0.5:8786
+
+Writes report.html (self-contained), summary.json and CSVs (per_layer, experts, divergence,
+specific_experts, transitions). Definitions of every number: docs/metrics.md.
+"""
+
+
+@contextlib.contextmanager
+def dask_scheduler(address: str | None) -> Iterator[Any]:
+    """Connect a ``dask.distributed`` Client for the block (all dask work goes to its cluster); no-op if None."""
+    if address is None:
+        yield None
+        return
+    from workbench.errors import WorkbenchError
+
+    try:
+        from distributed import Client
+    except ImportError:
+        raise WorkbenchError(
+            "--scheduler needs dask.distributed: pip install 'k2-routing-workbench[engines]'"
+        ) from None
+    try:
+        client = Client(address, timeout="15s")
+    except (OSError, TimeoutError) as err:
+        raise WorkbenchError(
+            f"cannot reach a dask scheduler at {address} ({err}); start one (`dask scheduler`) or drop --scheduler"
+        ) from None
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _print_tables(cmp: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    s = cmp.summary()
+    base = s["baselines"]["agreement"]
+    t = Table(title=f"Expert usage by {cmp.by}: {s['store']['model']} (top-{s['store']['top_k']} of "
+                    f"{s['store']['n_experts']}, {len(s['store']['layers'])} layers)")  # fmt: skip
+    for col in (cmp.by, "tokens", "seqs", "entropy/max", "same 1st", "any top-k"):
+        t.add_column(col, justify="left" if col == cmp.by else "right")
+    for g, v in s["groups"].items():
+        t.add_row(
+            g,
+            f"{v['tokens']:,}",
+            str(v["sequences"]),
+            f"{v['mean_load_entropy_normalized']:.3f}",
+            f"{v['mean_agreement_first_choice']:.3f}",
+            f"{v['mean_agreement_any_topk']:.3f}",
+        )
+    t.add_row("random", "", "", "1.000", f"{base['first_choice']:.3f}", f"{base['any_topk']:.3f}", style="dim")
+    console.print(t)
+    if "divergence" in s:
+        d = Table(title=f"Divergence between {cmp.by}s (JSD in bits, mean over layers)")
+        for col in ("pair", "mean JSD", "null mean", "max layer", "max JSD", "p (all layers)"):
+            d.add_column(col, justify="left" if col == "pair" else "right")
+        for pair, v in s["divergence"].items():
+            d.add_row(
+                pair,
+                f"{v['mean_jsd']:.4f}",
+                f"{v['mean_null_jsd']:.4f}",
+                str(v["max_jsd_layer"]),
+                f"{v['max_jsd']:.4f}",
+                f"{v['p_value_overall']:.3g}",
+            )
+        console.print(d)
+    if cmp.specific is not None and not cmp.specific.empty:
+        top = cmp.specific[cmp.specific["rank"] == 1].sort_values("lift", ascending=False).head(8)
+        e = Table(title=f"Most {cmp.by}-specific experts")
+        for col in (cmp.by, "layer", "expert", "DS", "DS rest", "lift", f"share from {cmp.by}"):
+            e.add_column(col, justify="left" if col == cmp.by else "right")
+        for r in top.itertuples(index=False):
+            row = r._asdict()
+            e.add_row(
+                str(row[cmp.by]),
+                str(row["layer"]),
+                str(row["expert"]),
+                f"{row['ds']:.3f}",
+                f"{row['ds_rest']:.3f}",
+                f"{row['lift']:.2f}",
+                f"{row['share_of_expert']:.2f}",
+            )
+        console.print(e)
+
+
+def compare(
+    store: Annotated[str, typer.Argument(help="Routing store (directory or fsspec URL).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.html, summary.json and CSVs.")],
+    by: Annotated[str, typer.Option(help="Group tokens by domain, segment, sequence or step.")] = "domain",
+    where: Annotated[
+        list[str] | None, typer.Option(help="Selection KEY=VALUE, e.g. domain=math,code or layers=1:30 (repeatable).")
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="dask.distributed scheduler address (tcp://HOST:8786) to run the counting on.")
+    ] = None,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples over sequences for the JSD intervals.")] = 1000,
+    n_perm: Annotated[int, typer.Option(help="Label permutations for the JSD p-values.")] = 1000,
+    ci: Annotated[float, typer.Option(help="Confidence level of the bootstrap intervals.")] = 0.95,
+    seed: Annotated[int, typer.Option(help="Random seed of bootstrap and permutations.")] = 0,
+    top: Annotated[int, typer.Option(help="Most specific experts listed per layer and group.")] = 5,
+    transitions: Annotated[
+        bool, typer.Option(help="Also count layer-to-layer transitions (k² pairs per token and layer).")
+    ] = True,
+    title: Annotated[str | None, typer.Option(help="Report title.")] = None,
+) -> None:
+    """Compare expert usage across domains: a table here, an HTML report and CSV/JSON numbers in --out."""
+    from rich.console import Console
+
+    from workbench.analysis.compare import compare as run_compare
+    from workbench.analysis.inputs import GROUP_BY
+    from workbench.errors import WorkbenchError
+    from workbench.store.io import open_store
+    from workbench.store.select import parse_where
+    from workbench.viz.report import write_report
+
+    if by not in GROUP_BY:
+        raise WorkbenchError(f"--by must be one of {', '.join(GROUP_BY)}, got {by!r}")
+    if n_boot < 0 or n_perm < 0:
+        raise WorkbenchError("--n-boot and --n-perm must be >= 0")
+    if not 0 < ci < 1:
+        raise WorkbenchError(f"--ci must be between 0 and 1, got {ci}")
+    if out.exists() and not out.is_dir():
+        raise WorkbenchError(f"--out {out} exists and is not a folder")
+    selection = parse_where(where)
+    ds = open_store(store)
+    with dask_scheduler(scheduler) as client:
+        if client is not None:
+            Console(stderr=True).print(f"dask cluster: {client.dashboard_link}")
+        cmp = run_compare(
+            ds, selection, by=by, n_boot=n_boot, n_perm=n_perm, ci=ci, seed=seed, top=top,
+            with_transitions=transitions, progress=client is None,
+        )  # fmt: skip
+    _print_tables(cmp)
+    paths = write_report(cmp, out, title=title)
+    Console().print(f"wrote {paths['report.html']} and {len(paths) - 1} data files in {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compare", help=(compare.__doc__ or "") + "\n" + EXAMPLE)(compare)
