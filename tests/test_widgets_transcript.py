@@ -157,3 +157,21 @@ def test_token_path_widget(ds) -> None:
     assert np.asarray(w.figure.data[0].text).tolist() == w.data.expert_ids[8].astype(str).tolist()
     with pytest.raises(WorkbenchError, match="outside sequence 't1'"):
         w.show(10_000)
+
+
+def test_widget_graph_is_the_reasoning_graph_of_the_selection(ds) -> None:
+    from workbench.graph import reasoning_graph
+    from workbench.store.select import Selection
+
+    w = TranscriptGraphWidget(ds, sequence="t1")
+    w.select("step", 2)
+    mine = w.graph.current_graph()
+    ref = reasoning_graph(ds, Selection(sequences=("t1",), steps=(2,)), top_tokens=0)
+    assert set(mine.nodes) == set(ref.nodes)
+    for n, d in ref.nodes(data=True):
+        assert mine.nodes[n]["tokens"] == d["tokens"]
+        assert mine.nodes[n]["mean_gate"] == pytest.approx(d["mean_gate"], rel=1e-3)
+    assert set(mine.edges) == set(ref.edges)
+    for u, v, d in ref.edges(data=True):
+        assert mine.edges[u, v]["count"] == d["count"]
+        assert mine.edges[u, v]["weight"] == pytest.approx(d["weight"], rel=1e-3)

@@ -2,7 +2,7 @@
 
 Left, the transcript (``TranscriptView``: segments coloured by kind, tokens hoverable and clickable,
 a step slider); right, the expert pathways of the selected step, segment or token (``GraphPane``)
-with an export button, and below it the clicked token's own path (``TokenPathFigure``).
+with an export button, and below it the last clicked token's own path (``TokenPathFigure``).
 
 The sequence's routing is read from the store once, when the widget is built; a selection then
 costs one numpy aggregation and one figure restyle (``benchmarks/bench_widgets.py`` measures it).
@@ -62,6 +62,7 @@ class TranscriptGraphWidget(widgets.VBox):
         self._ds = as_dataset(store)
         self.data: SequenceData = load_sequence(self._ds, sequence)
         self.last_update_s = 0.0  # seconds the last selection took in Python (aggregate + restyle)
+        self._path_token: int | None = None  # position the token-path figure shows
         self.picker = widgets.Dropdown(
             options=sequence_ids(self._ds), value=self.data.sequence_id, description="transcript"
         )
@@ -152,8 +153,10 @@ class TranscriptGraphWidget(widgets.VBox):
         d = self.data
         p = compute_pathways(d.expert_ids[rows], d.gate_weights[rows], d.layers, d.n_experts)
         self.graph.show(p, title=self._describe(sel, rows), domain=d.domain)
-        pos = int(rows[0]) if sel["kind"] != "all" else 0
-        self.token_path.show(d.expert_ids[pos], d.gate_weights[pos], d.layers, title=token_title(d, pos))
+        if sel["kind"] == "token" or self._path_token is None:  # the token path follows token clicks only
+            pos = int(rows[0])
+            self.token_path.show(d.expert_ids[pos], d.gate_weights[pos], d.layers, title=token_title(d, pos))
+            self._path_token = pos
         self.last_update_s = time.perf_counter() - t0
 
     def _selection_changed(self, _change: dict) -> None:
@@ -171,6 +174,7 @@ class TranscriptGraphWidget(widgets.VBox):
                     setattr(self.view, name, getattr(fresh, name))
         fresh.close()
         self.graph.pathways = None
+        self._path_token = None
         self._start(None)
 
 
