@@ -44,8 +44,9 @@ def read_json(store: Store, key: str) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def write_json(store: Store, key: str, doc: dict[str, Any]) -> None:
-    blob = json.dumps(doc, indent=1, default=str).encode()
+def write_json(store: Store, key: str, doc: dict[str, Any], *, indent: int | None = None) -> None:
+    """Write ``doc`` at ``key`` (by rename, see module docstring); ``indent`` None writes compact JSON."""
+    blob = json.dumps(doc, indent=indent, allow_nan=True, default=str).encode()
     sync(store.set(key, default_buffer_prototype().buffer.from_bytes(blob)))
 
 
@@ -98,7 +99,7 @@ def commit(store: Store, attrs: dict[str, Any], arrays: dict[str, zarr.Array]) -
         },
         "node_type": "group",
     }
-    write_json(store, ROOT_KEY, root)
+    write_json(store, ROOT_KEY, root)  # compact: it holds the tokenizer vocabulary
 
 
 async def _list(store: Store, prefix: str) -> list[str]:
@@ -120,7 +121,7 @@ def repair(store: Store, root: dict[str, Any]) -> list[str]:
     for name, doc in committed_arrays(root).items():
         key = f"{name}/{ROOT_KEY}"
         if read_json(store, key) != doc:
-            write_json(store, key, doc)
+            write_json(store, key, doc, indent=zarr.config.get("json_indent"))  # byte-identical to zarr's own
             changed.append(key)
         length = int(doc["shape"][0])
         chunk0 = int(doc["chunk_grid"]["configuration"]["chunk_shape"][0])
