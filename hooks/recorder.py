@@ -104,6 +104,7 @@ class RoutingRecorder:
         self._pending: _Pending | None = None
         self._logits: dict[int, torch.Tensor] = {}
         self._bias: list[np.ndarray | None] = []
+        self._offloaded: dict[int, torch.Tensor] = {}  # router weights fetched from accelerate's offload
         self._rows: list[_Row] = []
         self._open: list[int] = []  # indices into _rows of the rows the cache currently holds
         self.shapes: list[dict[int, dict[str, tuple[int, ...]]]] = []  # per forward on meta tensors
@@ -143,6 +144,7 @@ class RoutingRecorder:
         self._handles.clear()
         self._pending = None
         self._logits.clear()
+        self._offloaded.clear()
 
     @property
     def active(self) -> bool:
@@ -152,8 +154,10 @@ class RoutingRecorder:
         if self.adapter.scoring != "sigmoid":
             return None
         bias = site.selection_bias()
+        if bias is not None and bias.is_meta:
+            bias = _offloaded(site.gate, "e_score_correction_bias")  # a Parameter in K2's remote code
         if bias is None or bias.is_meta:
-            return None
+            return None  # a meta-device run: no values to rank by
         return bias.detach().float().cpu().numpy()  # once per `with`, not per forward
 
     def _begin_forward(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -185,8 +189,12 @@ class RoutingRecorder:
             logits = output[0] if isinstance(output, tuple) else output
             n_experts = self.adapter.n_experts
             if not (isinstance(logits, torch.Tensor) and logits.shape[-1] == n_experts and logits.is_floating_point()):
+                # a router that returns no logits (other 5.x versions): recompute them from its weight
                 hidden = args[0]
-                logits = F.linear(hidden.reshape(-1, hidden.shape[-1]).float(), _weight(module).float())
+                weight = self._router_weight(pos, module, hidden)
+                if weight is None:
+                    return
+                logits = F.linear(hidden.reshape(-1, hidden.shape[-1]).float(), weight.float())
             self._logits[pos] = logits.reshape(-1, n_experts)  # hook_router_logits (N, E)
 
         return hook
@@ -206,15 +214,28 @@ class RoutingRecorder:
                 return
             idx, weights = output[0], output[1]
             hidden = args[0]
-            weight = _weight(module)
             logits = None
-            if not weight.is_meta or hidden.is_meta:
+            weight = self._router_weight(pos, module, hidden)
+            if weight is not None:
                 # The remote MoEGate returns no logits; recomputing them (an (N, H) x (H, E) product, <1% of
                 # the layer's FLOPs) gives the rank order and the optional scores.
                 logits = F.linear(hidden.reshape(-1, hidden.shape[-1]).float(), weight.float())
             self._capture(pos, idx, weights, logits)
 
         return hook
+
+    def _router_weight(self, pos: int, module: nn.Module, hidden: torch.Tensor) -> torch.Tensor | None:
+        """The router's (E, H) weight where ``hidden`` lives; offloaded (meta) weights come from accelerate's
+        weights map once and are kept. None when there is nothing to compute with (meta-device runs)."""
+        weight = _weight(module)
+        if hidden.is_meta or not weight.is_meta:
+            return None if hidden.is_meta else weight
+        if pos not in self._offloaded:
+            stored = _offloaded(module, "weight")
+            if stored is None:
+                return None
+            self._offloaded[pos] = stored.to(hidden.device)
+        return self._offloaded[pos]
 
     def _capture(self, pos: int, idx: torch.Tensor, weights: torch.Tensor, logits: torch.Tensor | None) -> None:
         assert self._pending is not None
@@ -271,6 +292,8 @@ class RoutingRecorder:
         weights = weights.reshape(b, t, n_sites, -1).astype(np.float32)  # (B, T, L, k)
         scores = None
         if self.scores:
+            if any(h[3] is None for h in host):
+                raise WorkbenchError("router scores were asked for but a router's logits could not be computed")
             scores = np.stack([scores_from_logits(_np(h[3]), self.adapter.scoring) for h in host], axis=1).reshape(
                 b, t, n_sites, -1
             )  # (B, T, L, E)
@@ -331,6 +354,18 @@ class RoutingRecorder:
         self._rows.clear()
         self._open.clear()
         self.shapes.clear()
+
+
+def _offloaded(module: nn.Module, name: str) -> torch.Tensor | None:
+    """A parameter accelerate offloaded (meta in the module), read from its hook's weights map."""
+    weights_map = getattr(getattr(module, "_hf_hook", None), "weights_map", None)
+    if weights_map is None:
+        return None
+    try:
+        value = weights_map[name]
+    except KeyError:
+        return None
+    return value if isinstance(value, torch.Tensor) else None
 
 
 def _weight(module: nn.Module) -> torch.Tensor:
