@@ -1,0 +1,66 @@
+"""Spans on the mini K2's own chat template and, once it ships, its own tokenizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_transcripts_render import _check_exact
+from transcripts_helpers import k2_test_tokenizer, tool_loop_transcript
+
+from workbench.transcripts import (
+    message_steps,
+    read_transcripts,
+    render_as_generated,
+    render_transcript,
+    transcript_from_dict,
+)
+
+MINI = Path(__file__).resolve().parents[1] / "data" / "models" / "k2-mini"
+
+
+def _expect_full_segments(r, transcript):
+    content = [(s.kind, s.step, s.label) for s in r.segments if s.kind != "template"]
+    want = [("tool_declare", -1, "tools")] if transcript.tools else []
+    for m, step in zip(transcript.messages, message_steps(transcript.messages), strict=True):
+        if m["role"] in ("system", "user"):
+            want.append((m["role"], -1, m["role"]))
+        elif m["role"] == "tool":
+            want.append(("tool_result", step, m["tool_call_id"]))
+        else:
+            if m.get("reasoning_content"):
+                want.append(("think", step, ""))
+            if m.get("content"):
+                want.append(("answer", step, ""))
+            want += [("tool_call", step, c["id"]) for c in m.get("tool_calls", [])]
+    assert content == want
+
+
+def test_mini_template_structure():
+    mod = pytest.importorskip("workbench.minik2.chat_template")
+    tok = k2_test_tokenizer(mod.CHAT_TEMPLATE)
+    t = transcript_from_dict(tool_loop_transcript(3))
+    plain = render_transcript(tok, t)
+    _check_exact(tok, plain)
+    assert not any(s.kind == "think" for s in plain.segments)  # K2 Thinking drops it in a finished loop
+    r = render_as_generated(tok, t)
+    _check_exact(tok, r)
+    _expect_full_segments(r, t)
+    assert r.text == mod.render_training_text(tok, t.messages, t.tools)  # what the mini K2 was trained on
+
+
+@pytest.mark.skipif(not (MINI / "config.json").exists(), reason="the bundled mini K2 is not there yet")
+def test_bundled_transcripts_on_the_mini_k2_tokenizer():
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(MINI)
+    files = sorted((MINI.parents[1] / "transcripts").glob("*.jsonl"))
+    assert files, "data/transcripts/*.jsonl missing"
+    n = 0
+    for f in files:
+        for t in read_transcripts(f):
+            r = render_as_generated(tok, t)
+            _check_exact(tok, r)
+            _expect_full_segments(r, t)
+            n += 1
+    assert n >= 10
