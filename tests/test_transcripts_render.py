@@ -137,3 +137,28 @@ def test_as_generated_keeps_all_reasoning(tok):
     # a transcript that does not end with an answer renders as is
     running = transcript_from_dict(tool_loop_transcript(1, final=False))
     assert render_as_generated(tok, running).text == render_transcript(tok, running).text
+
+
+def test_slow_tokenizer_offsets_match_fast(tok):
+    """The per-token decoding path (slow tokenizers such as K2's tiktoken one) gives the fast path's spans."""
+    from workbench.transcripts import offsets
+
+    t = transcript_from_dict(tool_loop_transcript(1))
+    t.messages[1]["content"] = "Déjà vu — 3×(4+5)? ünïcödé ✓"
+    fast = render_transcript(tok, t, preserve_thinking=True)
+
+    class Slow:  # the same tokenizer seen through the slow-tokenizer interface only
+        is_fast = False
+
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": tok(text, add_special_tokens=False)["input_ids"]}
+
+        def decode(self, ids, skip_special_tokens=False):
+            return tok.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    ids, starts = offsets.tokenize_with_starts(Slow(), fast.text)
+    assert ids.tolist() == fast.token_ids.tolist()
+    bounds = [s.char_start for s in fast.segments]
+    import numpy as np
+
+    assert np.searchsorted(starts, bounds).tolist() == [s.token_start for s in fast.segments]

@@ -2,9 +2,9 @@
 
 Fast (Rust) tokenizers give offsets directly (``return_offsets_mapping``). Slow tokenizers (real K2
 ships a tiktoken-based ``TikTokenTokenizer`` with remote code) do not; for them each token is decoded
-on its own and the lengths are summed, which is exact when the decoded pieces concatenate to the text
-(true for byte-level BPE on text whose characters are not split across tokens); otherwise we refuse
-with a clear error rather than guess.
+on its own (tokens that split one UTF-8 character are decoded together) and the lengths are summed,
+which is exact when the pieces concatenate to the text (true for byte-level BPE such as tiktoken);
+otherwise we refuse with a clear error rather than guess.
 """
 
 from __future__ import annotations
@@ -30,12 +30,22 @@ def tokenize_with_starts(tokenizer: Any, text: str) -> tuple[np.ndarray, np.ndar
         starts = offsets[:, 0] if len(offsets) else np.zeros(0, dtype=np.int64)
         return ids, np.maximum.accumulate(starts) if len(starts) else starts
     ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
-    pieces = [tokenizer.decode([int(i)], skip_special_tokens=False) for i in ids]
+    starts = np.zeros(len(ids), dtype=np.int64)
+    pieces: list[str] = []
+    pos = 0
+    group: list[int] = []  # tokens that together decode to whole characters (UTF-8 split across tokens)
+    for i in range(len(ids)):
+        group.append(i)
+        piece = tokenizer.decode([int(ids[j]) for j in group], skip_special_tokens=False)
+        if piece.endswith("\ufffd") and len(group) < 4 and i + 1 < len(ids):
+            continue
+        starts[group] = pos
+        pieces.append(piece)
+        pos += len(piece)
+        group = []
     if "".join(pieces) != text:
         raise TranscriptError(
             "this (slow) tokenizer's tokens do not decode piece by piece to the rendered text, so token spans "
             "cannot be located exactly; load the model's fast tokenizer (tokenizer.json) instead"
         )
-    lengths = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=len(pieces))
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(ids) else lengths
     return ids, starts
