@@ -15,12 +15,11 @@ import typer
 EXAMPLE = """
 Examples:
 
-  workbench record --model k2-mini --prompts data/prompts/suite.jsonl --out runs/k2-mini.zarr
+  workbench record --model k2-mini --prompts data/prompts/suite.jsonl --out runs/mini.zarr --max-new-tokens 32
 
-  workbench record --model ./ckpt/Kimi-K2-Instruct --trust-remote-code --dtype bf16 --device-map auto \\
-      --prompts prompts.jsonl --out k2.zarr --max-new-tokens 64 --batch-size 4 --scores
+  workbench record --model ckpt/K2 --trust-remote-code --dtype bf16 --device-map auto --prompts p.jsonl --out k2.zarr
 
-  workbench record --engine vllm --url http://127.0.0.1:8000 --model k2-mini --prompts p.jsonl --out v.zarr
+  workbench record --engine vllm --url http://127.0.0.1:8000 --model k2-mini --prompts p.jsonl --out vllm.zarr
 """
 
 
