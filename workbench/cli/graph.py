@@ -64,9 +64,11 @@ def graph(
         set_communities,
     )
     from workbench.graph.export import FIGURE_FORMATS, ExportError, export_format
+    from workbench.graph.prune import check_pruning
     from workbench.store.io import open_store
     from workbench.store.select import Selection, parse_where
 
+    check_pruning(min_count, top_edges, flow)
     if fmt is not None and fmt not in ("node-link", "cytoscape", "circuit-tracer"):
         raise WorkbenchError(f"--format must be node-link, cytoscape or circuit-tracer, got {fmt!r}")
     targets = []

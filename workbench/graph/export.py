@@ -130,6 +130,7 @@ def node_link(g: nx.DiGraph) -> dict[str, Any]:
 def cytoscape(g: nx.DiGraph) -> dict[str, Any]:
     """Cytoscape.js elements JSON (``nx.cytoscape_data``) with the layered positions of each node."""
     data = nx.cytoscape_data(g)
+    data["data"] = dict(data["data"])  # networkx writes graph attributes as a list of pairs; Cytoscape wants an object
     for el in data["elements"]["nodes"]:
         d = g.nodes[el["data"]["id"]]
         if "x" in d and "y" in d:

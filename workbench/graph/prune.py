@@ -27,7 +27,8 @@ from workbench.errors import WorkbenchError
 from workbench.graph.counts import EdgeTable
 
 
-def _check(min_count: int | None, top_edges: int | None, flow: float | None) -> None:
+def check_pruning(min_count: int | None, top_edges: int | None, flow: float | None) -> None:
+    """Raise a one-line WorkbenchError for pruning options out of range (the CLI checks before any work)."""
     if min_count is not None and min_count < 0:
         raise WorkbenchError(f"--min-count must be >= 0, got {min_count}")
     if top_edges is not None and top_edges < 1:
@@ -62,7 +63,7 @@ def prune_edges(
     >>> prune_edges(e, flow=0.6).tolist()
     [True, True, False]
     """
-    _check(min_count, top_edges, flow)
+    check_pruning(min_count, top_edges, flow)
     keep = np.ones(len(edges), dtype=bool)
     if min_count:
         keep &= edges.count >= min_count

@@ -1,0 +1,86 @@
+"""``workbench graph`` end to end through the installed entry point: exports, diffs, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import networkx as nx
+import pytest
+from graph_helpers import open_hand_store, write_store
+
+from workbench.graph import reasoning_graph
+from workbench.store.select import parse_where
+
+WORKBENCH = str(Path(sys.executable).with_name("workbench"))
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return write_store(tmp_path_factory.mktemp("cli") / "hand.zarr")
+
+
+def run(*args, cwd):
+    return subprocess.run([WORKBENCH, "graph", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_several_exports_at_once(store, tmp_path):
+    r = run(
+        store,
+        "--where",
+        "domain=math",
+        "--top-edges",
+        "2",
+        *("--export", "m.graphml", "-o", "m.cyjs", "-o", "m.ct.json", "-o", "m.html"),
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "domain=math:" in r.stdout and "path 1 (weight 1.125): L1:E0 → L2:E0 → L3:E1" in r.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.ct.json", "m.cyjs", "m.graphml", "m.html"]
+    expected = reasoning_graph(open_hand_store(store), parse_where("domain=math"), top_edges=2)
+    h = nx.read_graphml(tmp_path / "m.graphml")
+    assert sorted((u, v, float(w)) for u, v, w in h.edges(data="weight")) == sorted(expected.edges(data="weight"))
+    assert "community" in h.nodes["L1:E0"] and "x" in h.nodes["L1:E0"]  # circuits and layout travel with exports
+    assert json.loads((tmp_path / "m.ct.json").read_text())["metadata"]["slug"] == "m"
+
+
+def test_segment_and_diff_options(store, tmp_path):
+    r = run(store, "--segment", "think", "--layers", "1:2", "-o", "think.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    data = json.loads((tmp_path / "think.json").read_text())
+    assert data["graph"]["n_tokens"] == 2 and {n["layer"] for n in data["nodes"]} == {1, 2}
+
+    r = run(
+        store, "--where", "domain=math", "--diff", "domain=code", "-o", "d.json", "--format", "cytoscape", cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stderr
+    data = json.loads((tmp_path / "d.json").read_text())
+    assert data["data"]["kind"] == "difference" and data["data"]["label_b"] == "domain=code"
+    deltas = {(e["data"]["source"], e["data"]["target"]): e["data"]["delta"] for e in data["elements"]["edges"]}
+    assert deltas[("L1:E3", "L2:E3")] < 0 < deltas[("L2:E0", "L3:E1")]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-o", "g.docx"], "unsupported file type"),
+        (["--where", "segment=think", "--where", "domain=code", "-o", "g.graphml"], "holds no tokens"),
+        (["--layers", "2:9", "-o", "g.graphml"], "outside this model's MoE layers 1:3"),
+        (["--where", "domain=bio", "-o", "g.graphml"], "unknown domain 'bio'"),
+        (["--top-edges", "0", "-o", "g.graphml"], "--top-edges must be >= 1"),
+        (["-o", "g.graphml", "-o", "nowhere/g.svg"], "folder nowhere does not exist"),
+    ],
+)
+def test_bad_input_one_line_no_files(store, tmp_path, args, message):
+    r = run(store, *args, cwd=tmp_path)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_store(tmp_path):
+    r = run(tmp_path / "none.zarr", "-o", "g.graphml", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
