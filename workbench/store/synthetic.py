@@ -81,8 +81,8 @@ class SyntheticRouter:
 
     def __init__(
         self, n_layers: int, n_experts: int, k: int, *, domains: tuple[str, ...] = DEFAULT_DOMAINS,
-        n_clusters: int = 16, zipf: float = 0.9, domain_boost: float = 1.5, cluster_spread: float = 1.0,
-        stay: float = 0.75, seed: int = 0,
+        n_clusters: int = 16, zipf: float = 0.9, domain_boost: float = 1.5, cluster_spread: float = 1.5,
+        stay: float = 0.8, seed: int = 0,
     ) -> None:  # fmt: skip
         if k > n_experts:
             raise ValueError(f"top-{k} of {n_experts} experts is impossible")
@@ -92,7 +92,7 @@ class SyntheticRouter:
         ranks = np.argsort(rng.random((n_layers, n_experts)), axis=1) + 1  # (L, E) popularity rank per layer
         base = -zipf * np.log(ranks)  # (L, E)
         dom = np.zeros((len(domains), n_layers, n_experts))
-        n_special = max(1, n_experts // 24)
+        n_special = max(2, n_experts // 16)  # experts each domain prefers per layer (24 of 384 for K2)
         for d in range(len(domains)):
             for layer in range(n_layers):
                 dom[d, layer, rng.choice(n_experts, n_special, replace=False)] = domain_boost
@@ -169,10 +169,10 @@ def _spans(domain: str, n: int, rng: np.random.Generator) -> tuple[list[SpanReco
 def synthetic_records(
     n_tokens: int, n_layers: int = 60, n_experts: int = 384, k: int = 8, *, seed: int = 0,
     domains: tuple[str, ...] = DEFAULT_DOMAINS, vocab_size: int = 32768, mean_length: int = 600,
-    with_scores: bool = False,
+    with_scores: bool = False, zipf: float = 0.9,
 ) -> Iterator[SequenceRecord]:  # fmt: skip
     """Sequences totalling exactly ``n_tokens`` tokens, domains in turn, lengths log-normal around ``mean_length``."""
-    router = SyntheticRouter(n_layers, n_experts, k, domains=domains, seed=seed)
+    router = SyntheticRouter(n_layers, n_experts, k, domains=domains, zipf=zipf, seed=seed)
     rng = np.random.default_rng(seed + 2)
     vocab_rank = rng.permutation(vocab_size - 2) + 2  # Zipf over a shuffled vocabulary
     left, i = n_tokens, 0
@@ -195,13 +195,14 @@ def synthetic_records(
 def synthetic_store(
     path: str | Path, n_tokens: int = 1_000_000, n_layers: int = 60, n_experts: int = 384, k: int = 8,
     seed: int = 0, *, domains: tuple[str, ...] = DEFAULT_DOMAINS, vocab_size: int = 32768, mean_length: int = 600,
-    with_scores: bool = False, storage_options: dict[str, Any] | None = None, progress: bool = True,
+    with_scores: bool = False, zipf: float = 0.9, storage_options: dict[str, Any] | None = None,
+    progress: bool = True,
 ) -> str:  # fmt: skip
     """Write a synthetic routing store (appends if one with the same synthetic config exists). Returns path."""
     config = synthetic_config(n_layers, n_experts, k)
     records = synthetic_records(
         n_tokens, n_layers, n_experts, k, seed=seed, domains=domains, vocab_size=vocab_size,
-        mean_length=mean_length, with_scores=with_scores,
+        mean_length=mean_length, with_scores=with_scores, zipf=zipf,
     )  # fmt: skip
     writer = StoreWriter(path, config, synthetic_tokenizer(vocab_size), capture="synthetic", with_scores=with_scores,
                          storage_options=storage_options)  # fmt: skip
