@@ -107,6 +107,8 @@ def test_fsspec_urls(tmp_path: Path, scheme: str) -> None:
     for r in recs:
         assert_sequence_equal(ds, r)
     assert read_attrs(url)["committed"]["sequences"] == 4
+    with StoreWriter(url, tiny_config(), tiny_tokenizer()), pytest.raises(StoreError, match="another writer"):
+        StoreWriter(url, tiny_config(), tiny_tokenizer())  # one writer at a time on URLs too
     if scheme == "file":  # the same store through a plain path, and no temporaries left behind
         assert open_store(tmp_path / "f.zarr").sizes[S.SEQUENCE] == 4
         assert not list((tmp_path / "f.zarr").rglob("*.partial"))

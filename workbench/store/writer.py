@@ -56,7 +56,8 @@ class StoreWriter:
     max_queue : int
         Sequences that may wait for the writer thread before ``add`` blocks (back-pressure, bounded memory).
     batch_tokens : int or None
-        Most tokens per commit (default: one token chunk).
+        Most tokens per commit (default: four token chunks). The writer commits whatever is queued, up to
+        this; with a backlog, bigger commits re-encode the partly filled tail chunk less often.
 
     Raises
     ------
@@ -95,7 +96,7 @@ class StoreWriter:
             raise
         self._store_scores = bool(self._state.attrs.get("has_router_scores"))
         self._pending_ids: set[str] = set()
-        self._batch_tokens = batch_tokens or S.token_chunk(len(config.moe_layers), config.top_k)
+        self._batch_tokens = batch_tokens or 4 * S.token_chunk(len(config.moe_layers), config.top_k)
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self._error: BaseException | None = None
         self._closed = False
