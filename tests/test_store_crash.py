@@ -17,6 +17,7 @@ import pytest
 import zarr
 from store_helpers import assert_sequence_equal, make_record, tiny_config, tiny_tokenizer
 
+from workbench.errors import StoreError
 from workbench.store import schema as S
 from workbench.store.io import StoreWriter, open_store
 from workbench.store.lock import LOCK_NAME
@@ -185,3 +186,20 @@ def test_full_disk_gives_one_line_and_leaves_the_store_untouched(tmp_path: Path)
     for r in recs:
         assert_sequence_equal(ds, r)
     assert np.all(ds[S.SEQUENCE_LENGTH].values == [r.n_tokens for r in recs])
+
+
+def test_interrupted_creation_is_not_a_store_until_a_writer_recreates_it(tmp_path: Path) -> None:
+    """A kill while the first arrays were being created, before the first commit."""
+    store = tmp_path / "new.zarr"
+    zs = zarr.storage.LocalStore(store)
+    zarr.create_array(zs, name=S.EXPERT_IDS, shape=(0, 3, 2), chunks=(1024, 3, 2), dtype="int16")
+    (store / LOCK_NAME).write_text("")
+    with pytest.raises(StoreError, match="is a zarr group but not a routing store"):
+        open_store(store)
+    recs = [make_record(i) for i in range(2)]
+    with StoreWriter(store, tiny_config(), tiny_tokenizer()) as w:
+        for r in recs:
+            w.add(r)
+    ds = open_store(store)
+    for r in recs:
+        assert_sequence_equal(ds, r)

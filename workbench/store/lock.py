@@ -112,6 +112,12 @@ class WriterLock:
         """Raise StoreError if another writer holds the lock now (acquires and releases at once)."""
         if self.local_dir is not None and not (self.local_dir / LOCK_NAME).exists():
             return
+        if self.local_dir is None and self.kind == "advisory":  # look only: never write to a remote store here
+            path = f"{self.root}/{LOCK_NAME}"
+            if self.fs.exists(path):
+                holder = _holder_text(self.fs.cat_file(path).decode(errors="replace"))
+                raise StoreError(f"{self.where} has a writer lock ({holder}); if no writer is running, delete {path}")
+            return
         self.acquire()
         self.release()
 

@@ -84,7 +84,9 @@ def check_compatible(
         raise StoreError(f"{where} was recorded without router scores; record --scores into a new store")
 
 
-def _new_attrs(config: RoutingConfig, tokenizer: dict[str, Any], capture: str, with_scores: bool) -> dict[str, Any]:
+def _new_attrs(
+    config: RoutingConfig, tokenizer: dict[str, Any], capture: str, with_scores: bool, has_gate_weights: bool
+) -> dict[str, Any]:
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return {
         "schema_version": S.SCHEMA_VERSION,
@@ -98,7 +100,7 @@ def _new_attrs(config: RoutingConfig, tokenizer: dict[str, Any], capture: str, w
         "tokenizer_digest": vocab_digest(tokenizer),
         "segment_kinds": list(S.SEGMENT_KINDS),
         "capture": capture,
-        "has_gate_weights": True,
+        "has_gate_weights": has_gate_weights,
         "has_router_scores": with_scores,
         "versions": versions(),
         "created": now,
@@ -169,11 +171,13 @@ def open_for_writing(
     *,
     capture: str,
     with_scores: bool,
+    has_gate_weights: bool = True,
 ) -> WriteState:
     """Create the store or make an existing one ready for appending (call with the writer lock held)."""
     root = check_writable(loc, config, tokenizer, capture=capture, with_scores=with_scores)
     if root is None:
-        return _create(loc, config, _new_attrs(config, tokenizer, capture, with_scores), with_scores)
+        attrs = _new_attrs(config, tokenizer, capture, with_scores, has_gate_weights)
+        return _create(loc, config, attrs, with_scores)
     attrs = dict(root["attributes"])
     repair(loc.store, root)
     names = [n for n in S.DIMS if n != S.ROUTER_SCORES or attrs.get("has_router_scores")]

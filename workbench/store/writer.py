@@ -89,7 +89,12 @@ class StoreWriter:
         self._lock = self._loc.writer_lock().acquire()
         try:
             self._state: WriteState = open_for_writing(
-                self._loc, config, tokenizer, capture=capture, with_scores=with_scores
+                self._loc,
+                config,
+                tokenizer,
+                capture=capture,
+                with_scores=with_scores,
+                has_gate_weights=has_gate_weights,
             )
         except BaseException:
             self._lock.release()
