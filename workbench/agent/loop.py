@@ -212,9 +212,9 @@ def run_agent(
             for call in turn.tool_calls:
                 result = toolbox.run(call["function"]["name"], call["function"]["arguments"])
                 log.results.append(result)
-                messages.append(
-                    {"role": "tool", "tool_call_id": call["id"], "name": call["function"]["name"], "content": result}
-                )
+                # no "name": OpenAI's tool message needs only the call id, and K2-style templates then open the
+                # turn as `tool` (what the mini K2 was trained on) rather than with the function's name
+                messages.append({"role": "tool", "tool_call_id": call["id"], "content": result})
         else:
             logs.append(log)
             if on_step:

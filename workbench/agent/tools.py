@@ -94,7 +94,7 @@ def make_toolbox(
                 return run_python(code, lim).as_tool_result()
 
             tools.append(
-                Tool("python", "Run a short Python program in a sandbox and return what it prints.", "code",
+                Tool("python", "Run a short Python program and return what it prints.", "code",
                      "Python source; use print()", run_code)
             )  # fmt: skip
         elif name == "calculator":
