@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "record",
     "replay",
     "agent",
+    "minik2",
 )
 
 for _name in COMMAND_MODULES:
