@@ -149,3 +149,20 @@ def test_difference_graph_signed_normalised_shares(ds):
     top = difference_of_selections(ds, math, code, top_edges=1)
     assert top.number_of_edges() == 2
     assert top.edges["L1:E3", "L2:E3"]["sign"] == -1  # token 4's path exists only in code
+
+
+@pytest.mark.parametrize("kwargs", [{"top_edges": 3}, {"flow": 0.3}, {"min_count": 2, "flow": 0.6, "top_edges": 4}])
+def test_streamed_pruning_equals_pruning_the_full_table(kwargs):
+    from workbench.graph import count_arrays
+
+    rng = np.random.default_rng(3)
+    t, n_layers, k, e = 60, 4, 2, 6
+    ids = np.stack([np.stack([rng.choice(e, k, replace=False) for _ in range(n_layers)]) for _ in range(t)])
+    w = rng.integers(1, 3, (t, n_layers, k)) / 2  # few distinct values: many ties in edge weights
+    layers = np.arange(1, n_layers + 1)
+    full = count_arrays(ids, w, layers=layers, n_experts=e)
+    keep = prune_edges(full.edges, flow_totals=full.flow_totals, **kwargs)
+    streamed = count_arrays(ids, w, layers=layers, n_experts=e, **kwargs)
+    for col in ("pair", "src", "dst", "count", "weight"):
+        assert getattr(streamed.edges, col).tolist() == getattr(full.edges.take(keep), col).tolist()
+    assert streamed.flow_totals.tolist() == full.flow_totals.tolist()

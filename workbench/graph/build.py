@@ -29,7 +29,7 @@ import numpy as np
 import xarray as xr
 
 from workbench.graph.counts import RoutingCounts, count_routing
-from workbench.graph.prune import describe_pruning, prune_edges
+from workbench.graph.prune import describe_pruning
 from workbench.store.select import Selection
 
 PROMPT_TOKENS_MAX = 512  # selections up to this size keep their decoded tokens in G.graph["prompt_tokens"]
@@ -138,7 +138,8 @@ def reasoning_graph(
     """The reasoning graph of the tokens in ``selection`` (all of ``ds`` if None).
 
     Counting is vectorised (``count_routing``); pruning (``min_count``, ``flow``, ``top_edges``,
-    see ``workbench.graph.prune``) happens on arrays, so networkx only ever holds the kept graph.
+    see ``workbench.graph.prune``) happens on each layer pair's arrays as it is counted, so neither
+    the full edge table nor an unpruned networkx graph is ever held.
     Unpruned graphs of large selections of K2 have up to ~150k edges per layer pair: prune them.
 
     Parameters
@@ -157,14 +158,10 @@ def reasoning_graph(
     >>> g = reasoning_graph(ds, parse_where("domain=math"), top_edges=20)  # doctest: +SKIP
     >>> g.nodes["L1:E5"]["tokens"], g.edges["L1:E5", "L2:E9"]["weight"]  # doctest: +SKIP
     """
-    counts = count_routing(ds, selection)
-    keep = prune_edges(
-        counts.edges, min_count=min_count, top_edges=top_edges, flow=flow, flow_totals=counts.flow_totals
-    )
+    counts = count_routing(ds, selection, min_count=min_count, top_edges=top_edges, flow=flow)
     model = ds.attrs.get("model") or {}
     return counts_to_graph(
         counts,
-        keep,
         top_tokens=top_tokens,
         graph_attrs={
             "selection": describe_selection(selection),

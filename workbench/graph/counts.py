@@ -2,16 +2,19 @@
 
 A token routed to experts ``A`` (top-k at MoE layer ``l``) and ``B`` (top-k at the next MoE layer)
 contributes one to the count of every one of the k × k edges ``(l, a) -> (l', b)`` and the product
-of gate weights ``g_a · g_b`` to their weight. Counting is done with ``np.bincount`` over the codes
-``src * E + dst``, one layer pair at a time, so a 10k-token selection of a K2-shaped store
+of gate weights ``g_a · g_b`` to their weight. Nodes are counted with ``np.bincount`` over
+``layer * E + expert``; edges by a compiled loop (numba) that adds each token's k × k pairs into a
+dense ``E × E`` accumulator, one layer pair at a time, so a 10k-token selection of a K2-shaped store
 (60 layers, 384 experts, top-8: 38M token-edge incidences) needs only O(T·k²) memory per pair and
 networkx is used only for the final, pruned graph (see ``build.py``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 import xarray as xr
 
@@ -66,6 +69,29 @@ class RoutingCounts:
     token_ids: np.ndarray = field(repr=False)  # (T,) int
     vocab: list[str] = field(repr=False, default_factory=list)
     positions: np.ndarray | None = field(repr=False, default=None)  # (T,) position within its sequence
+    gate_weights: np.ndarray | None = field(repr=False, default=None)  # (T, L, k) float64; None if ids only
+
+    def pair_edges(self) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+        """For each layer pair p, all its edges: ``(p, codes src*E+dst (sorted), counts, weights)``.
+
+        Counting runs in a compiled loop into one dense E × E accumulator that is reused, so memory is
+        O(E² + T·k) whatever the number of pairs.
+        """
+        ne = self.n_experts
+        _, n_layers, k = self.expert_ids.shape
+        cnt_buf = np.zeros(ne * ne, dtype=np.int64)
+        w_buf = np.zeros(ne * ne, dtype=np.float64)
+        ids32 = np.ascontiguousarray(self.expert_ids, dtype=np.int32)
+        weighted = self.gate_weights is not None
+        w = self.gate_weights if self.gate_weights is not None else np.zeros((0, n_layers, k))
+        for p in range(n_layers - 1):
+            _pair_counts(ids32[:, p], ids32[:, p + 1], w[:, p], w[:, p + 1], ne, weighted, cnt_buf, w_buf)
+            nz = np.flatnonzero(cnt_buf)
+            cnt = cnt_buf[nz]
+            wsum = w_buf[nz] if weighted else cnt.astype(np.float64)
+            cnt_buf[nz] = 0
+            w_buf[nz] = 0.0
+            yield p, nz, cnt, wsum
 
     def decoded_tokens(self, limit: int = 512) -> list[str]:
         """The selected tokens as text (first ``limit``), decoded with the store's vocabulary."""
@@ -92,8 +118,8 @@ class RoutingCounts:
         node_of, tok_of = np.divmod(pair_codes, vocab_size)
         order = np.lexsort((tok_of, -counts, node_of))  # by node, then count desc, then token id
         node_of, tok_of, counts = node_of[order], tok_of[order], counts[order]
-        starts = np.searchsorted(node_of, node_of, side="left")
-        rank = np.arange(node_of.size) - starts
+        first = np.flatnonzero(np.concatenate([[True], node_of[1:] != node_of[:-1]]))  # start of each node's run
+        rank = np.arange(node_of.size) - np.repeat(first, np.diff(np.append(first, node_of.size)))
         for c, t, m in zip(
             node_of[rank < n].tolist(), tok_of[rank < n].tolist(), counts[rank < n].tolist(), strict=True
         ):
@@ -111,8 +137,19 @@ def _token_domains(sub: xr.Dataset) -> tuple[tuple[str, ...], np.ndarray]:
     return names, code_of_seq[seq_idx] if seq_idx.size else np.zeros(0, dtype=np.int64)
 
 
-def count_routing(ds: xr.Dataset, selection: Selection | None = None) -> RoutingCounts:
+def count_routing(
+    ds: xr.Dataset,
+    selection: Selection | None = None,
+    *,
+    min_count: int | None = None,
+    top_edges: int | None = None,
+    flow: float | None = None,
+    edges: bool = True,
+) -> RoutingCounts:
     """Count nodes and edges of the reasoning graph of ``selection`` (all tokens and layers if None).
+
+    With pruning options (see ``workbench.graph.prune``), each layer pair is pruned as soon as it is
+    counted and only its kept edges are stored; node counts and ``flow_totals`` stay complete.
 
     Raises ``SelectionError`` (one line) when the selection is unknown, empty, or its layer range
     lies outside the model.
@@ -134,9 +171,44 @@ def count_routing(ds: xr.Dataset, selection: Selection | None = None) -> Routing
         token_ids=token_ids,
         vocab=vocab,
         weighted=bool(ds.attrs.get("has_gate_weights", True)),
+        min_count=min_count,
+        top_edges=top_edges,
+        flow=flow,
+        edges=edges,
     )
     counts.positions = np.asarray(sub[S.POSITION].values)
     return counts
+
+
+@numba.njit(cache=True, nogil=True)
+def _pair_counts(
+    a: np.ndarray,
+    b: np.ndarray,
+    wa: np.ndarray,
+    wb: np.ndarray,
+    ne: int,
+    weighted: bool,
+    cnt: np.ndarray,
+    wsum: np.ndarray,
+) -> None:  # pragma: no cover (compiled)
+    """Add every token's k × k edges between two layers into dense ``cnt``/``wsum`` at ``src * E + dst``.
+
+    ``a``, ``b``: (T, k) expert ids at the two layers; ``wa``, ``wb``: (T, k) gate weights (unused if not weighted).
+    """
+    t_n, k = a.shape
+    for t in range(t_n):
+        for i in range(k):
+            base = a[t, i] * ne
+            for j in range(k):
+                c = base + b[t, j]
+                cnt[c] += 1
+                if weighted:
+                    wsum[c] += wa[t, i] * wb[t, j]
+
+
+def _empty_edges() -> EdgeTable:
+    z = np.zeros(0, dtype=np.int64)
+    return EdgeTable(z, z, z, z, np.zeros(0))
 
 
 def count_arrays(
@@ -149,12 +221,21 @@ def count_arrays(
     token_ids: np.ndarray | None = None,
     vocab: list[str] | None = None,
     weighted: bool = True,
+    min_count: int | None = None,
+    top_edges: int | None = None,
+    flow: float | None = None,
+    edges: bool = True,
 ) -> RoutingCounts:
     """``count_routing`` on plain arrays: ``ids`` (T, L, k) expert ids, ``weights`` (T, L, k) or None.
 
     Weights that are None or hold any NaN (an engine capture with ids only) make the counts
     unweighted: every edge weight is then its token count, and mean gate weights are undefined.
+    ``edges=False`` counts nodes only (``pair_edges()`` still yields the edges, pair by pair).
     """
+    from workbench.graph.prune import check_pruning, prune_pair  # prune imports EdgeTable from here
+
+    check_pruning(min_count, top_edges, flow)
+    pruning = bool(min_count) or top_edges is not None or flow is not None
     t, n_layers, k = ids.shape
     if t and (int(ids.min()) < 0 or int(ids.max()) >= n_experts):
         raise ValueError(f"expert ids outside 0..{n_experts - 1}")
@@ -173,26 +254,7 @@ def count_arrays(
     d_code = (np.broadcast_to(dom[:, None, None], node_code.shape) * (n_layers * ne) + node_code).ravel()
     node_domain = np.bincount(d_code, minlength=len(names) * n_layers * ne).reshape(len(names), n_layers, ne)
 
-    parts: list[tuple[np.ndarray, ...]] = []
-    flow_totals = np.zeros(max(n_layers - 1, 0))
-    for p in range(n_layers - 1):
-        codes = (ids[:, p, :, None].astype(np.int64) * ne + ids[:, p + 1, None, :]).ravel()  # (T*k*k,)
-        cnt = np.bincount(codes, minlength=ne * ne)
-        nz = np.flatnonzero(cnt)
-        if w is not None:
-            prod = (w[:, p, :, None] * w[:, p + 1, None, :]).ravel()  # (T*k*k,)
-            wsum = np.bincount(codes, weights=prod, minlength=ne * ne)[nz]
-        else:
-            wsum = cnt[nz].astype(np.float64)
-        flow_totals[p] = float(wsum.sum())
-        src, dst = np.divmod(nz, ne)
-        parts.append((np.full(nz.size, p, dtype=np.int64), src, dst, cnt[nz].astype(np.int64), wsum))
-    if parts:
-        edges = EdgeTable(*(np.concatenate(col) for col in zip(*parts, strict=True)))
-    else:
-        z = np.zeros(0, dtype=np.int64)
-        edges = EdgeTable(z, z, z, z, np.zeros(0))
-    return RoutingCounts(
+    counts = RoutingCounts(
         layers=np.asarray(layers, dtype=np.int64),
         n_experts=ne,
         top_k=k,
@@ -202,10 +264,24 @@ def count_arrays(
         node_gate=node_gate,
         domains=tuple(names),
         node_domain=node_domain,
-        edges=edges,
-        flow_totals=flow_totals,
+        edges=_empty_edges(),
+        flow_totals=np.zeros(max(n_layers - 1, 0)),
         count_totals=np.full(max(n_layers - 1, 0), t * k * k, dtype=np.int64),
         expert_ids=ids,
         token_ids=token_ids if token_ids is not None else np.zeros(t, dtype=np.int64),
         vocab=vocab or [],
+        gate_weights=w,
     )
+    if not edges:
+        return counts
+    parts: list[tuple[np.ndarray, ...]] = []
+    for p, codes, cnt, wsum in counts.pair_edges():
+        counts.flow_totals[p] = float(wsum.sum())
+        if pruning:
+            kept = prune_pair(cnt, wsum, counts.flow_totals[p], min_count=min_count, top_edges=top_edges, flow=flow)
+            codes, cnt, wsum = codes[kept], cnt[kept], wsum[kept]
+        src, dst = np.divmod(codes, ne)
+        parts.append((np.full(codes.size, p, dtype=np.int64), src, dst, cnt, wsum))
+    if parts:
+        counts.edges = EdgeTable(*(np.concatenate(col) for col in zip(*parts, strict=True)))
+    return counts

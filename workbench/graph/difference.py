@@ -23,8 +23,8 @@ import numpy as np
 import xarray as xr
 
 from workbench.graph.build import describe_selection, node_id
-from workbench.graph.counts import EdgeTable, RoutingCounts, count_routing
-from workbench.graph.prune import describe_pruning, graph_flow_totals, graph_layers, prune_edges
+from workbench.graph.counts import RoutingCounts, count_routing
+from workbench.graph.prune import check_pruning, describe_pruning, graph_flow_totals, graph_layers, prune_pair
 from workbench.store.select import Selection
 
 
@@ -161,20 +161,6 @@ def _side_attrs(label_a: str, label_b: str, n_a: int, n_b: int, use_count: bool)
     }
 
 
-def _count_shares(c: RoutingCounts, use_count: bool) -> tuple[np.ndarray, ...]:
-    ne = c.n_experts
-    n = max(c.n_tokens, 1)
-    nodes = c.node_tokens.ravel()
-    ncodes = np.flatnonzero(nodes)
-    e: EdgeTable = c.edges
-    ecodes = (e.pair * ne + e.src) * ne + e.dst  # already sorted (pair, src, dst)
-    if use_count:
-        eshare = e.count / np.maximum(c.count_totals[e.pair], 1)
-    else:
-        eshare = e.weight / np.where(c.flow_totals[e.pair] > 0, c.flow_totals[e.pair], 1.0)
-    return ncodes, nodes[ncodes] / n, ecodes, eshare
-
-
 def difference_of_selections(
     ds: xr.Dataset,
     selection_a: Selection,
@@ -187,32 +173,48 @@ def difference_of_selections(
 ) -> nx.DiGraph:
     """``difference_graph`` of two selections, differenced in arrays and then pruned on ``|delta|``.
 
-    ``min_count`` applies to the larger of the two counts of an edge; ``flow`` and ``top_edges``
-    rank edges by ``|delta|`` per layer pair (see ``workbench.graph.prune``).
+    Each layer pair is counted for both selections, differenced and pruned before the next, so the
+    full edge tables are never held. ``min_count`` applies to the larger of the two counts of an
+    edge; ``flow`` and ``top_edges`` rank edges by ``|delta|`` per layer pair (see
+    ``workbench.graph.prune``).
     """
-    ca, cb = count_routing(ds, selection_a), count_routing(ds, selection_b)
+    ca = count_routing(ds, selection_a, edges=False)
+    cb = count_routing(ds, selection_b, edges=False)
     if not np.array_equal(ca.layers, cb.layers):
         raise ValueError("both selections must cover the same layers")
+    check_pruning(min_count, top_edges, flow)
     use_count = not (ca.weighted and cb.weighted)
-    na_c, na_v, ea_c, ea_v = _count_shares(ca, use_count)
-    nb_c, nb_v, eb_c, eb_v = _count_shares(cb, use_count)
-    node = _union(na_c, na_v, nb_c, nb_v)
-    ecodes, ea, eb = _union(ea_c, ea_v, eb_c, eb_v)
+    if use_count:  # compare like with like: count shares on both sides
+        ca.gate_weights = cb.gate_weights = None
     ne = ca.n_experts
-    cnt_a = np.zeros(ecodes.size, dtype=np.int64)
-    cnt_b = np.zeros(ecodes.size, dtype=np.int64)
-    cnt_a[np.searchsorted(ecodes, ea_c)] = ca.edges.count
-    cnt_b[np.searchsorted(ecodes, eb_c)] = cb.edges.count
-    pair, rest = np.divmod(ecodes, ne * ne)
-    table = EdgeTable(pair, *np.divmod(rest, ne), np.maximum(cnt_a, cnt_b), np.abs(ea - eb))
-    totals = np.bincount(pair, weights=table.weight, minlength=max(ca.layers.size - 1, 0))
-    keep = prune_edges(table, min_count=min_count, top_edges=top_edges, flow=flow, flow_totals=totals)
+    node = _union(*_node_loads(ca), *_node_loads(cb))
+    parts: list[tuple[np.ndarray, ...]] = []
+    totals = np.zeros(max(ca.layers.size - 1, 0))
+    for (p, codes_a, cnt_a, w_a), (_, codes_b, cnt_b, w_b) in zip(ca.pair_edges(), cb.pair_edges(), strict=True):
+        codes, share_a, share_b = _union(codes_a, w_a / (w_a.sum() or 1.0), codes_b, w_b / (w_b.sum() or 1.0))
+        _, n_a, n_b = _union(codes_a, cnt_a, codes_b, cnt_b)
+        delta = np.abs(share_a - share_b)
+        totals[p] = float(delta.sum())
+        kept = prune_pair(np.maximum(n_a, n_b), delta, totals[p], min_count=min_count, top_edges=top_edges, flow=flow)
+        parts.append((p * ne * ne + codes[kept], share_a[kept], share_b[kept], n_a[kept], n_b[kept]))
+    edge = tuple(np.concatenate(col) for col in zip(*parts, strict=True)) if parts else (np.zeros(0, np.int64),) * 5
     la, lb = describe_selection(selection_a), describe_selection(selection_b)
     attrs = _side_attrs(la, lb, ca.n_tokens, cb.n_tokens, use_count)
     attrs["pruning"] = describe_pruning(min_count, top_edges, flow)
     attrs["flow_totals"] = {str(ca.layers[p]): float(t) for p, t in enumerate(totals.tolist())}
-    ncodes = node[0]
-    top_a = {c: " · ".join(f"{t} ({m})" for t, m in v) for c, v in ca.top_tokens(ncodes, top_tokens).items() if v}
-    top_b = {c: " · ".join(f"{t} ({m})" for t, m in v) for c, v in cb.top_tokens(ncodes, top_tokens).items() if v}
-    tops = {**top_b, **top_a}
-    return _build(ca.layers.tolist(), ne, node, (ecodes, ea, eb, cnt_a, cnt_b), tops, attrs, keep)
+    tops = {
+        **_top_text(cb.top_tokens(node[0], top_tokens)),
+        **_top_text(ca.top_tokens(node[0], top_tokens)),  # a's top tokens where both have the node
+    }
+    return _build(ca.layers.tolist(), ne, node, edge, tops, attrs)
+
+
+def _node_loads(c: RoutingCounts) -> tuple[np.ndarray, np.ndarray]:
+    """Node codes with tokens (layer_pos * E + expert) and their loads tokens / |T|."""
+    nodes = c.node_tokens.ravel()
+    codes = np.flatnonzero(nodes)
+    return codes, nodes[codes] / max(c.n_tokens, 1)
+
+
+def _top_text(tops: dict[int, list[tuple[str, int]]]) -> dict[int, str]:
+    return {c: " · ".join(f"{t} ({m})" for t, m in v) for c, v in tops.items() if v}

@@ -9,7 +9,7 @@ represented):
    routing flow between these two layers").
 3. ``top_edges``: keep the ``top_edges`` heaviest edges of each layer pair.
 
-Ties are broken by count, then by (source, target) expert ids, so results are deterministic.
+Ties are broken by (source, target) expert ids, so results are deterministic.
 Nodes left without an edge are dropped (except in a one-layer graph, which has no edges).
 
 The array functions here work on an ``EdgeTable``; ``prune_graph`` applies the same rules to a
@@ -37,9 +37,49 @@ def check_pruning(min_count: int | None, top_edges: int | None, flow: float | No
         raise WorkbenchError(f"--flow must be a share in (0, 1], got {flow}")
 
 
-def _rank_order(edges: EdgeTable) -> np.ndarray:
-    """Row order: by pair, then weight desc, count desc, src, dst."""
-    return np.lexsort((edges.dst, edges.src, -edges.count, -edges.weight, edges.pair))
+def _pair_groups(edges: EdgeTable) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ordered by (pair, src, dst) and the start of each pair's run in that order (plus the end)."""
+    ne = int(max(edges.src.max(initial=0), edges.dst.max(initial=0))) + 1
+    code = (edges.pair * ne + edges.src) * ne + edges.dst
+    order = np.arange(code.size) if bool(np.all(code[1:] > code[:-1])) else np.argsort(code, kind="stable")
+    pair = edges.pair[order]
+    bounds = np.flatnonzero(np.concatenate([[True], pair[1:] != pair[:-1], [True]]))
+    return order, bounds
+
+
+def _heaviest_first(weight: np.ndarray, top: int | None) -> np.ndarray:
+    """Indices of ``weight`` by weight desc, ties in index order; only the first ``top`` if given."""
+    if top is not None and top < weight.size:
+        threshold = -np.partition(-weight, top - 1)[top - 1]
+        cand = np.flatnonzero(weight >= threshold)  # the top entries plus any ties at the threshold, in order
+        return cand[np.argsort(-weight[cand], kind="stable")][:top]
+    return np.argsort(-weight, kind="stable")
+
+
+def prune_pair(
+    count: np.ndarray,
+    weight: np.ndarray,
+    total: float,
+    *,
+    min_count: int | None = None,
+    top_edges: int | None = None,
+    flow: float | None = None,
+) -> np.ndarray:
+    """Indices of the kept edges of ONE layer pair, whose edges are given in (src, dst) order. Shape (M',).
+
+    ``total`` is the pair's total weight before pruning (the reference of ``flow``).
+    """
+    idx = np.arange(count.size) if not min_count else np.flatnonzero(count >= min_count)
+    if flow is None and top_edges is None:
+        return idx
+    w = weight[idx]
+    ranked = _heaviest_first(w, top_edges if flow is None else None)
+    if flow is not None:
+        before = np.cumsum(w[ranked]) - w[ranked]  # weight of the heavier edges of this pair
+        ranked = ranked[before < flow * total * (1 - 1e-12)]  # keep while those have not reached the target
+        if top_edges is not None:
+            ranked = ranked[:top_edges]
+    return np.sort(idx[ranked])
 
 
 def prune_edges(
@@ -53,7 +93,8 @@ def prune_edges(
     """Boolean keep-mask over ``edges`` (shape (M,)) for the rules in the module docstring.
 
     ``flow_totals[p]`` is the total weight of layer pair ``p`` before pruning; if None, the sum of
-    the weights in ``edges`` is used.
+    the weights in ``edges`` is used. ``count_routing`` applies the same rule (``prune_pair``) to each
+    layer pair as it is counted, so a large selection never holds its full edge table.
 
     Examples
     --------
@@ -64,33 +105,22 @@ def prune_edges(
     [True, True, False]
     """
     check_pruning(min_count, top_edges, flow)
-    keep = np.ones(len(edges), dtype=bool)
-    if min_count:
-        keep &= edges.count >= min_count
-    if flow is None and top_edges is None:
-        return keep
-    order = _rank_order(edges)
-    order = order[keep[order]]  # surviving rows, ranked within each pair
-    pair = edges.pair[order]
-    starts = np.searchsorted(pair, pair, side="left")  # first ranked row of the same pair
-    rank = np.arange(order.size) - starts
-    ranked_keep = np.ones(order.size, dtype=bool)
-    if flow is not None:
-        w = edges.weight[order]
-        cum = np.cumsum(w)
-        before = cum - w - np.concatenate([[0.0], cum])[starts]  # weight of heavier edges in the pair
+    if not min_count and flow is None and top_edges is None:
+        return np.ones(len(edges), dtype=bool)
+    order, bounds = _pair_groups(edges)
+    if flow is not None and flow_totals is None:
         n_pairs = int(edges.pair.max(initial=-1)) + 1
-        totals = (
-            np.asarray(flow_totals, dtype=np.float64)
-            if flow_totals is not None
-            else np.bincount(edges.pair, weights=edges.weight, minlength=n_pairs)
-        )
-        # keep an edge while the heavier edges before it have not yet reached the target share
-        ranked_keep &= before < flow * totals[pair] * (1 - 1e-12)
-    if top_edges is not None:
-        ranked_keep &= rank < top_edges
+        flow_totals = np.bincount(edges.pair, weights=edges.weight, minlength=n_pairs)
     out = np.zeros(len(edges), dtype=bool)
-    out[order[ranked_keep]] = True
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        rows = order[a:b]
+        if rows.size == 0:
+            continue
+        total = float(flow_totals[int(edges.pair[rows[0]])]) if flow_totals is not None else 0.0
+        kept = prune_pair(
+            edges.count[rows], edges.weight[rows], total, min_count=min_count, top_edges=top_edges, flow=flow
+        )
+        out[rows[kept]] = True
     return out
 
 
