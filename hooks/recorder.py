@@ -172,12 +172,12 @@ class RoutingRecorder:
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
         past = 0
         if isinstance(mask, torch.Tensor) and mask.dim() == 2:
-            past = int(mask.shape[1]) - length
+            past = int(mask.shape[1]) - length  # generate passes the mask of past + new tokens
             mask = mask[:, -length:]
         else:
             mask = None
-            if cache is not None and hasattr(cache, "get_seq_length"):
-                past = int(cache.get_seq_length())
+        if past == 0 and cache is not None and hasattr(cache, "get_seq_length"):
+            past = int(cache.get_seq_length())  # a shape for DynamicCache: no device sync
         append = past > 0 and len(self._open) == batch
         self._pending = _Pending(
             batch, length, append, input_ids if isinstance(input_ids, torch.Tensor) else None, mask

@@ -188,3 +188,52 @@ def save_remote_checkpoint(path: Path, seed: int = 0) -> Path:
     (path / "config.json").write_text(json.dumps(cfg, indent=2))
     tiny_tokenizer().save_pretrained(path)
     return path
+
+
+@torch.no_grad()
+def _reference(gate: torch.nn.Module, hidden: torch.Tensor, cfg, bias: torch.Tensor | None):  # type: ignore[no-untyped-def]
+    """The router's decision recomputed from scratch: ids in rank order (sorted top-k), weights, scores."""
+    h = hidden.reshape(-1, hidden.shape[-1]).float()  # (N, H)
+    logits = h @ gate.weight.float().T  # (N, E)
+    if cfg.scoring_func == "sigmoid":
+        scores = logits.sigmoid()
+        choice = scores + (bias.float() if bias is not None else 0.0)
+        ids = choice.topk(cfg.top_k, dim=-1, sorted=True).indices  # (N, k) rank order
+    else:
+        scores = logits.softmax(-1)
+        ids = scores.topk(cfg.top_k, dim=-1, sorted=True).indices
+    w = scores.gather(1, ids)
+    if cfg.norm_topk_prob:
+        w = w / (w.sum(-1, keepdim=True) + 1e-20)
+    return ids.numpy(), (w * cfg.routed_scaling_factor).numpy(), scores.numpy()
+
+
+def check_against_truth(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> None:
+    """Record a padded batch and compare every MoE layer with ``_reference`` for the hidden states that
+    reached its router (captured by a test-side pre-hook): ids exactly, weights and scores to 1e-5."""
+    import numpy as np
+    from workbench.hooks import RoutingRecorder
+    from workbench.hooks.batch import positions
+
+    rec = RoutingRecorder(model, scores=True)
+    inputs: dict[int, torch.Tensor] = {}
+    handles = [
+        site.gate.register_forward_pre_hook(lambda m, a, pos=pos: inputs.__setitem__(pos, a[0].detach()))
+        for pos, site in enumerate(rec.sites)
+    ]
+    try:
+        with rec, torch.no_grad():
+            model(input_ids=ids, attention_mask=mask, position_ids=positions(mask))
+    finally:
+        for h in handles:
+            h.remove()
+    routes = rec.routing()
+    keep = mask.bool().reshape(-1).numpy()  # (B*T,) real tokens in row-major order
+    got_ids = np.concatenate([r.expert_ids for r in routes])  # (N_real, L, k)
+    got_w = np.concatenate([r.gate_weights for r in routes])
+    got_s = np.concatenate([r.router_scores for r in routes if r.router_scores is not None])
+    for pos, site in enumerate(rec.sites):
+        ref_ids, ref_w, ref_s = _reference(site.gate, inputs[pos], rec.config, site.selection_bias())
+        assert np.array_equal(got_ids[:, pos], ref_ids[keep]), f"layer {site.layer}: expert ids differ"
+        np.testing.assert_allclose(got_w[:, pos], ref_w[keep], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got_s[:, pos], ref_s[keep], rtol=1e-5, atol=1e-6)
