@@ -9,6 +9,8 @@ Writes ``bench_store.json`` into ``--out``. The routing is the K2-shaped synthet
 - ``write_tokens_per_s``: tokens / wall time from the first ``StoreWriter.add`` to the end of ``close()``
   (compression, chunk writes and commits included; ``with_gate_weights`` as a hooks capture records them).
 - ``add_ms_p50`` / ``add_ms_max``: how long ``add`` blocks the caller (the forward pass) per sequence.
+- ``commit_ms_single_sequence_median``: add one ~600-token sequence to an idle writer and wait for its commit
+  (appended after the main run, so it includes re-encoding the partly filled tail chunk).
 - ``expert_ids_bytes_per_token_layer``: bytes on disk of ``expert_ids`` / (tokens x MoE layers), against the
   raw ``2 * k`` bytes (int16) and the entropy limit ``k * H / 8`` where ``H`` is the mean over layers of the
   empirical entropy of the layer's marginal expert distribution, ``H_l = -sum_e p_l(e) log2 p_l(e)`` (bits
@@ -29,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from workbench.store import codecs
 from workbench.store import schema as S
 from workbench.store.io import StoreWriter, open_store, store_size
 from workbench.store.synthetic import synthetic_config, synthetic_records, synthetic_tokenizer
@@ -87,13 +90,23 @@ def main() -> None:
             add_s.append(time.perf_counter() - a)
     write_s = time.perf_counter() - t0
 
+    # latency of one commit when the writer is idle: add one sequence, wait until it is committed
+    extra = list(synthetic_records(5 * 600, args.layers, args.experts, args.k, seed=args.seed + 100, mean_length=600))
+    commit_s: list[float] = []
+    with StoreWriter(store, config, synthetic_tokenizer(), capture="synthetic") as writer:
+        for rec in extra:
+            a = time.perf_counter()
+            writer.add(rec)
+            writer.flush()
+            commit_s.append(time.perf_counter() - a)
+
     t0 = time.perf_counter()
     ds = open_store(store)
     loaded = ds[S.EXPERT_IDS].values
     read_s = time.perf_counter() - t0
-    assert np.array_equal(loaded, ids), "the store does not read back what was written"
+    assert np.array_equal(loaded[: len(ids)], ids), "the store does not read back what was written"
 
-    token_layers = args.tokens * args.layers
+    token_layers = len(loaded) * args.layers  # sizes cover every token in the store (main run + commit probe)
     ids_b = dir_bytes(store / S.EXPERT_IDS)
     w_b = dir_bytes(store / S.GATE_WEIGHTS)
     total_b = store_size(store)
@@ -103,15 +116,17 @@ def main() -> None:
         "shape": {"tokens": args.tokens, "moe_layers": args.layers, "experts": args.experts, "k": args.k},
         "synthetic": {"zipf": args.zipf, "seed": args.seed, "mean_length": args.mean_length},
         "sequences": len(records),
-        "token_chunk": S.token_chunk(args.layers, args.k),
+        "token_chunk": codecs.token_chunk(args.layers, args.k),
         "generate_s": round(gen_s, 3),
         "write_s": round(write_s, 3),
         "write_tokens_per_s": round(args.tokens / write_s, 1),
-        "write_token_layers_per_s": round(token_layers / write_s, 1),
+        "write_token_layers_per_s": round(args.tokens * args.layers / write_s, 1),
         "add_ms_p50": round(1000 * float(np.median(add_s)), 3),
         "add_ms_max": round(1000 * float(np.max(add_s)), 3),
+        "commit_ms_single_sequence_median": round(1000 * float(np.median(commit_s)), 1),
+        "commit_tokens_single_sequence_median": int(np.median([r.n_tokens for r in extra])),
         "read_expert_ids_s": round(read_s, 3),
-        "read_tokens_per_s": round(args.tokens / read_s, 1),
+        "read_tokens_per_s": round(len(loaded) / read_s, 1),
         "expert_ids_bytes_per_token_layer": round(ids_b / token_layers, 3),
         "expert_ids_raw_bytes_per_token_layer": 2 * args.k,
         "expert_ids_compression_ratio": round(2 * args.k * token_layers / ids_b, 3),
@@ -123,7 +138,8 @@ def main() -> None:
         "gate_weights_bytes_per_token_layer": round(w_b / token_layers, 3),
         "gate_weights_raw_bytes_per_token_layer": 2 * args.k,
         "store_bytes": total_b,
-        "store_bytes_per_token": round(total_b / args.tokens, 1),
+        "store_tokens": len(loaded),
+        "store_bytes_per_token": round(total_b / len(loaded), 1),
         "machine": {"cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0], "python": platform.python_version()},
     }
     shutil.rmtree(tmp, ignore_errors=True)

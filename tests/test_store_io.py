@@ -30,6 +30,8 @@ def test_round_trip_and_append_keep_every_sequence(tmp_path: Path) -> None:
     write(store, first)
     write(store, second)  # a later run appends
     ds = open_store(store)
+    assert ds[S.EXPERT_IDS].chunks is not None  # lazy, dask-backed
+    ds = ds.load()
     assert ds.sizes[S.SEQUENCE] == 9
     assert ds.sizes[S.TOKEN] == sum(r.n_tokens for r in first + second)
     assert ds.sizes[S.SPAN] == 18
@@ -80,7 +82,7 @@ def test_router_scores_and_ids_only_capture(tmp_path: Path) -> None:
     store = tmp_path / "scores.zarr"
     recs = [make_record(i, scores=True) for i in range(3)]
     write(store, recs, with_scores=True)
-    ds = open_store(store)
+    ds = open_store(store).load()
     assert ds[S.ROUTER_SCORES].dims == (S.TOKEN, S.LAYER, S.EXPERT)
     assert ds.sizes[S.EXPERT] == N_EXPERTS and ds.attrs["has_router_scores"]
     for r in recs:
@@ -103,7 +105,7 @@ def test_fsspec_urls(tmp_path: Path, scheme: str) -> None:
     recs = [make_record(i) for i in range(4)]
     write(url, recs[:2])
     write(url, recs[2:])
-    ds = open_store(url)
+    ds = open_store(url).load()
     for r in recs:
         assert_sequence_equal(ds, r)
     assert read_attrs(url)["committed"]["sequences"] == 4
@@ -218,3 +220,16 @@ def test_writer_exit_after_caller_error_commits_whole_sequences(tmp_path: Path) 
         raise RuntimeError("model crashed")
     ds = open_store(store)
     assert [str(s) for s in ds[S.SEQUENCE].values] == ["seq-0", "seq-1"]
+
+
+def test_a_reader_keeps_its_snapshot_while_a_writer_appends(tmp_path: Path) -> None:
+    store = tmp_path / "live.zarr"
+    recs = [make_record(i, n_tokens=50) for i in range(6)]
+    write(store, recs[:3])
+    snapshot = open_store(store)  # lazy: nothing read yet
+    write(store, recs[3:])  # rewrites the tail chunk that the snapshot's rows live in
+    snapshot = snapshot.load()
+    assert snapshot.sizes[S.TOKEN] == 150
+    for r in recs[:3]:
+        assert_sequence_equal(snapshot, r)
+    assert open_store(store).sizes[S.TOKEN] == 300

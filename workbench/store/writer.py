@@ -20,6 +20,7 @@ import numpy as np
 
 from workbench.errors import StoreError
 from workbench.routing_config import RoutingConfig
+from workbench.store import codecs
 from workbench.store import schema as S
 from workbench.store.commit import commit, read_json, repair
 from workbench.store.dataset import SequenceRecord, routing_dataset
@@ -101,7 +102,7 @@ class StoreWriter:
             raise
         self._store_scores = bool(self._state.attrs.get("has_router_scores"))
         self._pending_ids: set[str] = set()
-        self._batch_tokens = batch_tokens or 4 * S.token_chunk(len(config.moe_layers), config.top_k)
+        self._batch_tokens = batch_tokens or 4 * codecs.token_chunk(len(config.moe_layers), config.top_k)
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self._error: BaseException | None = None
         self._closed = False
