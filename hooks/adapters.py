@@ -74,6 +74,9 @@ class MoESite:
     name: str  # module path of the MoE block, e.g. "model.layers.3.mlp"
     gate: nn.Module
     experts: nn.Module | None
+    experts_params: tuple[str, ...] = ()  # the experts forward's parameter names, in order
+    index_param: str = "top_k_index"
+    weights_param: str = "top_k_weights"
 
     def selection_bias(self) -> torch.Tensor | None:
         """The router's selection bias (E,) (``e_score_correction_bias``), or None."""
@@ -99,13 +102,22 @@ def _layer_index(name: str) -> int:
     return int(m.group(1))
 
 
-def _experts_takes_routing(module: nn.Module) -> bool:
-    """True if the module's forward takes (hidden_states, top_k_index, top_k_weights)."""
+def experts_routing_params(module: nn.Module) -> tuple[tuple[str, ...], str, str] | None:
+    """How an experts module's forward receives the routing: (parameter names, index name, weights name).
+
+    transformers 5.x names them ``(hidden_states, top_k_index, top_k_weights)``; any forward with one
+    parameter naming indices (``index``/``indices``/``idx``) and one naming weights is accepted, so a
+    rename between releases does not break capture. None if the forward takes no routing.
+    """
     try:
-        params = list(inspect.signature(type(module).forward).parameters)
+        names = tuple(p for p in inspect.signature(type(module).forward).parameters if p != "self")
     except (TypeError, ValueError):
-        return False
-    return "top_k_index" in params and "top_k_weights" in params
+        return None
+    index = next((n for n in names if any(t in n for t in ("index", "indices", "idx"))), None)
+    weights = next((n for n in names if "weight" in n), None)
+    if index is None or weights is None:
+        return None
+    return names, index, weights
 
 
 def _is_remote_gate(module: nn.Module) -> bool:
@@ -142,8 +154,10 @@ def find_adapter(model: nn.Module) -> Adapter:
             block = name.rsplit(".", 1)[0]
             remote.append(MoESite(_layer_index(name), block, module, None))
         gate, experts = getattr(module, "gate", None), getattr(module, "experts", None)
-        if isinstance(gate, nn.Module) and isinstance(experts, nn.Module) and _experts_takes_routing(experts):
-            native.append(MoESite(_layer_index(name), name, gate, experts))
+        if isinstance(gate, nn.Module) and isinstance(experts, nn.Module):
+            params = experts_routing_params(experts)
+            if params is not None:
+                native.append(MoESite(_layer_index(name), name, gate, experts, *params))
 
     if remote:
         gate = remote[0].gate

@@ -200,11 +200,13 @@ class RoutingRecorder:
         return hook
 
     def _experts_pre_hook(self, pos: int) -> Any:
+        site = self.sites[pos]
+
         def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             if self._pending is None:
                 return
-            named = dict(zip(("hidden_states", "top_k_index", "top_k_weights"), args, strict=False)) | kwargs
-            self._capture(pos, named["top_k_index"], named["top_k_weights"], self._logits.pop(pos, None))
+            named = dict(zip(site.experts_params, args, strict=False)) | kwargs
+            self._capture(pos, named[site.index_param], named[site.weights_param], self._logits.pop(pos, None))
 
         return hook
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hooks_helpers import check_against_truth, padded_batch, save_remote_checkpoint, tiny_deepseek, tiny_softmax_model
@@ -99,3 +100,66 @@ def test_k2_on_meta_device_hooks_exactly_60_moe_layers() -> None:
         assert shapes[layer] == {"expert_ids": (b * t, 8), "gate_weights": (b * t, 8), "router_logits": (b * t, 384)}
     with pytest.raises(WorkbenchError, match="meta device"):
         rec.routing()
+
+
+class _LogitsOnlyRouter(torch.nn.Module):
+    """The router as transformers 5.0 shaped it: returns only the logits; the MoE block selects."""
+
+    def __init__(self, gate: torch.nn.Module) -> None:
+        super().__init__()
+        self.weight, self.e_score_correction_bias = gate.weight, gate.e_score_correction_bias
+        self.top_k, self.num_experts = gate.top_k, gate.num_experts
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(hidden_states.reshape(-1, self.weight.shape[1]).float(), self.weight.float())
+
+
+class _RenamedExperts(torch.nn.Module):
+    """Experts whose forward names the routing arguments differently (`topk_indices`, `topk_weights`)."""
+
+    def __init__(self, experts: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = experts
+
+    def forward(self, hidden: torch.Tensor, topk_indices: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor:
+        return self.inner(hidden, topk_indices, topk_weights)
+
+
+class _OldStyleMoE(torch.nn.Module):
+    """A DeepSeek-V3 MoE block in the 5.0 layout: gate -> logits, block's own top-k, experts(h, idx, w)."""
+
+    def __init__(self, moe: torch.nn.Module, cfg: DeepseekV3Config) -> None:
+        super().__init__()
+        self.gate, self.experts, self.shared_experts = (
+            _LogitsOnlyRouter(moe.gate),
+            _RenamedExperts(moe.experts),
+            moe.shared_experts,
+        )
+        self.cfg = cfg
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        shape = hidden_states.shape
+        scores = self.gate(hidden_states).sigmoid()  # (N, E)
+        idx = (scores + self.gate.e_score_correction_bias).topk(self.cfg.num_experts_per_tok, dim=-1, sorted=False)[1]
+        w = scores.gather(1, idx)
+        w = w / (w.sum(-1, keepdim=True) + 1e-20) * self.cfg.routed_scaling_factor
+        flat = hidden_states.reshape(-1, shape[-1])
+        out = self.experts(flat, topk_indices=idx, topk_weights=w).reshape(shape)
+        return out + self.shared_experts(hidden_states)
+
+
+def test_capture_survives_an_older_5x_layout() -> None:
+    """Router returning logits only, experts with renamed routing parameters called by keyword: same routing."""
+    model = tiny_deepseek(seed=8)
+    ids, mask = padded_batch([9, 5], seed=8)
+    with RoutingRecorder(model, scores=True) as rec, torch.no_grad():
+        model(input_ids=ids, attention_mask=mask)
+    expected = rec.routing()
+    for layer in model.model.layers[1:]:
+        layer.mlp = _OldStyleMoE(layer.mlp, model.config)
+    with RoutingRecorder(model, scores=True) as rec, torch.no_grad():
+        model(input_ids=ids, attention_mask=mask)
+    for a, b in zip(expected, rec.routing(), strict=True):
+        assert np.array_equal(a.expert_ids, b.expert_ids)
+        np.testing.assert_allclose(a.gate_weights, b.gate_weights, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a.router_scores, b.router_scores, rtol=1e-5, atol=1e-6)
