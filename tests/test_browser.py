@@ -60,12 +60,22 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     root = tmp_path_factory.mktemp("lab")
     store = transcript_store(root / "tools.zarr", n_steps=12, n_transcripts=2)
     shutil.copy(NOTEBOOK, root / "tools.ipynb")
+    # every cell stays in the DOM (JupyterLab 4 otherwise virtualises cells scrolled out of view) and no news toast
+    settings = root / "settings"
+    for plugin, values in {
+        "notebook-extension/tracker": {"windowingMode": "none"},
+        "apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
+    }.items():
+        f = settings / "@jupyterlab" / f"{plugin}.jupyterlab-settings"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(json.dumps(values))
     port, token = _free_port(), secrets.token_hex(16)
     env = {
         **os.environ,
         "JUPYTER_CONFIG_DIR": str(root / "cfg"),
         "JUPYTER_RUNTIME_DIR": str(root / "rt"),
         "JUPYTERLAB_WORKSPACES_DIR": str(root / "ws"),
+        "JUPYTERLAB_SETTINGS_DIR": str(settings),
         "IPYTHONDIR": str(root / "ipy"),
         "WORKBENCH_TOOLS_STORE": str(store),  # the notebook uses this store instead of replaying
         "WORKBENCH_EXPORT_DIR": str(root / "exports"),
@@ -84,7 +94,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         "--LabApp.expose_app_in_browser=True",
         "--LabApp.news_url=None",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.extension_manager=readonly",  # no PyPI queries from the extension manager
     ]
+    if os.geteuid() == 0:  # containers often run tests as root; Jupyter refuses that without the flag
+        cmd.append("--allow-root")
     log = (root / "lab.log").open("w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
     url = f"http://127.0.0.1:{port}"
@@ -121,6 +134,7 @@ def test_transcript_graph_widget_in_jupyterlab(lab: dict[str, str], tmp_path: Pa
             page = browser.new_page(viewport={"width": 1500, "height": 1100})
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("console", lambda m: errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
             page.goto(f"{lab['url']}/lab/tree/tools.ipynb?token={lab['token']}", timeout=120_000)
             page.wait_for_function("window.jupyterapp && document.querySelector('.jp-Notebook')", timeout=120_000)
             # wait for the kernel, then run every cell as a user would (Run > Run All Cells)
@@ -134,6 +148,8 @@ def test_transcript_graph_widget_in_jupyterlab(lab: dict[str, str], tmp_path: Pa
             page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
             heads = page.locator(".wb-transcript .wb-seg-head[data-span]")
             heads.first.wait_for(timeout=180_000)
+            page.wait_for_selector(".jp-Notebook .jp-Cell:last-child .jp-InputArea-prompt:not(:has-text('*'))")
+            heads.first.scroll_into_view_if_needed()
             graph = page.locator(".js-plotly-plot").first  # the widget's graph pane comes first in the page
             title = graph.locator(".gtitle")
             nodes = graph.locator(".scatterlayer .trace:last-child .point")
@@ -167,6 +183,14 @@ def test_transcript_graph_widget_in_jupyterlab(lab: dict[str, str], tmp_path: Pa
                     indent=2,
                 )
             )
-            assert not [e for e in errors if "wb-" in e or "anywidget" in e], errors
+            assert not [e for e in errors if "wb-" in e or "anywidget" in e or "plotly" in e.lower()], errors
+        except Exception:
+            page.screenshot(path=str(artifacts / "browser_widget_failure.png"), full_page=True)
+            titles = page.evaluate("Array.from(document.querySelectorAll('.gtitle')).map(t => t.textContent)")
+            outputs = page.evaluate(
+                "Array.from(document.querySelectorAll('.jp-OutputArea-output')).map(o => o.innerText.slice(0, 300))"
+            )
+            print("plot titles:", titles, "\noutputs:", outputs, "\npage errors:", errors)
+            raise
         finally:
             browser.close()

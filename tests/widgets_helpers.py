@@ -18,7 +18,8 @@ from workbench.store import schema as S
 from workbench.store.dataset import SequenceRecord, SpanRecord
 
 SPECIALS = ["<|im_system|>", "<|im_user|>", "<|im_assistant|>", "<|im_middle|>", "<|im_end|>", "<think>", "</think>"]
-WORDS = ["the", "cat", "sum", "of", "is", "x", "=", "print", "(", ")", "42", "def", "return", "search", "ok", "é"]
+# "Ã©" is how byte-level BPE writes "é"
+WORDS = ["the", "cat", "sum", "of", "is", "x", "=", "print", "(", ")", "42", "def", "return", "search", "ok", "Ã©"]
 VOCAB = SPECIALS + ["Ċ"] + [f"Ġ{w}" for w in WORDS] + WORDS  # byte-level style (Ġ = space, Ċ = newline)
 
 

@@ -1,4 +1,4 @@
-"""Jupyter widgets of the workbench (ipywidgets 8 / anywidget; plotly FigureWidget for figures).
+"""Jupyter widgets of the workbench (ipywidgets 8 / anywidget; plotly figures in Output widgets).
 
 - ``TranscriptGraphWidget``: a tool-loop transcript next to the reasoning graph of the selected step,
   segment or token, with export.

@@ -27,6 +27,7 @@ from workbench.errors import WorkbenchError
 from workbench.store import schema as S
 from workbench.store.select import Selection
 
+from .render import render_into
 from .sequence_data import as_dataset
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -84,7 +85,7 @@ class DomainComparisonWidget(widgets.VBox):
         self.heatmap_of = widgets.Dropdown(description="heatmap")
         self.heatmap_mode = widgets.ToggleButtons(options=["relative load", "contrast"], value="relative load")
         self.status = widgets.HTML("")
-        self.heatmap = go.FigureWidget(
+        self.heatmap = go.Figure(
             data=[go.Heatmap(z=[[0.0]], colorscale="RdBu_r", zmid=1.0)],
             layout={
                 "height": 380,
@@ -93,7 +94,7 @@ class DomainComparisonWidget(widgets.VBox):
                 "yaxis": {"title": {"text": "MoE layer"}, "autorange": "reversed"},
             },
         )
-        self.divergence_figure = go.FigureWidget(
+        self.divergence_figure = go.Figure(
             layout={
                 "height": 320,
                 "margin": {"l": 50, "r": 10, "t": 36, "b": 40},
@@ -102,6 +103,8 @@ class DomainComparisonWidget(widgets.VBox):
                 "title": {"text": "divergence per layer (bootstrap interval; dotted: permutation null)"},
             }
         )
+        self.heatmap_output = widgets.Output(layout={"min_height": "380px"})
+        self.divergence_output = widgets.Output(layout={"min_height": "320px"})
         self.table = widgets.HTML(layout={"max_height": "320px", "overflow_y": "auto"})
         controls = widgets.HBox(
             [self.domains, widgets.VBox([self.layers, self.n_boot, self.n_perm, self.compare_button])]
@@ -111,8 +114,8 @@ class DomainComparisonWidget(widgets.VBox):
                 controls,
                 self.status,
                 widgets.HBox([self.heatmap_of, self.heatmap_mode]),
-                self.heatmap,
-                self.divergence_figure,
+                self.heatmap_output,
+                self.divergence_output,
                 widgets.HTML("<b>Most domain-specific experts</b> (lift of DS(E, D) over the other domains)"),
                 self.table,
             ]
@@ -175,6 +178,7 @@ class DomainComparisonWidget(widgets.VBox):
             hm.zmid = zmid
             self.heatmap.layout.title.text = title
             self.heatmap.layout.yaxis.type = "category"
+        render_into(self.heatmap_output, self.heatmap)
 
     def _draw_divergence(self) -> None:
         assert self.divergence is not None
@@ -208,6 +212,7 @@ class DomainComparisonWidget(widgets.VBox):
         with self.divergence_figure.batch_update():
             self.divergence_figure.data = ()
         self.divergence_figure.add_traces(traces)
+        render_into(self.divergence_output, self.divergence_figure)
 
     def _draw_table(self) -> None:
         assert self.specific is not None

@@ -1,9 +1,9 @@
-"""The graph pane: a plotly FigureWidget of expert pathways, updated in place, with an export row.
+"""The graph pane: a plotly figure of expert pathways, updated in place, with an export row.
 
 Layout: x = the model's MoE layer, y = expert id. The axes never move between selections, so clicking
 from step to step shows how the pathway changes. The figure has a fixed set of traces (four edge
-traces binned by strength, one node trace) whose arrays are replaced inside one ``batch_update``:
-one restyle message per click, numpy arrays sent by plotly as binary buffers.
+traces binned by strength, one node trace) whose arrays are replaced inside one ``batch_update``,
+then shown again in an Output widget (render.py says why not a FigureWidget).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 from workbench.errors import WorkbenchError
 
 from .pathways import Pathways
+from .render import render_into
 
 EXPORT_FORMATS = ("png", "svg", "graphml")
 _EDGE_BINS = 4
@@ -41,7 +42,7 @@ def _edge_xy(p: Pathways, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class GraphPane(widgets.VBox):
-    """FigureWidget of a ``Pathways`` plus an export row (format, path, button, status line).
+    """Plotly figure of a ``Pathways`` plus an export row (format, path, button, status line).
 
     Parameters
     ----------
@@ -81,7 +82,7 @@ class GraphPane(widgets.VBox):
                 name="experts",
             )
         )
-        self.figure = go.FigureWidget(
+        self.figure = go.Figure(
             data=traces,
             layout={
                 "height": height,
@@ -98,7 +99,9 @@ class GraphPane(widgets.VBox):
         self.status = widgets.HTML("")
         self.export_button.on_click(lambda _b: self._export_clicked())
         row = widgets.HBox([self.format, self.path, self.export_button])
-        super().__init__([self.figure, row, self.status])
+        self.output = widgets.Output(layout={"min_height": f"{height}px"})
+        super().__init__([self.output, row, self.status])
+        render_into(self.output, self.figure)
 
     def show(self, p: Pathways, *, title: str, domain: str | None = None) -> None:
         """Replace the drawn pathways (one restyle of the fixed traces)."""
@@ -135,6 +138,7 @@ class GraphPane(widgets.VBox):
             nodes.marker.colorbar = {"title": {"text": "mean gate" if p.has_weights else "tokens"}}
             self.figure.layout.title.text = title
             self.figure.layout.yaxis.range = [-1, p.n_experts]
+        render_into(self.output, self.figure)
 
     def current_graph(self) -> nx.DiGraph:
         """The networkx reasoning graph of what the pane shows (all edges, not only the drawn ones)."""

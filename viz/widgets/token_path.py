@@ -17,14 +17,16 @@ import xarray as xr
 
 from workbench.errors import WorkbenchError
 
+from .render import render_into
 from .sequence_data import SequenceData, as_dataset, load_sequence, sequence_ids
 
 
 class TokenPathFigure:
-    """A FigureWidget showing one token's path; ``show`` swaps the arrays in place."""
+    """A figure of one token's path in an Output widget; ``show`` swaps the arrays in place."""
 
     def __init__(self, *, height: int = 320) -> None:
-        self.figure = go.FigureWidget(
+        self.output = widgets.Output(layout={"min_height": f"{height}px"})
+        self.figure = go.Figure(
             data=[
                 go.Heatmap(
                     z=[[0.0]],
@@ -56,6 +58,7 @@ class TokenPathFigure:
             hm.x = np.arange(ids.shape[1])
             hm.y = [str(int(x)) for x in layers]
             self.figure.layout.title.text = title + ("" if np.isfinite(w).any() else " (ids only: no gate weights)")
+        render_into(self.output, self.figure)
 
 
 def token_title(data: SequenceData, position: int) -> str:
@@ -87,13 +90,13 @@ class TokenPathWidget(widgets.VBox):
             value=0, min=0, max=max(0, self.data.n_tokens - 1), description="position", continuous_update=False
         )
         self.path_figure = TokenPathFigure()
-        super().__init__([widgets.HBox([self.sequence, self.position]), self.path_figure.figure])
+        super().__init__([widgets.HBox([self.sequence, self.position]), self.path_figure.output])
         self.sequence.observe(self._sequence_changed, names="value")
         self.position.observe(lambda _c: self._draw(), names="value")
         self.show(position)
 
     @property
-    def figure(self) -> go.FigureWidget:
+    def figure(self) -> go.Figure:
         return self.path_figure.figure
 
     def show(self, position: int) -> None:

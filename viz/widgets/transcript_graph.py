@@ -70,7 +70,7 @@ class TranscriptGraphWidget(widgets.VBox):
         self.graph = GraphPane(top_edges=top_edges, height=height - 60)
         self.token_path = TokenPathFigure(height=300)
         self.view.layout = widgets.Layout(width="42%")
-        right = widgets.VBox([self.graph, self.token_path.figure], layout=widgets.Layout(width="58%"))
+        right = widgets.VBox([self.graph, self.token_path.output], layout=widgets.Layout(width="58%"))
         super().__init__([self.picker, widgets.HBox([self.view, right])])
         self.view.observe(self._selection_changed, names="selection")
         self.picker.observe(self._sequence_changed, names="value")
