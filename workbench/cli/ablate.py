@@ -52,7 +52,7 @@ def _print(result: dict[str, Any]) -> None:
         title=f"Masking {len(result['experts'])} experts ({', '.join(result['experts'][:8])}"
         f"{', ...' if len(result['experts']) > 8 else ''}) vs {result['draws']} random masks of the same size"
     )
-    for col in ("domain", "loss", "masked", "Δ targeted", "Δ random (mean ± sd)", "z", "p (rank)"):
+    for col in ("domain", "loss", "masked", "Δ targeted", "Δ random", "sd", "z", "p (rank)"):
         t.add_column(col, justify="left" if col == "domain" else "right")
     for d, v in result["domains"].items():
         t.add_row(
@@ -60,7 +60,8 @@ def _print(result: dict[str, Any]) -> None:
             f"{v['base']:.4f}",
             f"{v['targeted']:.4f}",
             f"{v['delta']:+.4f}",
-            f"{v['random_mean']:+.4f} ± {v['random_std']:.4f}",
+            f"{v['random_mean']:+.4f}",
+            f"{v['random_std']:.4f}",
             f"{v['z']:.2f}",
             f"{v['rank_p']:.2f}",
         )
