@@ -77,8 +77,8 @@ def generated_ids(prompt: list[int], n: int) -> list[int]:
 
 
 class FakeEngine(ThreadingHTTPServer):
-    """engine: "vllm" | "sglang"; mode: ok | no_capture | http500 | slow | bad_layers | bad_k |
-    bad_ids | legacy_lists. ``requests`` logs every JSON body received."""
+    """engine: "vllm" | "sglang"; mode: ok | no_capture | http500 | fail_after_2 | slow | bad_layers |
+    bad_k | bad_ids | legacy_lists. ``requests`` logs every JSON body received."""
 
     daemon_threads = True
 
@@ -116,7 +116,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         srv = self.server
         srv.requests.append(body)
-        if srv.mode == "http500":
+        if srv.mode == "http500" or (srv.mode == "fail_after_2" and len(srv.requests) > 2):
             self._send(500, {"error": {"message": "CUDA out of memory", "type": "InternalServerError"}})
             return
         if srv.mode == "slow":

@@ -73,6 +73,17 @@ def test_server_without_capture_flag_or_failing_writes_nothing(tmp_path, model_d
     assert not out.exists()
 
 
+def test_failure_mid_run_keeps_committed_sequences_and_says_how_many(tmp_path, model_dir):
+    out = tmp_path / "mid.zarr"
+    many = [{"id": f"s{i}", "domain": "math", "text": f"w{i} w{i + 1}"} for i in range(12)]
+    with fake_engine("sglang", 300, mode="fail_after_2") as srv:
+        with pytest.raises(EngineError, match=r"HTTP 500.*\(2 of 12 sequences were committed"):
+            record_from_engine("sglang", srv.url, many, str(out), model=str(model_dir), concurrency=1, progress=False)
+        assert len(srv.requests) <= 4  # the failing one and at most one already in flight: the rest was not sent
+    ds = open_store(str(out))
+    assert ds[S.SEQUENCE].values.tolist() == ["s0", "s1"]
+
+
 def test_append_keeps_existing_sequences_and_refuses_duplicate_ids(tmp_path, model_dir):
     out = str(tmp_path / "app.zarr")
     with fake_engine("sglang", 300) as srv:

@@ -13,7 +13,7 @@ engine batches them) and each finished sequence is committed atomically, in prom
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,12 +193,16 @@ def record_from_engine(
             writer.add(first)
             done, tokens = 1, first.n_tokens
             bar.update(1)
-            with ThreadPoolExecutor(max_workers=concurrency) as pool:
-                rest: Sequence[_Prompt] = todo[1:]
-                for rec in pool.map(lambda p: _to_record(eng, p, max_new_tokens, temperature), rest):
+            pool = ThreadPoolExecutor(max_workers=concurrency)
+            try:  # requests run `concurrency` at a time; results are committed in prompt order
+                futures = [pool.submit(_to_record, eng, p, max_new_tokens, temperature) for p in todo[1:]]
+                for fut in futures:
+                    rec = fut.result()
                     writer.add(rec)
                     done, tokens = done + 1, tokens + rec.n_tokens
                     bar.update(1)
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)  # on error: send nothing more
         except EngineError as err:
             raise EngineError(f"{err} ({done} of {len(todo)} sequences were committed to {out})") from err
         finally:
