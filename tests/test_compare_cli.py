@@ -123,4 +123,4 @@ def test_compare_bad_input_is_one_line(tmp_path, args, message):
 def test_compare_unreachable_scheduler(tmp_path):
     _store(tmp_path / "s.zarr")
     res = _run(str(tmp_path / "s.zarr"), "--out", str(tmp_path / "o"), "--scheduler", "tcp://127.0.0.1:9")
-    assert res.returncode == 2 and "cannot reach a dask scheduler at tcp://127.0.0.1:9" in res.stderr
+    assert res.returncode == 2 and "cannot reach the dask scheduler at tcp://127.0.0.1:9" in res.stderr

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,32 +21,6 @@ Examples:
 Writes report.html (self-contained), summary.json and CSVs (per_layer, experts, divergence,
 specific_experts, transitions). Definitions of every number: docs/metrics.md.
 """
-
-
-@contextlib.contextmanager
-def dask_scheduler(address: str | None) -> Iterator[Any]:
-    """Connect a ``dask.distributed`` Client for the block (all dask work goes to its cluster); no-op if None."""
-    if address is None:
-        yield None
-        return
-    from workbench.errors import WorkbenchError
-
-    try:
-        from distributed import Client
-    except ImportError:
-        raise WorkbenchError(
-            "--scheduler needs dask.distributed: pip install 'k2-routing-workbench[engines]'"
-        ) from None
-    try:
-        client = Client(address, timeout="15s")
-    except (OSError, TimeoutError) as err:
-        raise WorkbenchError(
-            f"cannot reach a dask scheduler at {address} ({err}); start one (`dask scheduler`) or drop --scheduler"
-        ) from None
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def _print_tables(cmp: Any) -> None:
@@ -114,7 +86,8 @@ def compare(
         list[str] | None, typer.Option(help="Selection KEY=VALUE, e.g. domain=math,code or layers=1:30 (repeatable).")
     ] = None,
     scheduler: Annotated[
-        str | None, typer.Option(help="dask.distributed scheduler address (tcp://HOST:8786) to run the counting on.")
+        str | None,
+        typer.Option(help="Run the counting on dask.distributed: tcp://HOST:8786, or local:N worker processes."),
     ] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples over sequences for the JSD intervals.")] = 1000,
     n_perm: Annotated[int, typer.Option(help="Label permutations for the JSD p-values.")] = 1000,
@@ -131,6 +104,7 @@ def compare(
 
     from workbench.analysis.compare import compare as run_compare
     from workbench.analysis.inputs import GROUP_BY
+    from workbench.distributed import check_store_visible, cluster_summary, dask_client
     from workbench.errors import WorkbenchError
     from workbench.store.io import open_store
     from workbench.store.select import parse_where
@@ -146,13 +120,16 @@ def compare(
         raise WorkbenchError(f"--out {out} exists and is not a folder")
     selection = parse_where(where)
     ds = open_store(store)
-    with dask_scheduler(scheduler) as client:
+    with dask_client(scheduler) as client:
         if client is not None:
-            Console(stderr=True).print(f"dask cluster: {client.dashboard_link}")
+            check_store_visible(client, store)
+            info = cluster_summary(client)
+            Console(stderr=True).print(f"dask cluster {info['scheduler']}: {info['workers']} workers")
         cmp = run_compare(
             ds, selection, by=by, n_boot=n_boot, n_perm=n_perm, ci=ci, seed=seed, top=top,
             with_transitions=transitions, progress=client is None,
         )  # fmt: skip
+        cmp.store["dask"] = cluster_summary(client)
     _print_tables(cmp)
     paths = write_report(cmp, out, title=title)
     Console().print(f"wrote {paths['report.html']} and {len(paths) - 1} data files in {out}")
