@@ -55,6 +55,8 @@ def record(
     if engine is not None:
         if not url:
             raise WorkbenchError("--engine needs --url, the inference server's base URL (e.g. http://127.0.0.1:8000)")
+        if scores:
+            raise WorkbenchError("--scores needs hooks on the model; an engine's capture gives expert ids only")
         from workbench.engines import record_from_engine
 
         result = record_from_engine(
