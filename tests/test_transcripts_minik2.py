@@ -64,3 +64,30 @@ def test_bundled_transcripts_on_the_mini_k2_tokenizer():
             _expect_full_segments(r, t)
             n += 1
     assert n >= 10
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (MINI / "config.json").exists(), reason="the bundled mini K2 is not there yet")
+def test_replay_and_agent_on_the_mini_k2():
+    """The embedded default end to end: a bundled transcript replayed, and a live tool loop."""
+    import numpy as np
+
+    from workbench.agent.loop import run_agent
+    from workbench.agent.tools import make_toolbox
+    from workbench.models import load_model
+    from workbench.transcripts.replay import replay_transcript
+
+    model, tok = load_model("k2-mini")
+    t = min(read_transcripts(MINI.parents[1] / "transcripts" / "tool_loops.jsonl"), key=lambda x: len(x.messages))
+    res = replay_transcript(model, tok, t)
+    assert res.record.n_tokens == len(res.rendered.token_ids) and res.rendered.not_rendered == []
+    assert {s.kind for s in res.record.spans} >= {"think", "tool_call", "tool_result", "answer"}
+
+    pytest.importorskip("workbench.transcripts.k2_toolcalls")
+    ep = run_agent(model, tok, "What is 238 * 17 + 5?", make_toolbox(["calculator", "python", "search"]),
+                   max_steps=3, max_new_tokens=96, temperature=0.7, seed=0)  # fmt: skip
+    assert ep.steps and ep.stop_reason
+    want = render_as_generated(tok, ep.messages, ep.tools).token_ids
+    assert ep.record.token_ids.tolist() == want.tolist()
+    assert ep.record.expert_ids.shape == (len(want), *res.record.expert_ids.shape[1:])
+    assert np.asarray(ep.record.generated).any()
