@@ -175,3 +175,17 @@ def test_widget_graph_is_the_reasoning_graph_of_the_selection(ds) -> None:
     for u, v, d in ref.edges(data=True):
         assert mine.edges[u, v]["count"] == d["count"]
         assert mine.edges[u, v]["weight"] == pytest.approx(d["weight"], rel=1e-3)
+
+
+def test_the_graph_reaches_the_browser_as_a_plotly_bundle_with_binary_arrays(ds) -> None:
+    import json
+
+    from workbench.viz.widgets.render import PLOTLY_MIME, figure_bundle
+
+    w = TranscriptGraphWidget(ds)
+    w.select("segment", 5)
+    fig = figure_bundle(w.graph.figure)[PLOTLY_MIME]
+    assert fig["layout"]["title"]["text"] == w.graph.title
+    nodes = fig["data"][-1]
+    assert set(nodes["x"]) == {"dtype", "bdata"} and set(nodes["marker"]["color"]) == {"dtype", "bdata"}
+    assert len(json.dumps(fig)) < 200_000
