@@ -178,14 +178,18 @@ def test_widget_graph_is_the_reasoning_graph_of_the_selection(ds) -> None:
 
 
 def test_the_graph_reaches_the_browser_as_a_plotly_bundle_with_binary_arrays(ds) -> None:
+    import base64
     import json
 
-    from workbench.viz.widgets.render import PLOTLY_MIME, figure_bundle
+    from workbench.viz.widgets.render import PLOTLY_MIME
 
     w = TranscriptGraphWidget(ds)
     w.select("segment", 5)
-    fig = figure_bundle(w.graph.figure)[PLOTLY_MIME]
+    fig = w.graph.bundle[PLOTLY_MIME]  # exactly what the Output widget displayed
     assert fig["layout"]["title"]["text"] == w.graph.title
     nodes = fig["data"][-1]
     assert set(nodes["x"]) == {"dtype", "bdata"} and set(nodes["marker"]["color"]) == {"dtype", "bdata"}
     assert len(json.dumps(fig)) < 200_000
+    # the base64 arrays decode to the numbers drawn
+    y = np.frombuffer(base64.b64decode(nodes["y"]["bdata"]), dtype=nodes["y"]["dtype"])
+    assert np.array_equal(y, np.asarray(w.graph.figure.data[-1].y))

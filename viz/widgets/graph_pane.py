@@ -2,15 +2,17 @@
 
 Layout: x = the model's MoE layer, y = expert id. The axes never move between selections, so clicking
 from step to step shows how the pathway changes. The figure has a fixed set of traces (four edge
-traces binned by strength, one node trace) whose arrays are replaced inside one ``batch_update``,
-then shown again in an Output widget (render.py says why not a FigureWidget).
+traces binned by strength, one node trace) whose arrays are replaced, then shown again in an
+Output widget with its arrays base64-encoded (render.py says why not a FigureWidget).
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import ipywidgets as widgets
 import networkx as nx
@@ -20,10 +22,11 @@ import plotly.graph_objects as go
 from workbench.errors import WorkbenchError
 
 from .pathways import Pathways
-from .render import render_into
+from .render import render_dict_into
 
 EXPORT_FORMATS = ("png", "svg", "graphml")
 _EDGE_BINS = 4
+_EMPTY = np.zeros(0)
 _EDGE_COLOURS = ("rgba(120,120,120,0.25)", "rgba(90,90,140,0.4)", "rgba(60,60,160,0.6)", "rgba(30,30,180,0.85)")
 _NODE_HOVER = "L%{x}:E%{y}<br>%{customdata} tokens<br>mean gate %{marker.color:.3f}<extra></extra>"
 _NODE_HOVER_IDS_ONLY = "L%{x}:E%{y}<br>%{customdata} tokens<extra></extra>"
@@ -59,40 +62,51 @@ class GraphPane(widgets.VBox):
         self.graph: nx.DiGraph | None = None
         self.domain: str | None = None
         self.title = ""
-        traces: list[go.Scatter] = [
-            go.Scatter(
-                x=[],
-                y=[],
-                mode="lines",
-                line={"width": 0.6 + 1.1 * b, "color": _EDGE_COLOURS[b]},
-                hoverinfo="skip",
-                showlegend=False,
-                name=f"edges q{b + 1}",
-            )
+        # The figure is a plain dict of fixed traces (four edge bins, one node trace) holding numpy
+        # arrays; a click replaces the arrays and sends the dict with base64 arrays (render.py),
+        # skipping plotly's per-property validation, which costs more than the counting itself.
+        self._data: list[dict[str, Any]] = [
+            {
+                "type": "scatter",
+                "x": _EMPTY,
+                "y": _EMPTY,
+                "mode": "lines",
+                "line": {"width": 0.6 + 1.1 * b, "color": _EDGE_COLOURS[b]},
+                "hoverinfo": "skip",
+                "showlegend": False,
+                "name": f"edges q{b + 1}",
+            }
             for b in range(_EDGE_BINS)
         ]
-        traces.append(
-            go.Scatter(
-                x=[],
-                y=[],
-                mode="markers",
-                marker={"size": [], "color": [], "colorscale": "Viridis", "showscale": True, "line": {"width": 0}},
-                hovertemplate=_NODE_HOVER,
-                showlegend=False,
-                name="experts",
-            )
+        self._data.append(
+            {
+                "type": "scatter",
+                "x": _EMPTY,
+                "y": _EMPTY,
+                "mode": "markers",
+                "marker": {
+                    "size": _EMPTY,
+                    "color": _EMPTY,
+                    "colorscale": "Viridis",
+                    "showscale": True,
+                    "line": {"width": 0},
+                    "colorbar": {"title": {"text": "mean gate"}},
+                },
+                "customdata": _EMPTY,
+                "hovertemplate": _NODE_HOVER,
+                "showlegend": False,
+                "name": "experts",
+            }
         )
-        self.figure = go.Figure(
-            data=traces,
-            layout={
-                "height": height,
-                "margin": {"l": 50, "r": 10, "t": 40, "b": 40},
-                "xaxis": {"title": {"text": "MoE layer"}, "dtick": 1},
-                "yaxis": {"title": {"text": "expert"}},
-                "plot_bgcolor": "white",
-                "title": {"text": "select a step, segment or token", "font": {"size": 13}},
-            },
-        )
+        self._layout: dict[str, Any] = {
+            "height": height,
+            "margin": {"l": 50, "r": 10, "t": 40, "b": 40},
+            "xaxis": {"title": {"text": "MoE layer"}, "dtick": 1},
+            "yaxis": {"title": {"text": "expert"}},
+            "plot_bgcolor": "white",
+            "template": "none",  # the default template would be most of the JSON sent per click
+            "title": {"text": "select a step, segment or token", "font": {"size": 13}},
+        }
         self.format = widgets.Dropdown(options=list(EXPORT_FORMATS), value="png", layout={"width": "90px"})
         self.path = widgets.Text(value="reasoning_graph", description="file", layout={"width": "260px"})
         self.export_button = widgets.Button(description="Export graph", icon="download")
@@ -101,10 +115,15 @@ class GraphPane(widgets.VBox):
         row = widgets.HBox([self.format, self.path, self.export_button])
         self.output = widgets.Output(layout={"min_height": f"{height}px"})
         super().__init__([self.output, row, self.status])
-        render_into(self.output, self.figure)
+        self.bundle = render_dict_into(self.output, self._data, self._layout)  # what the browser got last
+
+    @property
+    def figure(self) -> go.Figure:
+        """The figure as shown, as a plotly Figure (built on access: for export and inspection)."""
+        return go.Figure(data=copy.deepcopy(self._data), layout=copy.deepcopy(self._layout))
 
     def show(self, p: Pathways, *, title: str, domain: str | None = None) -> None:
-        """Replace the drawn pathways (one restyle of the fixed traces)."""
+        """Replace the drawn pathways (new arrays in the fixed traces, one figure message)."""
         self.pathways, self.title, self.domain = p, title, domain
         self.graph = None  # built on export only: the figure needs the arrays, not networkx
         idx = p.top_edges(self.top_edges)
@@ -119,26 +138,23 @@ class GraphPane(widgets.VBox):
         mean_gate = p.mean_gate[li, ei]
         colour = mean_gate if p.has_weights else tokens.astype(np.float64)
         layers = p.layers[li]
-        # Only 1-D numeric arrays (not int64) travel as binary buffers in plotly's widget protocol; lists
-        # of hover strings or 2-D arrays are validated and JSON-encoded element by element (slow for K2).
-        # So hover reads the token count from a 1-D customdata and the mean gate from the colour.
+        # Hover reads the token count from a numeric customdata and the mean gate from the colour: no
+        # per-node strings to build and send.
         size = 4 + 14 * np.sqrt(tokens / max(1, p.n_tokens))
-        with self.figure.batch_update():
-            for b in range(_EDGE_BINS):
-                x, y = _edge_xy(p, idx[bins == b])
-                self.figure.data[b].x = x
-                self.figure.data[b].y = y
-            nodes = self.figure.data[_EDGE_BINS]
-            nodes.x = layers.astype(np.int32)
-            nodes.y = ei.astype(np.int32)
-            nodes.customdata = tokens.astype(np.float64)
-            nodes.hovertemplate = _NODE_HOVER if p.has_weights else _NODE_HOVER_IDS_ONLY
-            nodes.marker.size = size.astype(np.float64)
-            nodes.marker.color = colour.astype(np.float64)
-            nodes.marker.colorbar = {"title": {"text": "mean gate" if p.has_weights else "tokens"}}
-            self.figure.layout.title.text = title
-            self.figure.layout.yaxis.range = [-1, p.n_experts]
-        render_into(self.output, self.figure)
+        for b in range(_EDGE_BINS):
+            x, y = _edge_xy(p, idx[bins == b])
+            self._data[b]["x"], self._data[b]["y"] = x, y
+        nodes = self._data[_EDGE_BINS]
+        nodes["x"] = layers.astype(np.int32)
+        nodes["y"] = ei.astype(np.int32)
+        nodes["customdata"] = tokens.astype(np.float64)
+        nodes["hovertemplate"] = _NODE_HOVER if p.has_weights else _NODE_HOVER_IDS_ONLY
+        nodes["marker"]["size"] = size.astype(np.float64)
+        nodes["marker"]["color"] = colour.astype(np.float64)
+        nodes["marker"]["colorbar"] = {"title": {"text": "mean gate" if p.has_weights else "tokens"}}
+        self._layout["title"]["text"] = title
+        self._layout["yaxis"]["range"] = [-1, p.n_experts]
+        self.bundle = render_dict_into(self.output, self._data, self._layout)
 
     def current_graph(self) -> nx.DiGraph:
         """The networkx reasoning graph of what the pane shows (all edges, not only the drawn ones)."""

@@ -43,6 +43,7 @@ class TokenPathFigure:
                 "xaxis": {"title": {"text": "router rank"}, "dtick": 1},
                 "yaxis": {"title": {"text": "MoE layer"}, "autorange": "reversed", "type": "category"},
                 "title": {"text": "token path", "font": {"size": 13}},
+                "template": "none",
             },
         )
 
