@@ -11,6 +11,7 @@ import networkx as nx
 import pytest
 from graph_helpers import open_hand_store, write_store
 
+from workbench.cli.app import main
 from workbench.graph import reasoning_graph
 from workbench.store.select import parse_where
 
@@ -23,7 +24,18 @@ def store(tmp_path_factory):
 
 
 def run(*args, cwd):
-    return subprocess.run([WORKBENCH, "graph", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
+    """The installed ``workbench`` entry point in a subprocess (used once: process start-up is slow here)."""
+    return subprocess.run([WORKBENCH, "graph", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def run_main(*args, cwd, monkeypatch, capsys):
+    """``workbench.cli.app.main`` in-process, exactly as the entry point calls it: (exit code, stdout, stderr)."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["workbench", "graph", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    out = capsys.readouterr()
+    return exit_.value.code, out.out, out.err
 
 
 def test_several_exports_at_once(store, tmp_path):
@@ -46,16 +58,31 @@ def test_several_exports_at_once(store, tmp_path):
     assert json.loads((tmp_path / "m.ct.json").read_text())["metadata"]["slug"] == "m"
 
 
-def test_segment_and_diff_options(store, tmp_path):
-    r = run(store, "--segment", "think", "--layers", "1:2", "-o", "think.json", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+def test_segment_and_diff_options(store, tmp_path, monkeypatch, capsys):
+    code, _, err = run_main(
+        store,
+        "--segment",
+        "think",
+        "--layers",
+        "1:2",
+        "-o",
+        "think.json",
+        cwd=tmp_path,
+        monkeypatch=monkeypatch,
+        capsys=capsys,
+    )
+    assert code == 0, err
     data = json.loads((tmp_path / "think.json").read_text())
     assert data["graph"]["n_tokens"] == 2 and {n["layer"] for n in data["nodes"]} == {1, 2}
 
-    r = run(
-        store, "--where", "domain=math", "--diff", "domain=code", "-o", "d.json", "--format", "cytoscape", cwd=tmp_path
+    code, _, err = run_main(
+        store,
+        *("--where", "domain=math", "--diff", "domain=code", "-o", "d.json", "--format", "cytoscape"),
+        cwd=tmp_path,
+        monkeypatch=monkeypatch,
+        capsys=capsys,
     )
-    assert r.returncode == 0, r.stderr
+    assert code == 0, err
     data = json.loads((tmp_path / "d.json").read_text())
     assert data["data"]["kind"] == "difference" and data["data"]["label_b"] == "domain=code"
     deltas = {(e["data"]["source"], e["data"]["target"]): e["data"]["delta"] for e in data["elements"]["edges"]}
@@ -73,14 +100,15 @@ def test_segment_and_diff_options(store, tmp_path):
         (["-o", "g.graphml", "-o", "nowhere/g.svg"], "folder nowhere does not exist"),
     ],
 )
-def test_bad_input_one_line_no_files(store, tmp_path, args, message):
-    r = run(store, *args, cwd=tmp_path)
-    assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
+def test_bad_input_one_line_no_files(store, tmp_path, args, message, monkeypatch, capsys):
+    code, _, err = run_main(store, *args, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
     assert list(tmp_path.iterdir()) == []
 
 
 def test_missing_store(tmp_path):
-    r = run(tmp_path / "none.zarr", "-o", "g.graphml", cwd=tmp_path)
+    r = run(tmp_path / "none.zarr", "-o", "g.graphml", cwd=tmp_path)  # through the real entry point
     assert r.returncode == 2 and r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []

@@ -28,7 +28,7 @@ import networkx as nx
 import numpy as np
 import xarray as xr
 
-from workbench.graph.counts import RoutingCounts, count_routing
+from workbench.graph.counts import RoutingCounts, count_routing, sorted_unique
 from workbench.graph.prune import describe_pruning
 from workbench.store.select import Selection
 
@@ -73,7 +73,7 @@ def counts_to_graph(
     e = counts.edges.take(keep) if keep is not None else counts.edges
     n_layers, ne = counts.node_tokens.shape
     if n_layers > 1:
-        codes = np.unique(np.concatenate([e.pair * ne + e.src, (e.pair + 1) * ne + e.dst]))
+        codes = sorted_unique(np.concatenate([e.pair * ne + e.src, (e.pair + 1) * ne + e.dst]))[0]
     else:
         codes = np.flatnonzero(counts.node_tokens.ravel())
     tops = counts.top_tokens(codes, top_tokens)

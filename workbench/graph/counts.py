@@ -81,11 +81,15 @@ class RoutingCounts:
         _, n_layers, k = self.expert_ids.shape
         cnt_buf = np.zeros(ne * ne, dtype=np.int64)
         w_buf = np.zeros(ne * ne, dtype=np.float64)
-        ids32 = np.ascontiguousarray(self.expert_ids, dtype=np.int32)
+        ids_lt = np.ascontiguousarray(self.expert_ids.transpose(1, 0, 2), dtype=np.int32)  # (L, T, k)
         weighted = self.gate_weights is not None
-        w = self.gate_weights if self.gate_weights is not None else np.zeros((0, n_layers, k))
+        w_lt = (
+            np.ascontiguousarray(self.gate_weights.transpose(1, 0, 2))  # (L, T, k)
+            if self.gate_weights is not None
+            else np.zeros((n_layers, 0, k))
+        )
         for p in range(n_layers - 1):
-            _pair_counts(ids32[:, p], ids32[:, p + 1], w[:, p], w[:, p + 1], ne, weighted, cnt_buf, w_buf)
+            _pair_counts(ids_lt[p], ids_lt[p + 1], w_lt[p], w_lt[p + 1], ne, weighted, cnt_buf, w_buf)
             nz = np.flatnonzero(cnt_buf)
             cnt = cnt_buf[nz]
             wsum = w_buf[nz] if weighted else cnt.astype(np.float64)
@@ -103,7 +107,7 @@ class RoutingCounts:
 
         Returns ``{node_code: [(decoded token, count), ...]}`` ordered by count (ties: smaller id).
         """
-        out: dict[int, list[tuple[str, int]]] = {int(c): [] for c in nodes}
+        out: dict[int, list[tuple[str, int]]] = {c: [] for c in nodes.tolist()}
         if n <= 0 or nodes.size == 0 or self.n_tokens == 0:
             return out
         n_layers = self.layers.size
@@ -114,7 +118,7 @@ class RoutingCounts:
         hit = wanted[node_code]  # (T, L, k)
         tok = np.broadcast_to(self.token_ids.astype(np.int64)[:, None, None], node_code.shape)[hit]
         vocab_size = int(max(int(self.token_ids.max(initial=0)) + 1, len(self.vocab), 1))
-        pair_codes, counts = np.unique(node_code[hit] * vocab_size + tok, return_counts=True)
+        pair_codes, counts = sorted_unique(node_code[hit] * vocab_size + tok, counts=True)
         node_of, tok_of = np.divmod(pair_codes, vocab_size)
         order = np.lexsort((tok_of, -counts, node_of))  # by node, then count desc, then token id
         node_of, tok_of, counts = node_of[order], tok_of[order], counts[order]
@@ -126,6 +130,13 @@ class RoutingCounts:
             text = self.vocab[t] if 0 <= t < len(self.vocab) else f"<{t}>"
             out[c].append((text, m))
         return out
+
+
+def sorted_unique(values: np.ndarray, *, counts: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct ``values`` and how often each occurs, by one sort (numpy's hash-based unique is slower here)."""
+    x = np.sort(values)
+    first = np.flatnonzero(np.concatenate([[True], x[1:] != x[:-1]])) if x.size else np.zeros(0, dtype=np.int64)
+    return x[first], (np.diff(np.append(first, x.size)) if counts else np.zeros(0, dtype=np.int64))
 
 
 def _token_domains(sub: xr.Dataset) -> tuple[tuple[str, ...], np.ndarray]:

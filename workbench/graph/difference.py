@@ -23,14 +23,14 @@ import numpy as np
 import xarray as xr
 
 from workbench.graph.build import describe_selection, node_id
-from workbench.graph.counts import RoutingCounts, count_routing
+from workbench.graph.counts import RoutingCounts, count_routing, sorted_unique
 from workbench.graph.prune import check_pruning, describe_pruning, graph_flow_totals, graph_layers, prune_pair
 from workbench.store.select import Selection
 
 
 def _union(codes_a: np.ndarray, val_a: np.ndarray, codes_b: np.ndarray, val_b: np.ndarray) -> tuple[np.ndarray, ...]:
     """Union of two sparse vectors given by unique int codes: (codes, a, b), zeros where absent."""
-    codes = np.union1d(codes_a, codes_b)
+    codes = sorted_unique(np.concatenate([codes_a, codes_b]))[0]
     a = np.zeros(codes.size)
     b = np.zeros(codes.size)
     a[np.searchsorted(codes, codes_a)] = val_a
@@ -57,7 +57,7 @@ def _build(
     src, dst = np.divmod(rest, ne)
     ncodes, na, nb = node
     if len(layers) > 1:
-        wanted = np.unique(np.concatenate([pair * ne + src, (pair + 1) * ne + dst]))
+        wanted = sorted_unique(np.concatenate([pair * ne + src, (pair + 1) * ne + dst]))[0]
         sel = np.isin(ncodes, wanted)
         ncodes, na, nb = ncodes[sel], na[sel], nb[sel]
     g = nx.DiGraph()
@@ -202,9 +202,14 @@ def difference_of_selections(
     attrs = _side_attrs(la, lb, ca.n_tokens, cb.n_tokens, use_count)
     attrs["pruning"] = describe_pruning(min_count, top_edges, flow)
     attrs["flow_totals"] = {str(ca.layers[p]): float(t) for p, t in enumerate(totals.tolist())}
+    pair, rest = np.divmod(edge[0], ne * ne)
+    src, dst = np.divmod(rest, ne)
+    shown = (
+        sorted_unique(np.concatenate([pair * ne + src, (pair + 1) * ne + dst]))[0] if ca.layers.size > 1 else node[0]
+    )
     tops = {
-        **_top_text(cb.top_tokens(node[0], top_tokens)),
-        **_top_text(ca.top_tokens(node[0], top_tokens)),  # a's top tokens where both have the node
+        **_top_text(cb.top_tokens(shown, top_tokens)),
+        **_top_text(ca.top_tokens(shown, top_tokens)),  # a's top tokens where both have the node
     }
     return _build(ca.layers.tolist(), ne, node, edge, tops, attrs)
 
