@@ -5,7 +5,7 @@
   library chunks; language: held-out fortunes and dictionary entries (the first sentence or two).
 - transcripts: tool loops in the OpenAI chat format (``reasoning_content``, ``tool_calls``, ``tool``
   messages with ``tool_call_id``) with tool results computed by running the tools; half of them run
-  20+ tool steps. Domain = what the loop mostly does (math: calculator, code: python, language: search).
+  20+ tool steps, the others 1-8. Domain = what the loop mostly does (math: calculator, code: python, language: search).
 """
 
 from __future__ import annotations
@@ -51,8 +51,11 @@ def tool_loops(n_short: int = 6, n_long: int = 6, seed: int = SUITE_SEED) -> lis
     search = DictionarySearch(sources.gcide_entries())
     domain_of = {"calculator": "math", "python": "code", "search": "language"}
     out = []
-    for i in range(n_short):
-        ep = episode(rng, search, f"loop-short-{i:02d}")
+    for i in range(n_short):  # alternately one-question episodes (1-3 calls) and 3-8 step loops
+        if i % 2 == 0:
+            ep = episode(rng, search, f"loop-short-{i:02d}")
+        else:
+            ep = long_episode(rng, search, f"loop-short-{i:02d}", steps=rng.randint(3, 8))
         first = ep["messages"][1]["tool_calls"][0]["function"]["name"]
         ep["domain"] = domain_of[first]
         out.append(ep)
