@@ -168,3 +168,16 @@ def test_failed_export_leaves_no_partial_file(graph, tmp_path):
     with pytest.raises(TypeError):
         write_graph_data(bad, target)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_graph_for_demo_writes_each_domain_and_the_difference(ds, tmp_path):
+    from workbench.graph import graph_for_demo
+
+    written = graph_for_demo(ds, tmp_path / "graphs", formats=("graphml", "ct.json"))
+    assert sorted(p.name for p in written) == sorted(
+        f"graph-{stem}.{ext}" for stem in ("code", "math", "math-minus-code") for ext in ("graphml", "ct.json")
+    )
+    diff = nx.read_graphml(tmp_path / "graphs" / "graph-math-minus-code.graphml")
+    assert diff.graph["kind"] == "difference" and diff.graph["label_a"] == "domain=math"
+    math = nx.read_graphml(tmp_path / "graphs" / "graph-math.graphml")
+    assert int(math.graph["n_tokens"]) == 3
