@@ -120,7 +120,7 @@ def _edge_counts(
     e2 = n_experts * n_experts
     scratch_count = np.zeros(e2, np.int64)
     scratch_weight = np.zeros(e2, np.float64)
-    cap = max(1, n * k * k * max(0, n_layers - 1))
+    cap = max(1, min(n * k * k, e2) * max(0, n_layers - 1))  # distinct pairs per layer pair <= min(n k^2, E^2)
     out_layer = np.empty(cap, np.int64)
     out_code = np.empty(cap, np.int64)
     out_count = np.empty(cap, np.int64)
