@@ -8,5 +8,6 @@ from __future__ import annotations
 
 from workbench.viz.export import EXPORT_FORMATS, export_figure, export_graph
 from workbench.viz.graph_figure import graph_figure
+from workbench.viz.report import render_html, write_report
 
-__all__ = ["EXPORT_FORMATS", "export_figure", "export_graph", "graph_figure"]
+__all__ = ["EXPORT_FORMATS", "export_figure", "export_graph", "graph_figure", "render_html", "write_report"]
