@@ -118,6 +118,16 @@ def render_card(model_dir: Path, manifest: dict[str, Any]) -> str:
             "",
             f"Bars met: `{json.dumps(ev['bars'])}`.",
         ]
+        missed = [name for name, ok in ev["bars"].items() if not ok]
+        if missed:
+            lines += [
+                "",
+                f"**Not met: {', '.join(missed)}.** This model saw {summary.get('tokens_seen', 0):,} training tokens "
+                f"({summary.get('train_minutes')} min on a 2-core CPU shared with other jobs); the bars that depend "
+                "on how much text the model has seen (loss on code and prose, argument quality of sampled tool "
+                "calls) need a longer run (`--max-minutes`). Routing structure (balance, specialisation) is "
+                "already in place.",
+            ]
     else:
         lines.append("Not evaluated yet: run `workbench mini-k2 eval`.")
     lines += [

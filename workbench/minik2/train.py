@@ -111,7 +111,7 @@ def train(
     log_path = out / "training_log.jsonl"
     log = log_path.open("w")
     tokens_seen = 0
-    step = 0
+    done = 0  # optimizer steps taken
     t_train = time.time()
     with RouterTap(model) as tap, tqdm(total=s.steps, desc="train mini K2", disable=not progress) as bar:
         for step in range(s.steps):
@@ -135,6 +135,7 @@ def train(
             loads = expert_loads(tap.records, config.n_routed_experts)
             ratio = update_correction_bias(tap.gates, loads, s.bias_gamma)
             tokens_seen += batch[:, :-1].numel()
+            done += 1
             bar.update()
             bar.set_postfix(loss=f"{lm_loss.item():.3f}", maxload=f"{ratio.max().item():.2f}")
             if step % s.log_every == 0 or step == s.steps - 1:
@@ -156,7 +157,7 @@ def train(
     save_model(model, out, [im_end, eos], pad)
     summary = {
         "settings": asdict(s),
-        "steps_done": step + 1,
+        "steps_done": done,
         "tokens_seen": tokens_seen,
         "train_minutes": round((time.time() - t_train) / 60, 2),
         "total_minutes": round((time.time() - t0) / 60, 2),
