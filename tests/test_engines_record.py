@@ -120,7 +120,7 @@ def test_cli_unreachable_server_is_one_line_exit_2(tmp_path, model_dir):
     proc = subprocess.run(
         [str(Path(sys.executable).with_name("workbench")), "record", "--engine", "vllm", "--url", "http://127.0.0.1:9",
          "--model", str(model_dir), "--prompts", str(prompts), "--out", str(out)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     if "No such command" in proc.stderr:
         pytest.skip("workbench record is not registered yet")
