@@ -20,7 +20,7 @@ def ds(tmp_path_factory):
 
 
 def _node_trace(fig):
-    return next(t for t in fig.data if t.mode == "markers")
+    return next(t for t in fig.data if t.mode.startswith("markers"))
 
 
 def test_figure_nodes_hover_and_layout(ds):
@@ -28,7 +28,8 @@ def test_figure_nodes_hover_and_layout(ds):
     fig = graph_figure(g)
     nodes = _node_trace(fig)
     assert list(nodes.customdata) == list(g.nodes)
-    hover = dict(zip(nodes.customdata, nodes.text, strict=True))
+    hover = dict(zip(nodes.customdata, nodes.hovertext, strict=True))
+    assert list(nodes.text) == [f"E{g.nodes[n]['expert']}" for n in g.nodes]  # expert labels
     assert "expert 3 · layer 2" in hover["L2:E3"] and "top tokens: f (1)" in hover["L2:E3"]
     assert "tokens 3 · load 0.600" in hover["L1:E0"] and "mean gate 0.500" in hover["L1:E0"]
     assert "math 67%" in hover["L1:E0"]

@@ -33,6 +33,7 @@ PALETTE = (
 )
 POSITIVE, NEGATIVE, NEUTRAL = "#c0392b", "#2471a3", "#999999"
 WIDTH_CLASSES = 5
+LABEL_MAX = 400  # label nodes with their expert id up to this many nodes (beyond, hover only)
 
 
 def _hover(node: str, d: dict[str, Any], difference: bool) -> str:
@@ -114,11 +115,14 @@ def graph_figure(g: nx.DiGraph, *, title: str | None = None, width: int = 1100, 
     node_trace = go.Scatter(
         x=[pos[n][0] for n in nodes],
         y=[pos[n][1] for n in nodes],
-        mode="markers",
+        mode="markers+text" if len(nodes) <= LABEL_MAX else "markers",
         marker={"size": sizes.tolist(), "color": colours, "line": {"width": 0.5, "color": "#333"}},
-        text=[_hover(n, d, difference) for n, d in zip(nodes, data, strict=True)],
+        text=[f"E{d['expert']}" for d in data] if len(nodes) <= LABEL_MAX else None,
+        textposition="middle right",
+        textfont={"size": 9, "color": "#444"},
+        hovertext=[_hover(n, d, difference) for n, d in zip(nodes, data, strict=True)],
         customdata=nodes,
-        hovertemplate="%{text}<extra></extra>",
+        hovertemplate="%{hovertext}<extra></extra>",
         showlegend=False,
     )
     if title is None:
