@@ -127,7 +127,7 @@ def test_ablate_cli(tmp_path):
         [*args, "--experts", "1:0,2:3", "--out", str(out)], capture_output=True, text=True, timeout=300
     )
     assert res.returncode == 0, res.stderr
-    assert "Δ targeted" in res.stdout
+    assert "Masking 2 experts (1:0, 2:3) vs 2 random masks" in res.stdout
     data = json.loads((out / "ablation.json").read_text())
     assert set(data["domains"]) == {"math", "code", "language"} and data["experts"] == ["1:0", "2:3"]
     bad = subprocess.run([*args, "--experts", "7:0"], capture_output=True, text=True, timeout=300)
