@@ -49,13 +49,21 @@ def train_cmd(
     ] = 36.0,
     seed: Annotated[int, typer.Option(help="Seed for initialisation and batch sampling.")] = 0,
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 2,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 4e-3,
+    warmup: Annotated[int, typer.Option(min=0, help="Linear warm-up steps.")] = 20,
+    init_from: Annotated[
+        Path | None, typer.Option(help="Continue from a model this command wrote (second stage, fresh schedule).")
+    ] = None,
 ) -> None:
     """Train tokenizer and model from scratch with K2's routing and DeepSeek-V3 balancing."""
     from workbench.minik2.train import TrainSettings, train
 
     if not (corpus / "manifest.json").exists():
         raise WorkbenchError(f"no corpus at {corpus}; build it first: workbench mini-k2 corpus --out {corpus}")
-    summary = train(corpus, out, TrainSettings(steps=steps, max_minutes=max_minutes, seed=seed, threads=threads))
+    if init_from is not None and not (init_from / "model.safetensors").exists():
+        raise WorkbenchError(f"--init-from {init_from} holds no model.safetensors; give a directory `train` wrote")
+    settings = TrainSettings(steps=steps, max_minutes=max_minutes, seed=seed, threads=threads, lr=lr, warmup=warmup)
+    summary = train(corpus, out, settings, init_from=init_from)
     typer.echo(json.dumps(summary, indent=2))
 
 

@@ -80,6 +80,20 @@ def render_card(model_dir: Path, manifest: dict[str, Any]) -> str:
         f"Steps: {summary.get('steps_done')}, tokens seen: {summary.get('tokens_seen', 0):,}, training time:",
         f"{summary.get('train_minutes')} min ({summary.get('total_minutes')} min including tokenizer) on "
         f"{summary.get('threads')} CPU threads of a shared machine.",
+    ]
+    stage1 = _read(model_dir / "training_summary_stage1.json")
+    if summary.get("init_from") and stage1:
+        lines += [
+            "",
+            f"This is a second stage continued from a first one (`training_summary_stage1.json`, "
+            f"`training_log_stage1.jsonl`): {stage1.get('steps_done')} steps, {stage1.get('tokens_seen', 0):,} "
+            f"tokens, {stage1.get('train_minutes')} min. Total: "
+            f"{stage1.get('steps_done', 0) + summary.get('steps_done', 0)} steps, "
+            f"{stage1.get('tokens_seen', 0) + summary.get('tokens_seen', 0):,} tokens, "
+            f"{round(stage1.get('train_minutes', 0) + summary.get('train_minutes', 0), 1)} min.",
+        ]
+    lines += [
+        "",
         "Balancing: DeepSeek-V3's auxiliary-loss-free bias update after every step plus the sequence-wise",
         "balance loss (arXiv:2412.19437 §2.1.2); the log is `training_log.jsonl`.",
         "",
@@ -137,6 +151,17 @@ def render_card(model_dir: Path, manifest: dict[str, Any]) -> str:
         "```",
         "workbench mini-k2 corpus --out build/minik2/corpus",
         "nice workbench mini-k2 train --corpus build/minik2/corpus --out data/models/k2-mini",
+        *(
+            [
+                "# second stage (the shipped weights)",
+                "nice workbench mini-k2 train --corpus build/minik2/corpus --init-from STAGE1_DIR"
+                " --out data/models/k2-mini"
+                f" --seed {summary['settings']['seed']} --lr {summary['settings']['lr']}"
+                f" --warmup {summary['settings']['warmup']} --max-minutes {summary['settings']['max_minutes']}",
+            ]
+            if summary.get("init_from")
+            else []
+        ),
         "workbench mini-k2 eval --model data/models/k2-mini --corpus build/minik2/corpus",
         "```",
         "",

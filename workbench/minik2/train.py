@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm import tqdm
-from transformers import DeepseekV3ForCausalLM, GenerationConfig
+from transformers import AutoTokenizer, DeepseekV3ForCausalLM, GenerationConfig
 
 from workbench.minik2 import fast_experts
 from workbench.minik2.balance import RouterTap, expert_loads, sequence_balance_loss, update_correction_bias
@@ -81,8 +81,13 @@ def train(
     *,
     vocab_size: int = VOCAB_SIZE,
     progress: bool = True,
+    init_from: Path | None = None,
 ) -> dict[str, Any]:
-    """Rebuild tokenizer and model in ``out`` from ``corpus``; return a summary (also in the log)."""
+    """Rebuild tokenizer and model in ``out`` from ``corpus``; return a summary (also in the log).
+
+    ``init_from``: continue from a model directory this function wrote (its tokenizer, weights and
+    correction biases) instead of starting from scratch: a second stage with a fresh lr schedule.
+    """
     s = settings or TrainSettings()
     torch.set_num_threads(s.threads)
     random.seed(s.seed)
@@ -91,12 +96,21 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
 
-    tokenizer = build_tokenizer(corpus, out, vocab_size)
+    tokenizer: Any
+    if init_from is None:
+        tokenizer = build_tokenizer(corpus, out, vocab_size)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(init_from, local_files_only=True)
+        tokenizer.save_pretrained(out)
     streams = load_streams(corpus, "train", tokenizer, tuple(MIXTURE), s.doc_limit, s.seed)
     sampler = BatchSampler(streams, MIXTURE, s.seq_len, s.seed)
     shape = replace(shape or MiniK2Shape(), vocab_size=len(tokenizer))
     config = mini_k2_config(shape)
     model = DeepseekV3ForCausalLM(config)
+    if init_from is not None:
+        stage1 = DeepseekV3ForCausalLM.from_pretrained(init_from, dtype=torch.float32, local_files_only=True)
+        model.load_state_dict(stage1.state_dict())  # weights and e_score_correction_bias buffers
+        del stage1
     model.config._experts_implementation = fast_experts.register()
     model.train()
     top_k = int(config.num_experts_per_tok or 8)
@@ -163,6 +177,7 @@ def train(
         "total_minutes": round((time.time() - t0) / 60, 2),
         "parameters": sum(p.numel() for p in model.parameters()),
         "threads": s.threads,
+        "init_from": str(init_from) if init_from else None,
     }
     (out / "training_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
