@@ -133,11 +133,15 @@ def render_card(model_dir: Path, manifest: dict[str, Any]) -> str:
             f"Bars met: `{json.dumps(ev['bars'])}`.",
         ]
         missed = [name for name, ok in ev["bars"].items() if not ok]
+        tokens = summary.get("tokens_seen", 0) + (stage1.get("tokens_seen", 0) if summary.get("init_from") else 0)
+        minutes = round(
+            summary.get("train_minutes", 0) + (stage1.get("train_minutes", 0) if summary.get("init_from") else 0), 1
+        )
         if missed:
             lines += [
                 "",
-                f"**Not met: {', '.join(missed)}.** This model saw {summary.get('tokens_seen', 0):,} training tokens "
-                f"({summary.get('train_minutes')} min on a 2-core CPU shared with other jobs); the bars that depend "
+                f"**Not met: {', '.join(missed)}.** This model saw {tokens:,} training tokens "
+                f"({minutes} min on a 2-core CPU shared with other jobs); the bars that depend "
                 "on how much text the model has seen (loss on code and prose, argument quality of sampled tool "
                 "calls) need a longer run (`--max-minutes`). Routing structure (balance, specialisation) is "
                 "already in place.",
@@ -150,7 +154,11 @@ def render_card(model_dir: Path, manifest: dict[str, Any]) -> str:
         "",
         "```",
         "workbench mini-k2 corpus --out build/minik2/corpus",
-        "nice workbench mini-k2 train --corpus build/minik2/corpus --out data/models/k2-mini",
+        *(
+            ["nice workbench mini-k2 train --corpus build/minik2/corpus --out STAGE1_DIR"]
+            if summary.get("init_from")
+            else ["nice workbench mini-k2 train --corpus build/minik2/corpus --out data/models/k2-mini"]
+        ),
         *(
             [
                 "# second stage (the shipped weights)",
