@@ -10,8 +10,6 @@ from hooks_helpers import tiny_deepseek
 from transcripts_helpers import k2_test_tokenizer
 from workbench.hooks import route_tokens
 
-pytest.importorskip("workbench.transcripts.k2_toolcalls")
-
 from workbench.agent.loop import MALFORMED_LABEL, run_agent
 from workbench.agent.tools import make_toolbox
 

@@ -122,8 +122,6 @@ def test_cli_unreachable_server_is_one_line_exit_2(tmp_path, model_dir):
          "--model", str(model_dir), "--prompts", str(prompts), "--out", str(out)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
-    if "No such command" in proc.stderr:
-        pytest.skip("workbench record is not registered yet")
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: cannot reach the vllm server")

@@ -106,8 +106,6 @@ def test_notebooks_without_a_store_explain_instead_of_failing(monkeypatch: pytes
 
 @pytest.mark.slow
 def test_all_notebooks_on_the_mini_k2(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    if not (MINI_K2 / "config.json").exists():
-        pytest.skip("the bundled mini K2 (data/models/k2-mini) is not built yet: `workbench mini-k2 train`")
     env = {
         "WORKBENCH_STORES": str(tmp_path / "stores"),
         "WORKBENCH_EXPORT_DIR": str(tmp_path / "exports"),

@@ -18,13 +18,7 @@ from workbench.models import BUNDLED, planned_routing_config
 
 MINI = BUNDLED["k2-mini"]
 SUITE = Path(__file__).resolve().parent.parent / "data" / "prompts" / "suite.jsonl"
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not ((MINI / "config.json").is_file() and any(MINI.glob("*.safetensors"))),
-        reason="the bundled mini K2 is not built yet",
-    ),
-]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +44,6 @@ def test_minik2_capture_matches_recomputed_topk(mini: tuple[torch.nn.Module, obj
 
 
 def test_record_suite_subset(tmp_path: Path) -> None:
-    if not SUITE.is_file():
-        pytest.skip("data/prompts/suite.jsonl not there yet")
     lines = [ln for ln in SUITE.read_text().splitlines() if ln.strip()][:6]
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("\n".join(lines) + "\n")

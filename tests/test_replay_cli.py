@@ -79,7 +79,6 @@ def test_agent_refusals(tmp_path, checkpoint):
 
 @pytest.mark.slow
 def test_agent_end_to_end_on_a_random_model(tmp_path, checkpoint):
-    pytest.importorskip("workbench.transcripts.k2_toolcalls")
     from workbench.store.io import open_store
 
     out, jl = tmp_path / "a.zarr", tmp_path / "a.jsonl"

@@ -37,7 +37,8 @@ def _expect_full_segments(r, transcript):
 
 
 def test_mini_template_structure():
-    mod = pytest.importorskip("workbench.minik2.chat_template")
+    from workbench.minik2 import chat_template as mod
+
     tok = k2_test_tokenizer(mod.CHAT_TEMPLATE)
     t = transcript_from_dict(tool_loop_transcript(3))
     plain = render_transcript(tok, t)
@@ -49,7 +50,6 @@ def test_mini_template_structure():
     assert r.text == mod.render_training_text(tok, t.messages, t.tools)  # what the mini K2 was trained on
 
 
-@pytest.mark.skipif(not (MINI / "config.json").exists(), reason="the bundled mini K2 is not there yet")
 def test_bundled_transcripts_on_the_mini_k2_tokenizer():
     from transformers import AutoTokenizer
 
@@ -67,7 +67,6 @@ def test_bundled_transcripts_on_the_mini_k2_tokenizer():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (MINI / "config.json").exists(), reason="the bundled mini K2 is not there yet")
 def test_replay_and_agent_on_the_mini_k2():
     """The embedded default end to end: a bundled transcript replayed, and a live tool loop."""
     import numpy as np
@@ -83,7 +82,6 @@ def test_replay_and_agent_on_the_mini_k2():
     assert res.record.n_tokens == len(res.rendered.token_ids) and res.rendered.not_rendered == []
     assert {s.kind for s in res.record.spans} >= {"think", "tool_call", "tool_result", "answer"}
 
-    pytest.importorskip("workbench.transcripts.k2_toolcalls")
     ep = run_agent(model, tok, "What is 238 * 17 + 5?", make_toolbox(["calculator", "python", "search"]),
                    max_steps=3, max_new_tokens=96, temperature=0.7, seed=0)  # fmt: skip
     assert ep.steps and ep.stop_reason
