@@ -126,3 +126,21 @@ def test_cli_unreachable_server_is_one_line_exit_2(tmp_path, model_dir):
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: cannot reach the vllm server")
     assert not out.exists()
+
+
+def test_cli_timeout_option_reaches_the_client(tmp_path, model_dir):
+    """`workbench record --engine ... --timeout S`: a server slower than S gives one line naming the fix."""
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("\n".join(json.dumps(p) for p in PROMPTS[:1]) + "\n")
+    out = tmp_path / "slow.zarr"
+    with fake_engine("sglang", 300, mode="slow") as srv:
+        proc = subprocess.run(
+            [str(Path(sys.executable).with_name("workbench")), "record", "--engine", "sglang", "--url", srv.url,
+             "--model", str(model_dir), "--prompts", str(prompts), "--out", str(out), "--timeout", "0.5",
+             "--concurrency", "1"],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "within 0.5 s: raise --timeout" in lines[0], proc.stderr
+    assert not out.exists()

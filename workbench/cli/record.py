@@ -41,6 +41,11 @@ def record(
         str | None, typer.Option(help="Capture by a running inference server instead: vllm or sglang.")
     ] = None,
     url: Annotated[str | None, typer.Option(help="The engine's base URL, with --engine.")] = None,
+    served_model: Annotated[
+        str | None, typer.Option(help="With --engine: the model name the server serves (default: asked from it).")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="With --engine: seconds to wait for each answer.")] = 600.0,
+    concurrency: Annotated[int, typer.Option(help="With --engine: requests in flight at once.")] = 8,
 ) -> None:
     """Record per-token expert routing of a model on a prompt file into a routing store."""
     from rich.console import Console
@@ -60,7 +65,16 @@ def record(
         from workbench.engines import record_from_engine
 
         result = record_from_engine(
-            engine, url, prompts, out, model=model, max_new_tokens=max_new_tokens, trust_remote_code=trust_remote_code
+            engine,
+            url,
+            prompts,
+            out,
+            model=model,
+            max_new_tokens=max_new_tokens,
+            trust_remote_code=trust_remote_code,
+            served_model=served_model,
+            timeout=timeout,
+            concurrency=concurrency,
         )
         console.print(f"recorded via {engine}: {result}")
         return
