@@ -8,12 +8,12 @@ model is loaded.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from workbench.errors import WorkbenchError
+from workbench.jsonl import json_lines
 
 
 class PromptFileError(WorkbenchError):
@@ -83,20 +83,12 @@ def read_prompts(path: str | Path) -> list[PromptRecord]:
         raise PromptFileError(f"prompts file {p} does not exist")
     records: list[PromptRecord] = []
     seen: dict[str, str] = {}
-    with p.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{p.name}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise PromptFileError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from err
-            rec = _parse_line(obj, where)
-            if rec.id in seen:
-                raise PromptFileError(f"{where}: duplicate id {rec.id!r} (first at {seen[rec.id]})")
-            seen[rec.id] = where
-            records.append(rec)
+    for where, obj in json_lines(p, PromptFileError):
+        rec = _parse_line(obj, where)
+        if rec.id in seen:
+            raise PromptFileError(f"{where}: duplicate id {rec.id!r} (first at {seen[rec.id]})")
+        seen[rec.id] = where
+        records.append(rec)
     if not records:
         raise PromptFileError(f"prompts file {p} holds no prompts")
     return records

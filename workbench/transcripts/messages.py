@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import WorkbenchError
+from workbench.jsonl import json_lines
 
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -160,20 +161,12 @@ def read_transcripts(path: str | Path) -> list[Transcript]:
         raise TranscriptError(f"transcripts file {str(p)!r} does not exist")
     out: list[Transcript] = []
     seen: set[str] = set()
-    with p.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{p.name} line {lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise TranscriptError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
-            t = transcript_from_dict(obj, where=where, source=str(p))
-            if t.id in seen:
-                raise TranscriptError(f"{where}: id {t.id!r} appears twice in this file; ids must be unique")
-            seen.add(t.id)
-            out.append(t)
+    for where, obj in json_lines(p, TranscriptError, "{name} line {line}"):
+        t = transcript_from_dict(obj, where=where, source=str(p))
+        if t.id in seen:
+            raise TranscriptError(f"{where}: id {t.id!r} appears twice in this file; ids must be unique")
+        seen.add(t.id)
+        out.append(t)
     if not out:
         raise TranscriptError(f"{p.name}: no transcripts (the file is empty)")
     return out
