@@ -182,6 +182,32 @@ def test_bad_models(tmp_path: Path) -> None:
     assert not (tmp_path / "o.zarr").exists()
 
 
+@pytest.mark.usefixtures("no_model_load")
+def test_bad_device_map_file_is_refused_before_loading(tmp_path: Path, ckpt: Path) -> None:
+    prompts = write_prompts(tmp_path / "p.jsonl", PROMPTS[:1])
+    bad = tmp_path / "map.json"
+    bad.write_text('{"model.layers.1": ')
+    with pytest.raises(WorkbenchError, match=r"--device-map .*map\.json: cannot read it as JSON"):
+        record("--model", ckpt, "--prompts", prompts, "--out", tmp_path / "o.zarr", "--device-map", bad)
+    bad.write_text("[]")
+    with pytest.raises(WorkbenchError, match="expected a JSON object of module name -> device"):
+        record("--model", ckpt, "--prompts", prompts, "--out", tmp_path / "o.zarr", "--device-map", bad)
+    assert not (tmp_path / "o.zarr").exists()
+
+
+def test_device_map_file_places_layers(tmp_path: Path, ckpt: Path) -> None:
+    """A placement saved as JSON (as layer_device_map's output would be) reaches accelerate."""
+    from workbench.models import load_model
+
+    placement = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "cpu",
+                 "model.layers.1": "disk", "model.layers.2": "cpu", "model.layers.3": "cpu", "model.norm": "cpu",
+                 "lm_head": "cpu"}  # fmt: skip
+    path = tmp_path / "map.json"
+    path.write_text(json.dumps(placement))
+    model, _ = load_model(ckpt, device_map=str(path), offload_folder=tmp_path / "offload")
+    assert model.hf_device_map == placement
+
+
 def test_cli_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     """The real entry point: one `error: ...` line on stderr, exit status 2, no traceback."""
     prompts = tmp_path / "p.jsonl"

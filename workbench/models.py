@@ -67,6 +67,26 @@ def _torch_dtype(dtype: str) -> Any:
     return torch.float32 if dtype == "fp32" else torch.bfloat16
 
 
+def resolve_device_map(device_map: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+    """A device map as given, or read from a JSON file (``{"model.layers.3": 0, ...}``) when it names one.
+
+    The per-layer placement of ``workbench.engines.placement.layer_device_map`` is saved that way so
+    the CLI's ``--device-map k2_map.json`` can use it.
+    """
+    if not isinstance(device_map, str) or not device_map.endswith(".json"):
+        return device_map
+    path = Path(device_map).expanduser()
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise WorkbenchError(
+            f"--device-map {device_map}: cannot read it as JSON ({err}); give a file with a module -> device map"
+        ) from err
+    if not isinstance(data, dict) or not data:
+        raise WorkbenchError(f"--device-map {device_map}: expected a JSON object of module name -> device")
+    return data
+
+
 def load_model(
     name_or_path: str | Path,
     *,
@@ -74,6 +94,7 @@ def load_model(
     device_map: str | dict[str, Any] | None = None,
     trust_remote_code: bool = False,
     offload_folder: str | Path | None = None,
+    stream_int4: bool = True,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer for recording, in eval mode.
 
@@ -84,9 +105,15 @@ def load_model(
     dtype
         "fp32" or "bf16" (the router and its bias stay fp32 where the model class keeps them so).
     device_map
-        Passed to transformers/accelerate, e.g. "auto" or {"model.layers.3": "cpu", ...}.
+        Passed to transformers/accelerate, e.g. "auto" or {"model.layers.3": "cpu", ...}, or the path
+        of a JSON file holding such a dict (``resolve_device_map``).
     trust_remote_code
         Load the checkpoint's own modeling code (K2's remote DeepSeek code).
+    stream_int4
+        For compressed-tensors checkpoints loaded packed (K2 Thinking with its remote code), decompress
+        each INT4 projection only while it runs (``workbench.hooks.int4_stream``) instead of letting
+        compressed-tensors decompress the whole model on the first forward. The installed
+        ``StreamDecompression`` is ``model.workbench_int4_stream``.
 
     Raises
     ------
@@ -101,6 +128,7 @@ def load_model(
     from workbench.hooks import find_adapter
 
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+    device_map = resolve_device_map(device_map)
     if device_map is not None:
         kwargs["device_map"] = device_map
         if offload_folder is not None:
@@ -114,6 +142,12 @@ def load_model(
         raise WorkbenchError(f"cannot load model {path}: {first}{hint}") from err
     model.eval()
     find_adapter(model)  # refuse families the hooks cannot record, before any work starts
+    if stream_int4:
+        from workbench.hooks.int4_stream import StreamDecompression
+
+        stream = StreamDecompression(model)
+        if stream.stats.packed_modules:
+            model.workbench_int4_stream = stream.install()
     return model, tokenizer
 
 

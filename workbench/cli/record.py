@@ -32,7 +32,9 @@ def record(
     ),
     max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate per prompt (0: prompt only).")] = 0,
     batch_size: Annotated[int, typer.Option(help="Prompts per forward/generate batch.")] = 8,
-    device_map: Annotated[str | None, typer.Option(help='accelerate device map, e.g. "auto".')] = None,
+    device_map: Annotated[
+        str | None, typer.Option(help='accelerate device map: "auto" or a JSON file of module -> device.')
+    ] = None,
     dtype: Annotated[str, typer.Option(help="fp32 or bf16.")] = "fp32",
     trust_remote_code: Annotated[
         bool, typer.Option("--trust-remote-code", help="Run the checkpoint's own modeling code (K2 remote code).")
@@ -111,7 +113,7 @@ def _record_with_hooks(
     from tqdm import tqdm
 
     from workbench.errors import StoreError, WorkbenchError
-    from workbench.models import DTYPES, load_model, planned_routing_config, tokenizer_attrs
+    from workbench.models import DTYPES, load_model, planned_routing_config, resolve_device_map, tokenizer_attrs
     from workbench.prompts import read_prompts
     from workbench.store.io import check_appendable, open_store
 
@@ -119,6 +121,7 @@ def _record_with_hooks(
     if dtype not in DTYPES:
         raise WorkbenchError(f"unknown --dtype {dtype!r}; use one of {', '.join(DTYPES)}")
     records = read_prompts(prompts_path)  # 1. the prompts, line by line
+    placement = resolve_device_map(device_map)  # a placement file is read before the slow load
     planned = planned_routing_config(model, trust_remote_code=trust_remote_code)  # 2. model dir, MoE family
     check_appendable(out, planned)  # 3. the store accepts this model, no other writer
     try:
@@ -131,7 +134,7 @@ def _record_with_hooks(
         raise WorkbenchError(f"{len(clash)} prompt id(s) are already in {out} ({shown}); use another --out or new ids")
 
     console.print(f"loading {model} ({dtype}) ...")
-    loaded, tokenizer = load_model(model, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code)
+    loaded, tokenizer = load_model(model, dtype=dtype, device_map=placement, trust_remote_code=trust_remote_code)
     from workbench.hooks import RoutingRecorder
     from workbench.hooks.batch import record_prompts
     from workbench.store.io import StoreWriter
