@@ -49,15 +49,21 @@ def test_config_has_k2_routing():
     assert cfg.to_dict()["scoring_func"] == "sigmoid" and cfg.to_dict()["topk_method"] == "noaux_tc"
 
 
-def test_padded_bmm_experts_match_eager():
+@pytest.mark.parametrize("prefer_grouped", [True, False])
+def test_fast_experts_match_eager(prefer_grouped):
     torch.manual_seed(0)
-    model = DeepseekV3ForCausalLM(mini_k2_config(TINY)).eval()
+    model = DeepseekV3ForCausalLM(mini_k2_config(TINY))
     x = torch.randint(0, 300, (2, 12))
-    with torch.no_grad():
-        ref = model(input_ids=x).logits
-        model.config._experts_implementation = register()
-        fast = model(input_ids=x).logits
-    assert torch.allclose(ref, fast, atol=1e-5)
+    ref = model(input_ids=x, labels=x)
+    ref.loss.backward()
+    ref_grad = model.model.layers[1].mlp.experts.gate_up_proj.grad.clone()
+    model.zero_grad()
+    model.config._experts_implementation = register(prefer_grouped)
+    assert model.config._experts_implementation == ("grouped_mm" if prefer_grouped else "padded_bmm")
+    fast = model(input_ids=x, labels=x)
+    fast.loss.backward()
+    assert torch.allclose(ref.logits, fast.logits, atol=1e-5)
+    assert torch.allclose(ref_grad, model.model.layers[1].mlp.experts.gate_up_proj.grad, atol=1e-6)
 
 
 def test_bias_update_balances_a_skewed_router():

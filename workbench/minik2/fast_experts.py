@@ -1,11 +1,17 @@
-"""A CPU-friendly experts forward for training: capacity-padded batched matmuls instead of a loop.
+"""CPU-friendly experts forwards for training and eval instead of transformers' per-expert loop.
 
 transformers' eager ``DeepseekV3Experts.forward`` runs one small matmul per hit expert (64 experts x
-6 layers, forward and backward), which on a 2-core CPU is dominated by per-call overhead. This
-implementation gathers every expert's tokens into a padded ``(E, C, H)`` block and does two ``bmm``
-calls. It computes the same function (same weights, same routing, same weighted sum); only the
-floating-point summation order differs. It is registered in transformers' ``ExpertsInterface`` under
-``"padded_bmm"`` and used only while training; saved models keep the default implementation.
+6 layers, forward and backward), which on a 2-core CPU is dominated by per-call overhead. Two faster
+implementations compute the same function (same weights, same routing, same weighted sum; only the
+floating-point summation order differs):
+
+- ``"grouped_mm"``: transformers' own, on ``torch._grouped_mm`` (assignments sorted by expert, one
+  grouped matmul per projection, no padding). Used when this torch build runs it on CPU.
+- ``"padded_bmm"`` (here): every expert's tokens gathered into a padded ``(E, C, H)`` block, two
+  ``bmm`` calls. The fallback; padding costs ``max load / mean load`` extra work once routing is uneven.
+
+:func:`register` picks one; it is used only while training and evaluating, and saved models keep
+transformers' default implementation.
 """
 
 from __future__ import annotations
@@ -47,8 +53,26 @@ def padded_bmm_experts_forward(
     return final.to(hidden_states.dtype)
 
 
-def register() -> str:
-    """Register the implementation (idempotent) and return its name for ``config._experts_implementation``."""
+def grouped_mm_runs_on_cpu() -> bool:
+    """Whether ``torch._grouped_mm`` exists and runs forward and backward on CPU in fp32 (torch >= 2.9)."""
+    if not hasattr(torch, "_grouped_mm"):
+        return False
+    try:
+        x = torch.randn(5, 4, requires_grad=True)  # rows of 16 bytes: the kernel's stride rule
+        w = torch.randn(2, 8, 4, requires_grad=True)
+        y = torch._grouped_mm(x, w.transpose(1, 2), offs=torch.tensor([2, 5], dtype=torch.int32))
+        y.backward(torch.ones_like(y).contiguous())
+        ref = torch.cat([x[:2] @ w[0].T, x[2:] @ w[1].T])
+        return bool(torch.allclose(y, ref, atol=1e-5))
+    except (RuntimeError, NotImplementedError):
+        return False
+
+
+def register(prefer_grouped: bool = True) -> str:
+    """Pick the implementation (registering the fallback, idempotent); return its name for
+    ``config._experts_implementation``."""
+    if prefer_grouped and "grouped_mm" in ALL_EXPERTS_FUNCTIONS and grouped_mm_runs_on_cpu():
+        return "grouped_mm"
     if NAME not in ALL_EXPERTS_FUNCTIONS:
         ALL_EXPERTS_FUNCTIONS.register(NAME, padded_bmm_experts_forward)
     return NAME
