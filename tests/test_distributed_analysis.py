@@ -33,6 +33,8 @@ def _run_all(ds: xr.Dataset) -> dict:
         "domain_divergence": A.domain_divergence(ds, n_boot=50, n_perm=50, seed=3),
         "specific_experts": A.specific_experts(ds, top=3),
         "graph": reasoning_graph(ds, math),
+        # block-wise counting (workbench.graph.chunked): its map-reduce tasks run on the workers
+        "graph_blocks": reasoning_graph(ds, chunked=True, top_edges=30),
     }
 
 
@@ -54,7 +56,10 @@ def store(tmp_path_factory):
     return str(path)
 
 
-def test_two_worker_cluster_matches_in_process(store):
+def test_two_worker_cluster_matches_in_process(store, monkeypatch):
+    import workbench.graph.chunked as chunked
+
+    monkeypatch.setattr(chunked, "BLOCK_TOKENS", 1000)  # 12 blocks, reduced by the same tree in both modes
     ds = open_store(store, chunks={"token": 1500})  # 8 token chunks -> many tasks to spread
     assert ds.expert_ids.data.npartitions >= 8
     local = _run_all(ds)

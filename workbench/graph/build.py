@@ -134,6 +134,7 @@ def reasoning_graph(
     top_edges: int | None = None,
     flow: float | None = None,
     top_tokens: int = 5,
+    chunked: bool | None = None,
 ) -> nx.DiGraph:
     """The reasoning graph of the tokens in ``selection`` (all of ``ds`` if None).
 
@@ -147,6 +148,8 @@ def reasoning_graph(
     ds : routing Dataset (``workbench.open_store``)
     selection : which tokens and layers (``workbench.parse_where(["domain=math"])``)
     top_tokens : how many most frequent tokens to list per node (``top_tokens`` attr; 0 for none)
+    chunked : count by token blocks on the active dask scheduler (memory bounded, runs on a
+        cluster); ``None``: for selections of 65,536 tokens or more (``workbench.graph.chunked``)
 
     Returns
     -------
@@ -158,7 +161,7 @@ def reasoning_graph(
     >>> g = reasoning_graph(ds, parse_where("domain=math"), top_edges=20)  # doctest: +SKIP
     >>> g.nodes["L1:E5"]["tokens"], g.edges["L1:E5", "L2:E9"]["weight"]  # doctest: +SKIP
     """
-    counts = count_routing(ds, selection, min_count=min_count, top_edges=top_edges, flow=flow)
+    counts = count_routing(ds, selection, min_count=min_count, top_edges=top_edges, flow=flow, chunked=chunked)
     model = ds.attrs.get("model") or {}
     return counts_to_graph(
         counts,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numba
 import numpy as np
@@ -70,6 +71,12 @@ class RoutingCounts:
     vocab: list[str] = field(repr=False, default_factory=list)
     positions: np.ndarray | None = field(repr=False, default=None)  # (T,) position within its sequence
     gate_weights: np.ndarray | None = field(repr=False, default=None)  # (T, L, k) float64; None if ids only
+    # Large selections (``workbench.graph.chunked``): edges already summed into dense (L-1, E²) arrays,
+    # and the selection's ids / token ids kept lazy (dask) for the top-token pass.
+    pair_cnt: np.ndarray | None = field(repr=False, default=None)
+    pair_w: np.ndarray | None = field(repr=False, default=None)
+    lazy_ids: Any = field(repr=False, default=None)
+    lazy_tokens: Any = field(repr=False, default=None)
 
     def pair_edges(self) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
         """For each layer pair p, all its edges: ``(p, codes src*E+dst (sorted), counts, weights)``.
@@ -78,11 +85,18 @@ class RoutingCounts:
         O(E² + T·k) whatever the number of pairs.
         """
         ne = self.n_experts
+        if self.pair_cnt is not None:  # counted by blocks already
+            for p in range(self.pair_cnt.shape[0]):
+                nz = np.flatnonzero(self.pair_cnt[p])
+                cnt = self.pair_cnt[p, nz]
+                use_w = self.weighted and self.pair_w is not None
+                yield p, nz, cnt, (self.pair_w[p, nz] if use_w else cnt.astype(np.float64))  # type: ignore[index]
+            return
         _, n_layers, k = self.expert_ids.shape
         cnt_buf = np.zeros(ne * ne, dtype=np.int64)
         w_buf = np.zeros(ne * ne, dtype=np.float64)
         ids_lt = np.ascontiguousarray(self.expert_ids.transpose(1, 0, 2), dtype=np.int32)  # (L, T, k)
-        weighted = self.gate_weights is not None
+        weighted = self.weighted and self.gate_weights is not None
         w_lt = (
             np.ascontiguousarray(self.gate_weights.transpose(1, 0, 2))  # (L, T, k)
             if self.gate_weights is not None
@@ -111,15 +125,21 @@ class RoutingCounts:
         if n <= 0 or nodes.size == 0 or self.n_tokens == 0:
             return out
         n_layers = self.layers.size
-        offs = np.arange(n_layers, dtype=np.int64)[None, :, None] * self.n_experts
-        node_code = self.expert_ids.astype(np.int64) + offs  # (T, L, k)
         wanted = np.zeros(n_layers * self.n_experts, dtype=bool)
         wanted[nodes] = True
-        hit = wanted[node_code]  # (T, L, k)
-        tok = np.broadcast_to(self.token_ids.astype(np.int64)[:, None, None], node_code.shape)[hit]
-        vocab_size = int(max(int(self.token_ids.max(initial=0)) + 1, len(self.vocab), 1))
-        pair_codes, counts = sorted_unique(node_code[hit] * vocab_size + tok, counts=True)
-        node_of, tok_of = np.divmod(pair_codes, vocab_size)
+        if self.lazy_ids is not None:  # large selection: a second pass over its blocks
+            from workbench.graph.chunked import TOKEN_SHIFT, chunked_node_tokens
+
+            pair_codes, counts = chunked_node_tokens(self.lazy_ids, self.lazy_tokens, wanted, self.n_experts)
+            shift = TOKEN_SHIFT
+        else:
+            offs = np.arange(n_layers, dtype=np.int64)[None, :, None] * self.n_experts
+            node_code = self.expert_ids.astype(np.int64) + offs  # (T, L, k)
+            hit = wanted[node_code]  # (T, L, k)
+            tok = np.broadcast_to(self.token_ids.astype(np.int64)[:, None, None], node_code.shape)[hit]
+            shift = int(max(int(self.token_ids.max(initial=0)) + 1, len(self.vocab), 1))
+            pair_codes, counts = sorted_unique(node_code[hit] * shift + tok, counts=True)
+        node_of, tok_of = np.divmod(pair_codes, shift)
         order = np.lexsort((tok_of, -counts, node_of))  # by node, then count desc, then token id
         node_of, tok_of, counts = node_of[order], tok_of[order], counts[order]
         first = np.flatnonzero(np.concatenate([[True], node_of[1:] != node_of[:-1]]))  # start of each node's run
@@ -156,16 +176,27 @@ def count_routing(
     top_edges: int | None = None,
     flow: float | None = None,
     edges: bool = True,
+    chunked: bool | None = None,
 ) -> RoutingCounts:
     """Count nodes and edges of the reasoning graph of ``selection`` (all tokens and layers if None).
 
     With pruning options (see ``workbench.graph.prune``), each layer pair is pruned as soon as it is
     counted and only its kept edges are stored; node counts and ``flow_totals`` stay complete.
 
+    ``chunked``: count by token blocks on the active dask scheduler (``workbench.graph.chunked``)
+    instead of reading the selection into memory; ``None`` chooses it for selections of at least
+    ``CHUNKED_MIN_TOKENS`` tokens. Counts are equal either way; weight sums agree to rounding.
+
     Raises ``SelectionError`` (one line) when the selection is unknown, empty, or its layer range
     lies outside the model.
     """
     sub = select(ds, selection or Selection())
+    from workbench.graph.chunked import CHUNKED_MIN_TOKENS
+
+    if chunked is None:
+        chunked = sub.sizes[S.TOKEN] >= CHUNKED_MIN_TOKENS
+    if chunked:
+        return _count_chunked(ds, sub, min_count=min_count, top_edges=top_edges, flow=flow, edges=edges)
     ids = np.asarray(sub[S.EXPERT_IDS].values)  # (T, L, k) int16
     weights = np.asarray(sub[S.GATE_WEIGHTS].values, dtype=np.float64)  # (T, L, k)
     token_ids = np.asarray(sub[S.TOKEN_ID].values)
@@ -217,6 +248,73 @@ def _pair_counts(
                     wsum[c] += wa[t, i] * wb[t, j]
 
 
+def _count_chunked(
+    ds: xr.Dataset, sub: xr.Dataset, *, min_count: int | None, top_edges: int | None, flow: float | None, edges: bool
+) -> RoutingCounts:
+    """``count_routing`` of a large selection by token blocks (see ``workbench.graph.chunked``)."""
+    import dask.array as da
+
+    from workbench.graph.chunked import chunked_counts
+    from workbench.graph.prune import check_pruning
+
+    check_pruning(min_count, top_edges, flow)  # refuse bad options before the long pass
+    ids = da.asarray(sub[S.EXPERT_IDS].data)
+    model = ds.attrs.get("model") or {}
+    n_experts = int(model.get("n_routed_experts") or int(ids.max().compute()) + 1)
+    has_w = bool(ds.attrs.get("has_gate_weights", True))
+    weights = da.asarray(sub[S.GATE_WEIGHTS].data) if has_w else None
+    names, dom = _token_domains(sub)
+    node_tokens, node_gate, node_domain, pair_cnt, pair_w = chunked_counts(ids, weights, dom, n_experts, len(names))
+    t, n_layers, k = (int(x) for x in ids.shape)
+    if t and int(node_tokens.sum()) != t * n_layers * k:
+        raise ValueError(f"expert ids outside 0..{n_experts - 1}")
+    weighted = has_w and not bool(np.isnan(node_gate).any())  # an ids-only capture has NaN weights
+    if not weighted:
+        node_gate = np.zeros_like(node_gate)
+    counts = RoutingCounts(
+        layers=np.asarray(sub[S.LAYER].values).astype(np.int64),
+        n_experts=n_experts,
+        top_k=k,
+        n_tokens=t,
+        weighted=weighted,
+        node_tokens=node_tokens,
+        node_gate=node_gate,
+        domains=tuple(names),
+        node_domain=node_domain,
+        edges=_empty_edges(),
+        flow_totals=np.zeros(max(n_layers - 1, 0)),
+        count_totals=np.full(max(n_layers - 1, 0), t * k * k, dtype=np.int64),
+        expert_ids=np.zeros((0, n_layers, k), dtype=np.int16),
+        token_ids=np.asarray(sub[S.TOKEN_ID].data[:512]),
+        vocab=list((ds.attrs.get("tokenizer") or {}).get("vocab", [])),
+        pair_cnt=pair_cnt,
+        pair_w=pair_w if weighted else None,
+        lazy_ids=ids,
+        lazy_tokens=da.asarray(sub[S.TOKEN_ID].data),
+    )
+    if edges:
+        _collect_edges(counts, min_count=min_count, top_edges=top_edges, flow=flow)
+    return counts
+
+
+def _collect_edges(counts: RoutingCounts, *, min_count: int | None, top_edges: int | None, flow: float | None) -> None:
+    """Fill ``counts.edges`` and ``flow_totals`` from ``pair_edges()``, pruning each pair as it comes."""
+    from workbench.graph.prune import check_pruning, prune_pair
+
+    check_pruning(min_count, top_edges, flow)
+    pruning = bool(min_count) or top_edges is not None or flow is not None
+    parts: list[tuple[np.ndarray, ...]] = []
+    for p, codes, cnt, wsum in counts.pair_edges():
+        counts.flow_totals[p] = float(wsum.sum())
+        if pruning:
+            kept = prune_pair(cnt, wsum, counts.flow_totals[p], min_count=min_count, top_edges=top_edges, flow=flow)
+            codes, cnt, wsum = codes[kept], cnt[kept], wsum[kept]
+        src, dst = np.divmod(codes, counts.n_experts)
+        parts.append((np.full(codes.size, p, dtype=np.int64), src, dst, cnt, wsum))
+    if parts:
+        counts.edges = EdgeTable(*(np.concatenate(col) for col in zip(*parts, strict=True)))
+
+
 def _empty_edges() -> EdgeTable:
     z = np.zeros(0, dtype=np.int64)
     return EdgeTable(z, z, z, z, np.zeros(0))
@@ -243,10 +341,9 @@ def count_arrays(
     unweighted: every edge weight is then its token count, and mean gate weights are undefined.
     ``edges=False`` counts nodes only (``pair_edges()`` still yields the edges, pair by pair).
     """
-    from workbench.graph.prune import check_pruning, prune_pair  # prune imports EdgeTable from here
+    from workbench.graph.prune import check_pruning  # prune imports EdgeTable from here
 
     check_pruning(min_count, top_edges, flow)
-    pruning = bool(min_count) or top_edges is not None or flow is not None
     t, n_layers, k = ids.shape
     if t and (int(ids.min()) < 0 or int(ids.max()) >= n_experts):
         raise ValueError(f"expert ids outside 0..{n_experts - 1}")
@@ -283,16 +380,6 @@ def count_arrays(
         vocab=vocab or [],
         gate_weights=w,
     )
-    if not edges:
-        return counts
-    parts: list[tuple[np.ndarray, ...]] = []
-    for p, codes, cnt, wsum in counts.pair_edges():
-        counts.flow_totals[p] = float(wsum.sum())
-        if pruning:
-            kept = prune_pair(cnt, wsum, counts.flow_totals[p], min_count=min_count, top_edges=top_edges, flow=flow)
-            codes, cnt, wsum = codes[kept], cnt[kept], wsum[kept]
-        src, dst = np.divmod(codes, ne)
-        parts.append((np.full(codes.size, p, dtype=np.int64), src, dst, cnt, wsum))
-    if parts:
-        counts.edges = EdgeTable(*(np.concatenate(col) for col in zip(*parts, strict=True)))
+    if edges:
+        _collect_edges(counts, min_count=min_count, top_edges=top_edges, flow=flow)
     return counts

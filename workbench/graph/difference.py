@@ -185,7 +185,7 @@ def difference_of_selections(
     check_pruning(min_count, top_edges, flow)
     use_count = not (ca.weighted and cb.weighted)
     if use_count:  # compare like with like: count shares on both sides
-        ca.gate_weights = cb.gate_weights = None
+        ca.weighted = cb.weighted = False
     ne = ca.n_experts
     node = _union(*_node_loads(ca), *_node_loads(cb))
     parts: list[tuple[np.ndarray, ...]] = []
