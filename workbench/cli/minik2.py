@@ -43,10 +43,10 @@ def corpus_cmd(
 def train_cmd(
     corpus: Annotated[Path, typer.Option(help="Corpus built by `workbench mini-k2 corpus`.")] = DEFAULT_CORPUS,
     out: Annotated[Path, typer.Option(help="Model directory to (re)write.")] = DEFAULT_MODEL,
-    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps (6 x 256 tokens each), an upper bound.")] = 20000,
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps (6 x 256 tokens each): the lr schedule.")] = 4400,
     max_minutes: Annotated[
-        float, typer.Option(help="Training wall time; the lr schedule ends there (0: no limit).")
-    ] = 36.0,
+        float, typer.Option(help="Wall-time cap; a slower machine stops there, lr decay included (0: no cap).")
+    ] = 57.0,
     seed: Annotated[int, typer.Option(help="Seed for initialisation and batch sampling.")] = 0,
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 2,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 4e-3,

@@ -77,10 +77,20 @@ def render_card(model_dir: Path, manifest: dict[str, Any]) -> str:
         "## Training",
         "",
         f"Settings: `{json.dumps(summary.get('settings', {}))}`.",
+        *([f"Domain mixture of the batches: `{json.dumps(summary['mixture'])}`."] if summary.get("mixture") else []),
         f"Steps: {summary.get('steps_done')}, tokens seen: {summary.get('tokens_seen', 0):,}, training time:",
-        f"{summary.get('train_minutes')} min ({summary.get('total_minutes')} min including tokenizer) on "
-        f"{summary.get('threads')} CPU threads of a shared machine.",
+        f"{summary.get('train_minutes')} min ({summary.get('total_minutes')} min including tokenizer and "
+        f"tokenisation) on {summary.get('threads')} CPU threads.",
     ]
+    settings = summary.get("settings", {})
+    if settings.get("max_minutes") and summary.get("steps_done", 0) < settings.get("steps", 0):
+        lines += [
+            "",
+            f"The {settings['max_minutes']:g}-minute cap ended the run at step {summary['steps_done']} of the "
+            f"{settings['steps']}-step schedule, and the learning rate followed the wall time "
+            "(cosine over the minutes). Bit-identical weights therefore need a machine of the same speed; "
+            "`--max-minutes 0` makes a run depend on the step count only.",
+        ]
     stage1 = _read(model_dir / "training_summary_stage1.json")
     if summary.get("init_from") and stage1:
         lines += [
@@ -107,7 +117,7 @@ def render_card(model_dir: Path, manifest: dict[str, Any]) -> str:
         ]
         for domain, row in ev["loss"].items():
             lines.append(
-                f"| {domain} | {_fmt(row['loss_nats'])} | {_fmt(row['unigram_entropy_nats'])} | {_fmt(row['ratio'])} |"
+                f"| {domain} | {_fmt(row['loss_nats'])} | {_fmt(row['unigram_entropy_nats'])} | {row['ratio']:.4f} |"
             )
         bal = ev["balance"]
         spec = ev["specialisation"]
@@ -141,7 +151,7 @@ def render_card(model_dir: Path, manifest: dict[str, Any]) -> str:
             lines += [
                 "",
                 f"**Not met: {', '.join(missed)}.** This model saw {tokens:,} training tokens "
-                f"({minutes} min on a 2-core CPU shared with other jobs); the bars that depend "
+                f"({minutes} min on a 2-core CPU); the bars that depend "
                 "on how much text the model has seen (loss on code and prose, argument quality of sampled tool "
                 "calls) need a longer run (`--max-minutes`). Routing structure (balance, specialisation) is "
                 "already in place.",
