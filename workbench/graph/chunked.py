@@ -20,7 +20,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from workbench.graph.counts import _pair_counts
+from workbench.graph.counts import _pair_counts, node_counts
 
 BLOCK_TOKENS = 65_536  # tokens per task: ids 60 MB, float64 weights 250 MB for K2
 CHUNKED_MIN_TOKENS = 65_536  # selections at least this large use this path (auto mode)
@@ -39,18 +39,9 @@ def block_counts(
     """
     t, n_layers, k = ids.shape
     ne = n_experts
-    node_code = ids.astype(np.int64) + np.arange(n_layers, dtype=np.int64)[None, :, None] * ne
-    flat = node_code.ravel()
-    node_tokens = np.bincount(flat, minlength=n_layers * ne).reshape(n_layers, ne)
     weighted = weights is not None
     w = np.asarray(weights, dtype=np.float64) if weights is not None else np.zeros((t, n_layers, k))
-    node_gate = (
-        np.bincount(flat, weights=w.ravel(), minlength=n_layers * ne).reshape(n_layers, ne)
-        if weighted
-        else np.zeros((n_layers, ne))
-    )
-    d_code = (np.broadcast_to(dom[:, None, None], node_code.shape) * (n_layers * ne) + node_code).ravel()
-    node_domain = np.bincount(d_code, minlength=n_domains * n_layers * ne).reshape(n_domains, n_layers, ne)
+    node_tokens, node_gate, node_domain = node_counts(ids, w if weighted else None, dom, ne, n_domains)
     pairs = max(n_layers - 1, 0)
     pair_cnt = np.zeros((pairs, ne * ne), dtype=np.int64)
     pair_w = np.zeros((pairs, ne * ne), dtype=np.float64)
@@ -65,9 +56,9 @@ def _add(a: Partial, b: Partial) -> Partial:
     return tuple(x + y for x, y in zip(a, b, strict=True))  # type: ignore[return-value]
 
 
-def tree_sum(parts: list[Any]) -> Any:
-    """Add delayed partials pairwise, level by level: a fixed tree, so any scheduler sums in one order."""
-    add = dask.delayed(_add, pure=True)
+def tree_sum(parts: list[Any], combine: Any = _add) -> Any:
+    """Combine delayed partials pairwise, level by level: a fixed tree, so any scheduler sums in one order."""
+    add = dask.delayed(combine, pure=True)
     while len(parts) > 1:
         nxt = [add(parts[i], parts[i + 1]) for i in range(0, len(parts) - 1, 2)]
         if len(parts) % 2:
@@ -120,11 +111,5 @@ def chunked_node_tokens(
     bounds = block_bounds(int(ids.shape[0]), block)
     one = dask.delayed(block_node_tokens, pure=True)
     parts = [one(ids[a:b], tok[a:b], wanted, n_experts) for a, b in bounds]
-    merge = dask.delayed(_merge, pure=True)
-    while len(parts) > 1:
-        nxt = [merge(parts[i], parts[i + 1]) for i in range(0, len(parts) - 1, 2)]
-        if len(parts) % 2:
-            nxt.append(parts[-1])
-        parts = nxt
-    ((codes, counts),) = dask.compute(parts[0])
+    ((codes, counts),) = dask.compute(tree_sum(parts, _merge))
     return np.asarray(codes), np.asarray(counts)

@@ -152,6 +152,29 @@ class RoutingCounts:
         return out
 
 
+def node_counts(
+    ids: np.ndarray, weights: np.ndarray | None, dom: np.ndarray, n_experts: int, n_domains: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per (layer, expert): tokens routed, sum of their gate weights (zeros if ``weights`` is None), and
+    tokens per domain. ``ids`` (T, L, k), ``weights`` (T, L, k), ``dom`` (T,) domain codes ->
+    ``(L, E)``, ``(L, E)``, ``(D, L, E)``. NaN weights propagate into the gate sums."""
+    n_layers = ids.shape[1]
+    ne = n_experts
+    node_code = ids.astype(np.int64) + np.arange(n_layers, dtype=np.int64)[None, :, None] * ne  # (T, L, k)
+    flat = node_code.ravel()
+    node_tokens = np.bincount(flat, minlength=n_layers * ne).reshape(n_layers, ne)
+    node_gate = (
+        np.bincount(flat, weights=np.asarray(weights, dtype=np.float64).ravel(), minlength=n_layers * ne).reshape(
+            n_layers, ne
+        )
+        if weights is not None
+        else np.zeros((n_layers, ne))
+    )
+    d_code = (np.broadcast_to(dom[:, None, None], node_code.shape) * (n_layers * ne) + node_code).ravel()
+    node_domain = np.bincount(d_code, minlength=n_domains * n_layers * ne).reshape(n_domains, n_layers, ne)
+    return node_tokens, node_gate, node_domain
+
+
 def sorted_unique(values: np.ndarray, *, counts: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Sorted distinct ``values`` and how often each occurs, by one sort (numpy's hash-based unique is slower here)."""
     x = np.sort(values)
@@ -350,17 +373,8 @@ def count_arrays(
     weighted = weighted and weights is not None and not bool(np.isnan(weights).any())
     w = np.asarray(weights, dtype=np.float64) if weighted and weights is not None else None
     ne = n_experts
-    node_code = ids.astype(np.int64) + np.arange(n_layers, dtype=np.int64)[None, :, None] * ne  # (T, L, k)
-    flat = node_code.ravel()
-    node_tokens = np.bincount(flat, minlength=n_layers * ne).reshape(n_layers, ne)
-    node_gate = (
-        np.bincount(flat, weights=w.ravel(), minlength=n_layers * ne).reshape(n_layers, ne)
-        if w is not None
-        else np.zeros((n_layers, ne))
-    )
     names, dom = token_domains if token_domains is not None else (("all",), np.zeros(t, dtype=np.int64))
-    d_code = (np.broadcast_to(dom[:, None, None], node_code.shape) * (n_layers * ne) + node_code).ravel()
-    node_domain = np.bincount(d_code, minlength=len(names) * n_layers * ne).reshape(len(names), n_layers, ne)
+    node_tokens, node_gate, node_domain = node_counts(ids, w, dom, ne, len(names))
 
     counts = RoutingCounts(
         layers=np.asarray(layers, dtype=np.int64),
