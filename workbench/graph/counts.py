@@ -62,9 +62,10 @@ class RoutingCounts:
     node_gate: np.ndarray  # (L, E) float64 sum of gate weights of those tokens (0 when ids only)
     domains: tuple[str, ...]  # domain names, in order of node_domain's first axis
     node_domain: np.ndarray  # (D, L, E) int64 tokens of each domain routed to (layer, expert)
-    edges: EdgeTable
-    flow_totals: np.ndarray  # (L - 1,) float64 total edge weight per layer pair
-    count_totals: np.ndarray  # (L - 1,) int64 total edge count per layer pair (= n_tokens * k * k)
+    # Filled by the counting (``_collect_edges``); start empty / zero. ``count_totals`` follows from the shape.
+    edges: EdgeTable = field(init=False)
+    flow_totals: np.ndarray = field(init=False)  # (L - 1,) float64 total edge weight per layer pair
+    count_totals: np.ndarray = field(init=False)  # (L - 1,) int64 total edge count per layer pair (= T * k * k)
     # Inputs kept for per-node top tokens (computed only for the nodes that survive pruning).
     expert_ids: np.ndarray = field(repr=False)  # (T, L, k) int16
     token_ids: np.ndarray = field(repr=False)  # (T,) int
@@ -77,6 +78,12 @@ class RoutingCounts:
     pair_w: np.ndarray | None = field(repr=False, default=None)
     lazy_ids: Any = field(repr=False, default=None)
     lazy_tokens: Any = field(repr=False, default=None)
+
+    def __post_init__(self) -> None:
+        pairs = max(int(self.layers.size) - 1, 0)
+        self.edges = _empty_edges()
+        self.flow_totals = np.zeros(pairs)
+        self.count_totals = np.full(pairs, self.n_tokens * self.top_k * self.top_k, dtype=np.int64)
 
     def pair_edges(self) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
         """For each layer pair p, all its edges: ``(p, codes src*E+dst (sorted), counts, weights)``.
@@ -304,9 +311,6 @@ def _count_chunked(
         node_gate=node_gate,
         domains=tuple(names),
         node_domain=node_domain,
-        edges=_empty_edges(),
-        flow_totals=np.zeros(max(n_layers - 1, 0)),
-        count_totals=np.full(max(n_layers - 1, 0), t * k * k, dtype=np.int64),
         expert_ids=np.zeros((0, n_layers, k), dtype=np.int16),
         token_ids=np.asarray(sub[S.TOKEN_ID].data[:512]),
         vocab=list((ds.attrs.get("tokenizer") or {}).get("vocab", [])),
@@ -367,7 +371,7 @@ def count_arrays(
     from workbench.graph.prune import check_pruning  # prune imports EdgeTable from here
 
     check_pruning(min_count, top_edges, flow)
-    t, n_layers, k = ids.shape
+    t, _, k = ids.shape
     if t and (int(ids.min()) < 0 or int(ids.max()) >= n_experts):
         raise ValueError(f"expert ids outside 0..{n_experts - 1}")
     weighted = weighted and weights is not None and not bool(np.isnan(weights).any())
@@ -386,9 +390,6 @@ def count_arrays(
         node_gate=node_gate,
         domains=tuple(names),
         node_domain=node_domain,
-        edges=_empty_edges(),
-        flow_totals=np.zeros(max(n_layers - 1, 0)),
-        count_totals=np.full(max(n_layers - 1, 0), t * k * k, dtype=np.int64),
         expert_ids=ids,
         token_ids=token_ids if token_ids is not None else np.zeros(t, dtype=np.int64),
         vocab=vocab or [],
