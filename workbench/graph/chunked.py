@@ -37,16 +37,16 @@ def block_counts(
     Returns ``(node_tokens (L, E), node_gate (L, E), node_domain (D, L, E), pair_cnt (L-1, E²),
     pair_w (L-1, E²))``; NaN gate weights propagate into ``node_gate`` (ids-only stores).
     """
-    t, n_layers, k = ids.shape
+    _, n_layers, k = ids.shape
     ne = n_experts
-    weighted = weights is not None
-    w = np.asarray(weights, dtype=np.float64) if weights is not None else np.zeros((t, n_layers, k))
-    node_tokens, node_gate, node_domain = node_counts(ids, w if weighted else None, dom, ne, n_domains)
+    w = np.asarray(weights, dtype=np.float64) if weights is not None else None
+    weighted = w is not None
+    node_tokens, node_gate, node_domain = node_counts(ids, w, dom, ne, n_domains)
     pairs = max(n_layers - 1, 0)
     pair_cnt = np.zeros((pairs, ne * ne), dtype=np.int64)
     pair_w = np.zeros((pairs, ne * ne), dtype=np.float64)
     ids_lt = np.ascontiguousarray(ids.transpose(1, 0, 2), dtype=np.int32)  # (L, T, k)
-    w_lt = np.ascontiguousarray(w.transpose(1, 0, 2)) if weighted else np.zeros((n_layers, 0, k))
+    w_lt = np.ascontiguousarray(w.transpose(1, 0, 2)) if w is not None else np.zeros((n_layers, 0, k))
     for p in range(pairs):
         _pair_counts(ids_lt[p], ids_lt[p + 1], w_lt[p], w_lt[p + 1], ne, weighted, pair_cnt[p], pair_w[p])
     return node_tokens, node_gate, node_domain, pair_cnt, pair_w
