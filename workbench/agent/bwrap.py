@@ -103,7 +103,16 @@ def sandbox_argv(
     bw = bwrap_path()
     if bw is None:
         raise SandboxUnavailable(f"the python tool needs a sandbox and bwrap is not installed; {INSTALL_HINT}")
-    argv = [bw, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    argv = [
+        bw,
+        "--unshare-all",
+        "--unshare-user",
+        "--disable-userns",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+    ]
     argv += ["--uid", str(NOBODY), "--gid", str(NOBODY), "--hostname", "sandbox", "--info-fd", str(info_fd)]
     for b in runtime.binds:
         argv += ["--ro-bind", b, b]
@@ -113,12 +122,12 @@ def sandbox_argv(
     argv += ["--size", str(1 << 20), "--tmpfs", "/dev/shm", "--dir", "/run/wb"]
     for dest, fd in data_fds.items():
         argv += ["--ro-bind-data", str(fd), dest]
-    argv += ["--remount-ro", "/", "--chdir", "/tmp", "--clearenv"]
+    argv += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/tmp", "--clearenv"]
     for k, v in (("PATH", "/usr/bin:/bin"), ("HOME", "/tmp"), ("TMPDIR", "/tmp"), ("LANG", "C.UTF-8")):
         argv += ["--setenv", k, v]
     if seccomp_fd is not None:
         argv += ["--seccomp", str(seccomp_fd)]
-    return argv + [runtime.python, "-I", "/run/wb/launcher.py"]
+    return [*argv, runtime.python, "-I", "/run/wb/launcher.py"]
 
 
 def outer_prefix(runtime: Runtime, procs_files: list[str]) -> list[str]:

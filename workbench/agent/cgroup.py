@@ -10,6 +10,7 @@ unprivileged user without delegation, a read-only /sys/fs/cgroup), ``TreeCgroup.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -80,10 +81,8 @@ class TreeCgroup:
             return cls(made, 1, max_processes, memory_bytes)
         except OSError:
             for d in reversed(made):
-                try:
+                with contextlib.suppress(OSError):
                     d.rmdir()
-                except OSError:
-                    pass
             return None
 
     def procs_files(self) -> list[str]:
@@ -121,15 +120,11 @@ class TreeCgroup:
             if not pids:
                 return True
             if self.version == 2 and kill_file.exists():
-                try:
+                with contextlib.suppress(OSError):
                     _write(kill_file, "1")
-                except OSError:
-                    pass
             for pid in pids:
-                try:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
             if time.monotonic() > end:
                 return False
             time.sleep(0.01)

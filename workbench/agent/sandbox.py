@@ -25,6 +25,7 @@ error saying how to get bubblewrap. There is no unsandboxed fallback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -173,7 +174,7 @@ def _run(code: str, lim: SandboxLimits, base: str) -> SandboxResult:
         proc = subprocess.Popen(
             outer_prefix(runtime, cg.procs_files() if cg else []) + argv,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=passed,
-            start_new_session=True,
+            start_new_session=True, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},  # bwrap's init keeps its env
         )  # fmt: skip
     finally:
         os.close(info_w)
@@ -244,10 +245,8 @@ def _kill_sandbox(proc: subprocess.Popen[bytes], info: dict) -> None:
     """Kill the sandbox's PID 1 (the kernel then kills its whole PID namespace) and bwrap; reap them."""
     child = info.get("child-pid")
     for pid in ([int(child)] if isinstance(child, int) else []) + [proc.pid]:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
     proc.wait()  # bwrap exits only after its PID-1 child, which exits after every process of the namespace
     for stream in (proc.stdout, proc.stderr):
         if stream is not None:
