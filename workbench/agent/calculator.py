@@ -6,7 +6,7 @@ exact (Python ints); ``/`` of two ints whose quotient is an int stays an int.
 
 Result format (what the mini K2 was trained on, so kept as it is): an int as its digits; a float that is
 a whole number below 1e15 as an int; any other float rounded to 6 decimals (``1/3`` -> ``0.333333``);
-errors as ``Error: ...`` text. Ints of 4,000 digits or more are written in scientific notation.
+errors as ``Error: ...`` text. Ints of 10**4000 or more are written in scientific notation.
 
 Bounds, so that no expression can hang the agent or exhaust its memory:
 
@@ -41,7 +41,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
 }  # fmt: skip
 _CONSTS = {"pi": math.pi, "e": math.e, "tau": math.tau}
 MAX_BITS = 1 << 16  # 65,536 bits: about 19,700 decimal digits
-MAX_DIGITS = 4000  # ints this long or longer are written as 1.234568e+4000
+MAX_DIGITS = 4000  # ints >= 10**MAX_DIGITS are written as 1.234568e+4000
 MAX_CHARS = 2000
 MAX_DEPTH = 200
 DECIMALS = 6
@@ -111,7 +111,7 @@ def format_number(value: Any) -> str:
             return str(int(value))
         return str(round(value, DECIMALS))
     if isinstance(value, int) and not isinstance(value, bool):
-        if _bits(value) < 13000 and abs(value) < 10**MAX_DIGITS:
+        if abs(value) < 10**MAX_DIGITS:
             return str(value)
         return f"{Decimal(value):.{DECIMALS}e}"  # Decimal: exact, no float overflow, no str-digits limit
     raise CalculatorError(f"the result is not a number ({type(value).__name__})")
