@@ -68,10 +68,10 @@ class TreeCgroup:
                     _write(d / "memory.swap.max", "0")
                 return cls(made, 2, max_processes, memory_bytes)
             for ctl in ("pids", "memory"):
-                own = _own_path(ctl)
-                if own is None or not (ROOT / ctl).is_dir():
+                own_v1 = _own_path(ctl)
+                if own_v1 is None or not (ROOT / ctl).is_dir():
                     raise OSError(f"no v1 {ctl} hierarchy")
-                d = ROOT / ctl / own.lstrip("/") / name
+                d = ROOT / ctl / own_v1.lstrip("/") / name
                 d.mkdir()
                 made.append(d)
             _write(made[0] / "pids.max", str(max_processes))
