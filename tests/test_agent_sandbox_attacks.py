@@ -198,7 +198,10 @@ print([n for _, n in socket.if_nameindex()])
 @needs_sandbox
 def test_the_parent_survives():
     parent = psutil.Process()
-    code = "import os, signal\nfor pid in (os.getppid(), 1, -1):\n    try: os.kill(pid, signal.SIGKILL)\n    except OSError: pass\n"
+    code = (
+        "import os, signal\nfor pid in (os.getppid(), 1, -1):\n"
+        "    try:\n        os.kill(pid, signal.SIGKILL)\n    except OSError:\n        pass\n"
+    )
     r = run_python(code, SandboxLimits(timeout_s=60))
     assert parent.is_running() and r.refused is None
     assert not r.timed_out  # killing its own PID namespace ended the run at once
