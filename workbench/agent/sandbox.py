@@ -33,6 +33,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from workbench.agent.bwrap import SandboxUnavailable, outer_prefix, sandbox_argv, self_check
 from workbench.agent.cgroup import TreeCgroup
@@ -152,45 +153,46 @@ def run_python(code: str, limits: SandboxLimits | None = None) -> SandboxResult:
 
 def _run(code: str, lim: SandboxLimits, base: str) -> SandboxResult:
     runtime, _ = self_check()
-    tmp_bytes = lim.disk_mb << 20
     cg = TreeCgroup.create(lim.max_processes, (lim.memory_mb + lim.disk_mb) << 20)
-    sec_fd, sec_desc = seccomp_fd()
-    fds = [
-        _memfd("wb-launcher", _LAUNCHER.encode()),
-        _memfd("wb-code", code.encode("utf-8", errors="surrogatepass")),
-    ]
-    info_r, info_w = os.pipe()
     limits_desc = (
-        f"cgroup v{cg.version}: pids.max {lim.max_processes}, memory {(lim.memory_mb + lim.disk_mb)} MiB for the tree"
+        f"cgroup v{cg.version}: pids.max {lim.max_processes}, memory {lim.memory_mb + lim.disk_mb} MiB for the tree"
         if cg
         else f"no cgroup (rlimits only: RLIMIT_NPROC {lim.max_processes}; memory per process only)"
     )
-    isolation = f"{base}; {sec_desc}; {limits_desc}; /tmp {lim.disk_mb} MiB"
     try:
-        argv = sandbox_argv(runtime, tmp_bytes=tmp_bytes, info_fd=info_w, seccomp_fd=sec_fd,
-                            data_fds={"/run/wb/launcher.py": fds[0], "/run/wb/code.py": fds[1]})  # fmt: skip
-        argv.append(json.dumps({"rlimits": _rlimits(lim)}))
-        passed = tuple(fds) + (info_w,) + ((sec_fd,) if sec_fd is not None else ())
-        proc = subprocess.Popen(
-            outer_prefix(runtime, cg.procs_files() if cg else []) + argv,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=passed,
-            start_new_session=True, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},  # bwrap's init keeps its env
-        )  # fmt: skip
+        sec_fd, sec_desc = seccomp_fd()
+        isolation = f"{base}; {sec_desc}; {limits_desc}; /tmp {lim.disk_mb} MiB"
+        fds = [_memfd("wb-launcher", _LAUNCHER.encode()), _memfd("wb-code", code.encode("utf-8", "surrogatepass"))]
+        if sec_fd is not None:
+            fds.append(sec_fd)
+        info_r, info_w = os.pipe()
+        try:
+            argv = sandbox_argv(runtime, tmp_bytes=lim.disk_mb << 20, info_fd=info_w, seccomp_fd=sec_fd,
+                                data_fds={"/run/wb/launcher.py": fds[0], "/run/wb/code.py": fds[1]})  # fmt: skip
+            argv.append(json.dumps({"rlimits": _rlimits(lim)}))
+            proc = subprocess.Popen(
+                outer_prefix(runtime, cg.procs_files() if cg else []) + argv,
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(*fds, info_w),
+                start_new_session=True, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},  # nothing of the agent's env
+            )  # fmt: skip
+        finally:
+            os.close(info_w)
+            for fd in fds:
+                os.close(fd)
+        try:
+            out, err, info, timed_out = _collect(proc, info_r, lim)
+        finally:
+            os.close(info_r)
     finally:
-        os.close(info_w)
-        for fd in fds + ([sec_fd] if sec_fd is not None else []):
-            os.close(fd)
-    try:
-        out, err, info, timed_out = _collect(proc, info_r, lim)
-    finally:
-        os.close(info_r)
         if cg is not None:
             cg.remove()
     n = lim.max_output_chars
-    rc = None if timed_out else proc.returncode
-    if rc == 1 and not err.buf and not out.buf and info.get("child-pid") is None:
-        rc, err.buf = 1, bytearray(b"Error: bwrap did not start the sandbox")
-    return SandboxResult(out.text(n), err.text(n)[-n:], rc, timed_out, isolation)
+    if "child-pid" not in info and not timed_out:  # bwrap (or the cgroup step) failed before the program ran
+        why = (err.text(n).strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        return SandboxResult(
+            "", err.text(n), proc.returncode, False, isolation, refused=f"the sandbox did not start: {why}"
+        )
+    return SandboxResult(out.text(n), err.text(n)[-n:], None if timed_out else proc.returncode, timed_out, isolation)
 
 
 def _collect(proc: subprocess.Popen[bytes], info_r: int, lim: SandboxLimits) -> tuple[_Bounded, _Bounded, dict, bool]:
@@ -241,10 +243,21 @@ def _parse_info(buf: _Bounded) -> dict:
         return {}
 
 
+def _parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+        return int(stat.rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _kill_sandbox(proc: subprocess.Popen[bytes], info: dict) -> None:
     """Kill the sandbox's PID 1 (the kernel then kills its whole PID namespace) and bwrap; reap them."""
     child = info.get("child-pid")
-    for pid in ([int(child)] if isinstance(child, int) else []) + [proc.pid]:
+    pids = [proc.pid]
+    if isinstance(child, int) and _parent_of(child) == proc.pid:  # bwrap's own child, nothing else
+        pids.insert(0, child)
+    for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
     proc.wait()  # bwrap exits only after its PID-1 child, which exits after every process of the namespace
