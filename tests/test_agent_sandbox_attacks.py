@@ -63,6 +63,25 @@ def test_refused_without_a_sandbox(monkeypatch):
         bwrap.self_check.cache_clear()
 
 
+def test_cli_refuses_the_python_tool_without_a_sandbox(tmp_path):
+    """``workbench agent --tools python`` without bubblewrap: one line, exit 2, before any model loads."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, WORKBENCH_BWRAP=str(tmp_path / "no-bwrap"))
+    out = tmp_path / "a.zarr"
+    r = subprocess.run(
+        [sys.executable, "-c", "from workbench.cli.app import main; main()", "agent", "--model", "k2-mini", "--task",
+         "hi", "--tools", "python",
+         "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "apt-get install bubblewrap" in lines[0]
+    assert not out.exists()
+
+
 @needs_sandbox
 def test_result_says_which_isolation_applied():
     r = run_python("print('hi')")

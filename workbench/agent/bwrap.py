@@ -84,6 +84,10 @@ def find_runtime() -> Runtime:
 
 
 def bwrap_path() -> str | None:
+    """``$WORKBENCH_BWRAP`` where set (a path; missing or empty means none), else ``bwrap`` on PATH."""
+    if "WORKBENCH_BWRAP" in os.environ:
+        given = os.environ["WORKBENCH_BWRAP"]
+        return given if given and os.access(given, os.X_OK) else None
     return shutil.which("bwrap") or ("/usr/bin/bwrap" if os.access("/usr/bin/bwrap", os.X_OK) else None)
 
 
