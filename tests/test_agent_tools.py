@@ -145,3 +145,20 @@ def test_toolbox_errors_become_results():
         make_toolbox(["python", "web"])
     with pytest.raises(WorkbenchError, match="not a folder"):
         make_toolbox(["search"], docs="/nonexistent")
+
+
+@needs_sandbox
+def test_live_tools_reproduce_the_shipped_tool_results(repo_root):
+    """Every calculator and python result the mini K2's bundled tool loops hold comes back byte for byte."""
+    tb = make_toolbox(["calculator", "python"])
+    n = 0
+    for line in (repo_root / "data" / "transcripts" / "tool_loops.jsonl").read_text().splitlines():
+        calls: dict[str, dict] = {}
+        for m in json.loads(line)["messages"]:
+            for c in m.get("tool_calls") or []:
+                calls[c["id"]] = c["function"]
+            fn = calls.get(m.get("tool_call_id", ""))
+            if m["role"] == "tool" and fn and fn["name"] in ("calculator", "python"):
+                assert tb.run(fn["name"], fn["arguments"]) == m["content"], fn
+                n += 1
+    assert n >= 50
