@@ -9,9 +9,10 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 CHROMIUM ?= /usr/bin/chromium
+BWRAP ?= /usr/bin/bwrap
 OUT ?= demo-out
 
-.PHONY: demo test lab lint typecheck bench chromium clean
+.PHONY: demo test lab lint typecheck bench chromium bubblewrap clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +31,14 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 chromium:
 	@test -x $(CHROMIUM) || { command -v apt-get >/dev/null && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "warning: no Chromium at $(CHROMIUM); static PNG/SVG/PDF export and the browser test will be skipped"; }
 
-demo: $(VENV)/.installed chromium
+# The agent's python tool runs model-written code only inside a bubblewrap sandbox: Debian's package.
+bubblewrap:
+	@test -x $(BWRAP) || { command -v apt-get >/dev/null && (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null) || echo "warning: no bubblewrap at $(BWRAP); the agent's python tool will refuse to run and its sandbox tests will be skipped"; }
+
+demo: $(VENV)/.installed chromium bubblewrap
 	BROWSER_PATH=$(CHROMIUM) $(BIN)/workbench demo --out $(OUT)
 
-test: $(VENV)/.installed-dev chromium
+test: $(VENV)/.installed-dev chromium bubblewrap
 	$(BIN)/ruff check .
 	$(BIN)/mypy workbench hooks viz
 	BROWSER_PATH=$(CHROMIUM) $(BIN)/pytest -q

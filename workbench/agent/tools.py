@@ -1,4 +1,4 @@
-"""The agent's tools (python, calculator, search): OpenAI-format declarations and a failure-proof runner.
+"""The agent's tools (python, calculator, search) with their declarations, and a failure-proof runner.
 
 ``ToolBox.run(name, arguments)`` never raises: unknown tools, arguments that are not JSON or miss a
 required field, a tool that crashes or times out all come back as ``Error: ...`` text, which becomes
@@ -13,44 +13,40 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from workbench.agent.bwrap import SandboxUnavailable
 from workbench.agent.calculator import calculate
-from workbench.agent.sandbox import SandboxLimits, run_python
+from workbench.agent.declarations import DOCUMENT_SEARCH, TOOL_NAMES, declaration
+from workbench.agent.sandbox import SandboxLimits, run_python, sandbox_available
 from workbench.agent.search import BM25Index, load_documents
 from workbench.errors import WorkbenchError
-
-TOOL_NAMES = ("python", "calculator", "search")
 
 
 @dataclass
 class Tool:
-    """One tool: its declaration (name, description, the one string argument it takes) and its function."""
+    """One tool: its declaration (from :mod:`workbench.agent.declarations`) and the function that runs it."""
 
-    name: str
-    description: str
-    argument: str  # the single required string argument
-    argument_help: str
+    spec: dict[str, Any]
     fn: Callable[[str], str]
 
+    @property
+    def name(self) -> str:
+        return str(self.spec["function"]["name"])
+
+    @property
+    def argument(self) -> str:
+        """The single required string argument."""
+        return str(self.spec["function"]["parameters"]["required"][0])
+
     def declaration(self) -> dict[str, Any]:
-        return {
-            "type": "function",
-            "function": {
-                "name": self.name,
-                "description": self.description,
-                "parameters": {
-                    "type": "object",
-                    "properties": {self.argument: {"type": "string", "description": self.argument_help}},
-                    "required": [self.argument],
-                },
-            },
-        }
+        return self.spec
 
 
 class ToolBox:
     """The tools of one agent run, by name."""
 
     def __init__(self, tools: list[Tool]) -> None:
-        self.tools = {t.name: t for t in tools}
+        order = {n: i for i, n in enumerate(TOOL_NAMES)}  # the order the mini K2 saw them declared in
+        self.tools = {t.name: t for t in sorted(tools, key=lambda t: order.get(t.name, len(order)))}
 
     def declarations(self) -> list[dict[str, Any]]:
         """The ``tools`` list of the chat request (rendered by the template's tool_declare turn)."""
@@ -79,7 +75,11 @@ def make_toolbox(
     docs: str | Path | None = None,
     limits: SandboxLimits | None = None,
 ) -> ToolBox:
-    """Tools by name: ``python`` (sandboxed), ``calculator``, ``search`` (BM25 over ``docs``)."""
+    """Tools by name: ``python`` (sandboxed), ``calculator``, ``search`` (BM25 over ``docs``).
+
+    Raises ``WorkbenchError`` for an unknown name, and for ``python`` where no sandbox can be had (the
+    message says how to install bubblewrap): the python tool never runs unsandboxed.
+    """
     unknown = [n for n in names if n not in TOOL_NAMES]
     if unknown:
         raise WorkbenchError(f"unknown tool(s) {', '.join(unknown)}; choose from {', '.join(TOOL_NAMES)}")
@@ -88,24 +88,18 @@ def make_toolbox(
     tools: list[Tool] = []
     for name in names:
         if name == "python":
+            try:
+                sandbox_available()
+            except SandboxUnavailable as err:
+                raise WorkbenchError(str(err)) from None
             lim = limits or SandboxLimits()
 
             def run_code(code: str, lim: SandboxLimits = lim) -> str:
                 return run_python(code, lim).as_tool_result()
 
-            tools.append(
-                Tool("python", "Run a short Python program and return what it prints.", "code",
-                     "Python source; use print()", run_code)
-            )  # fmt: skip
+            tools.append(Tool(declaration("python"), run_code))
         elif name == "calculator":
-            tools.append(
-                Tool("calculator", "Evaluate an arithmetic expression exactly.", "expression",
-                     "e.g. (3 + 4) * 12 / 5", calculate)
-            )  # fmt: skip
+            tools.append(Tool(declaration("calculator"), calculate))
         else:
-            index = BM25Index(load_documents(docs))
-            tools.append(
-                Tool("search", "Search a local document collection and return the best matching passages.",
-                     "query", "words to look up", index)
-            )  # fmt: skip
+            tools.append(Tool(declaration("search", DOCUMENT_SEARCH), BM25Index(load_documents(docs))))
     return ToolBox(tools)

@@ -1,112 +1,43 @@
 """The three tools of the mini K2's tool-loop episodes, really executed: calculator, python, search.
 
 Every tool result in the corpus and in ``data/transcripts`` comes from running these functions, so the
-model is trained on true results. ``TOOL_SPECS`` are the OpenAI-format declarations K2 receives.
+model is trained on true results. The calculator, the python tool (the bubblewrap sandbox) and the
+declarations (``TOOL_SPECS``) are the live agent's own (:mod:`workbench.agent`): one implementation, so
+the agent returns exactly what the model was trained on. Only the search differs in what it searches
+(the GCIDE dictionary here, a document folder in the agent).
 """
 
 from __future__ import annotations
 
-import ast
-import contextlib
-import io
-import math
-import operator
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
-TOOL_SPECS: list[dict[str, Any]] = [
-    {
-        "type": "function",
-        "function": {
-            "name": "calculator",
-            "description": "Evaluate an arithmetic expression exactly.",
-            "parameters": {
-                "type": "object",
-                "properties": {"expression": {"type": "string", "description": "e.g. (3 + 4) * 12 / 5"}},
-                "required": ["expression"],
-            },
-        },
-    },
-    {
-        "type": "function",
-        "function": {
-            "name": "python",
-            "description": "Run a short Python program and return what it prints.",
-            "parameters": {
-                "type": "object",
-                "properties": {"code": {"type": "string", "description": "Python source; use print()"}},
-                "required": ["code"],
-            },
-        },
-    },
-    {
-        "type": "function",
-        "function": {
-            "name": "search",
-            "description": "Search an English dictionary and return the best matching entries.",
-            "parameters": {
-                "type": "object",
-                "properties": {"query": {"type": "string", "description": "words to look up"}},
-                "required": ["query"],
-            },
-        },
-    },
-]
+from workbench.agent.bwrap import SandboxUnavailable
+from workbench.agent.calculator import calculate
+from workbench.agent.declarations import TOOL_SPECS
+from workbench.agent.sandbox import run_python, sandbox_available
+from workbench.errors import WorkbenchError
 
-_BINOPS: dict[type, Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv,
-    ast.Mod: operator.mod,
-    ast.Pow: operator.pow,
-}
-_FUNCS: dict[str, Callable[..., Any]] = {"sqrt": math.sqrt, "abs": abs, "round": round, "min": min, "max": max}
+__all__ = ["TOOL_SPECS", "DictionarySearch", "calculator", "python", "run_tool"]
 
 
 def calculator(expression: str) -> str:
-    """Evaluate ``expression`` with + - * / // % ** and sqrt/abs/round/min/max; errors become text."""
-
-    def ev(node: ast.AST) -> Any:
-        if isinstance(node, ast.Expression):
-            return ev(node.body)
-        if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
-            return node.value
-        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-            left, right = ev(node.left), ev(node.right)
-            if isinstance(node.op, ast.Pow) and abs(right) > 64:
-                raise ValueError("exponent too large")
-            return _BINOPS[type(node.op)](left, right)
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
-            v = ev(node.operand)
-            return -v if isinstance(node.op, ast.USub) else v
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCS:
-            return _FUNCS[node.func.id](*[ev(a) for a in node.args])
-        raise ValueError(f"unsupported syntax: {ast.dump(node)[:40]}")
-
-    try:
-        value = ev(ast.parse(expression, mode="eval"))
-    except (SyntaxError, ValueError, ZeroDivisionError, OverflowError, TypeError) as err:
-        return f"Error: {err}"
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        value = int(value)
-    return str(round(value, 6) if isinstance(value, float) else value)
+    """The agent's calculator (:func:`workbench.agent.calculator.calculate`)."""
+    return calculate(expression)
 
 
 def python(code: str) -> str:
-    """Execute ``code`` in a fresh namespace and return its captured stdout (or the exception line)."""
-    buf = io.StringIO()
-    namespace: dict[str, Any] = {"__name__": "__tool__"}
+    """Run ``code`` in the agent's sandbox and return its tool result (what it printed, or the error line).
+
+    Raises ``WorkbenchError`` where no sandbox can be had: a corpus must never hold the refusal as a result.
+    """
     try:
-        with contextlib.redirect_stdout(buf):
-            exec(compile(code, "<tool>", "exec"), namespace)
-    except Exception as err:
-        return buf.getvalue() + f"{type(err).__name__}: {err}"
-    out = buf.getvalue()
-    return out[:2000] if out else "(no output)"
+        sandbox_available()
+    except SandboxUnavailable as err:
+        raise WorkbenchError(f"building tool episodes runs the python tool: {err}") from None
+    return run_python(code).as_tool_result()
 
 
 _WORD = re.compile(r"[a-z]+")
