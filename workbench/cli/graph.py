@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -63,8 +62,9 @@ def graph(
         reasoning_graph,
         set_communities,
     )
-    from workbench.graph.export import FIGURE_FORMATS, ExportError, export_format
+    from workbench.graph.export import FIGURE_FORMATS, export_format
     from workbench.graph.prune import check_pruning
+    from workbench.outputs import check_output_file
     from workbench.store.io import open_store
     from workbench.store.select import Selection, parse_where
 
@@ -72,12 +72,9 @@ def graph(
     if fmt is not None and fmt not in ("node-link", "cytoscape", "circuit-tracer"):
         raise WorkbenchError(f"--format must be node-link, cytoscape or circuit-tracer, got {fmt!r}")
     targets = []
-    for path in export:
+    for path in export:  # every target checked before any work: format, folder, writable, not in a store
         kind = export_format(path, fmt if path.lower().endswith(".json") else None)
-        parent = Path(path).parent
-        if not parent.is_dir():
-            raise ExportError(f"cannot write {path}: folder {parent} does not exist")
-        targets.append((Path(path), kind))
+        targets.append((check_output_file(path, flag="--export"), kind))
 
     base = Selection()
     if sequence:
