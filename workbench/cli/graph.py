@@ -72,9 +72,9 @@ def graph(
     if fmt is not None and fmt not in ("node-link", "cytoscape", "circuit-tracer"):
         raise WorkbenchError(f"--format must be node-link, cytoscape or circuit-tracer, got {fmt!r}")
     targets = []
-    for path in export:  # every target checked before any work: format, folder, writable, not in a store
-        kind = export_format(path, fmt if path.lower().endswith(".json") else None)
-        targets.append((check_output_file(path, flag="--export"), kind))
+    for path in export:  # every target checked before any work: where it is, then its format
+        target = check_output_file(path, flag="--export")
+        targets.append((target, export_format(path, fmt if path.lower().endswith(".json") else None)))
 
     base = Selection()
     if sequence:
