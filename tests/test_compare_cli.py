@@ -208,3 +208,25 @@ def test_compare_by_segment_is_readable_at_80_columns(tmp_path):
     assert "…" not in res.stdout and max(len(line) for line in res.stdout.splitlines()) <= 80
     for a, b in (("template", "tool_call"), ("template", "tool_result"), ("tool_call", "tool_result")):
         assert re.search(rf"│ {a}\s+│ {b}\s+│", res.stdout), res.stdout
+
+
+def test_group_names_are_printed_literally_not_as_rich_markup(tmp_path, monkeypatch, capsys):
+    """A domain named "[/bold]" was a MarkupError traceback; "[link=…]" would become a terminal hyperlink."""
+    from workbench.cli.app import main
+
+    rng = np.random.default_rng(11)
+    names = ("[/bold]", "[link=https://evil.example/]math[/link]")
+    recs = [
+        SequenceRecord(f"s{i}", names[i % 2], "t", rng.integers(0, 64, 30).astype(np.int32),
+                       random_topk(rng, 30, 3, 8, 2), None)
+        for i in range(6)
+    ]  # fmt: skip
+    write_committed_store(tmp_path / "s.zarr", recs, config(n_experts=8, top_k=2, n_layers=3), ids_only=True)
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setattr(sys, "argv", ["workbench", "compare", str(tmp_path / "s.zarr"), "--out", str(tmp_path / "o"),
+                                      "--n-boot", "10", "--n-perm", "10"])  # fmt: skip
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    out = capsys.readouterr().out
+    assert exit_.value.code in (0, None)
+    assert "│ [/bold] " in out and "│ [link=https://evil.example/]math[/link] " in out

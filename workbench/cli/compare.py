@@ -28,6 +28,13 @@ MAX_TABLE_ROWS = 40  # groups listed in the terminal; every group is in summary.
 MAX_PAIR_ROWS = 15  # divergence pairs listed (the most divergent when there are more)
 
 
+def esc(text: str) -> str:
+    """User text (group names, model name, paths) shown literally by rich, whose markup uses [brackets]."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
 def _num(x: float, spec: str) -> str:
     return "–" if math.isnan(x) else format(x, spec)
 
@@ -41,14 +48,14 @@ def _groups_table(console: Any, cmp: Any, s: dict[str, Any]) -> None:
     from rich.table import Table
 
     base = s["baselines"]["agreement"]
-    t = Table(title=f"Expert usage by {cmp.by}: {s['store']['model']} (top-{s['store']['top_k']} of "
+    t = Table(title=f"Expert usage by {cmp.by}: {esc(str(s['store']['model']))} (top-{s['store']['top_k']} of "
                     f"{s['store']['n_experts']}, {len(s['store']['layers'])} layers)")  # fmt: skip
     for col in (cmp.by, "tokens", "seqs", "entropy/max", "same 1st", "any top-k"):
         t.add_column(col, justify="left" if col == cmp.by else "right", overflow="fold")
     groups = list(s["groups"].items())
     for g, v in groups[:MAX_TABLE_ROWS]:
         t.add_row(
-            g,
+            esc(g),
             f"{v['tokens']:,}",
             str(v["sequences"]),
             f"{v['mean_load_entropy_normalized']:.3f}",
@@ -77,8 +84,8 @@ def _divergence_table(console: Any, cmp: Any, s: dict[str, Any]) -> None:
         t.add_column(col, justify="left" if left else "right", overflow="fold", no_wrap=not left)
     for a, b, v in rows:
         t.add_row(
-            a,
-            b,
+            esc(a),
+            esc(b),
             f"{v['mean_jsd']:.4f}",
             _num(v["mean_null_jsd"], ".4f"),
             str(v["max_jsd_layer"]),
@@ -87,9 +94,7 @@ def _divergence_table(console: Any, cmp: Any, s: dict[str, Any]) -> None:
         )
     console.print(t)
     if all(math.isnan(v["p_value_overall"]) for _, _, v in rows):
-        console.print(
-            f"[dim]no null or p: they resample whole sequences, which needs two or more per {cmp.by}[/dim]"
-        )
+        console.print(f"[dim]no null or p: they resample whole sequences, which needs two or more per {cmp.by}[/dim]")
     _more(console, len(rows), d.sizes["pair"], "pairs", "divergence.csv and summary.json")
 
 
@@ -103,7 +108,7 @@ def _specific_table(console: Any, cmp: Any) -> None:
     for r in top.itertuples(index=False):
         row = r._asdict()
         e.add_row(
-            str(row[cmp.by]),
+            esc(str(row[cmp.by])),
             str(row["layer"]),
             str(row["expert"]),
             f"{row['ds']:.3f}",
@@ -180,7 +185,7 @@ def compare(
         cmp.store["dask"] = cluster_summary(client)
     _print_tables(cmp)
     paths = write_report(cmp, out, title=title, flag="--out")
-    Console().print(f"wrote {paths['report.html']} and {len(paths) - 1} data files in {out}")
+    Console().print(esc(f"wrote {paths['report.html']} and {len(paths) - 1} data files in {out}"))
 
 
 def register(app: typer.Typer) -> None:

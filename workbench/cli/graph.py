@@ -53,6 +53,7 @@ def graph(
 ) -> None:
     """Build the reasoning graph of a selection (experts per layer, edges between consecutive layers) and export it."""
     from rich.console import Console
+    from rich.markup import escape
 
     from workbench.errors import WorkbenchError
     from workbench.graph import (
@@ -114,7 +115,7 @@ def graph(
         if static:
             stack.enter_context(static_export_session())
         for target, kind in targets:
-            with console.status(f"writing {target.name}"):
+            with console.status(escape(f"writing {target.name}")):
                 export_graph(g, target, fmt=kind, title=title)
             typer.echo(f"wrote {target}")
 
