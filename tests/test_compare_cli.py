@@ -230,3 +230,19 @@ def test_group_names_are_printed_literally_not_as_rich_markup(tmp_path, monkeypa
     out = capsys.readouterr().out
     assert exit_.value.code in (0, None)
     assert "│ [/bold] " in out and "│ [link=https://evil.example/]math[/link] " in out
+
+
+def test_more_groups_than_rows_draws_those_with_most_tokens(thirty_sequences, monkeypatch):
+    from workbench.viz import figures_many
+    from workbench.viz.report import figures
+
+    from workbench.store.io import open_store
+
+    monkeypatch.setattr(figures_many, "MAX_ROWS", 10)
+    cmp = compare(open_store(str(thirty_sequences)), None, by="sequence", n_boot=0, n_perm=0, with_transitions=False)
+    tokens = {g: int(cmp.load["n_tokens"].sel(sequence=g)) for g in cmp.groups}
+    expect = [g for g in cmp.groups if tokens[g] >= sorted(tokens.values())[-10]]  # store order kept
+    for key, fig in figures(cmp).items():
+        rows = next(t for t in fig.data if t.type == "heatmap").y
+        assert list(rows) == expect, key
+        assert "the 10 of 30 sequences with the most tokens" in fig.layout.title.text, key

@@ -81,7 +81,15 @@ def usage_rows(cmp: Any) -> go.Figure:
     ]
     fig.update_layout(
         title=f"Expert usage per {plain(cmp.by)} (relative load: count ÷ (N·k/E)); pick the layer below{note}",
-        sliders=[{"active": 0, "currentvalue": {"prefix": "layer "}, "pad": {"t": 40}, "steps": steps}],
+        sliders=[
+            {
+                "active": 0,
+                "currentvalue": {"prefix": "layer "},
+                "pad": {"t": 40},
+                "steps": steps,
+                "font": {"size": 12 if len(layers) <= 30 else 9},
+            }
+        ],
         xaxis={"title": "expert"},
         yaxis={"title": plain(cmp.by), **_rows_axis(labels)},
         height=_height(len(groups)) + 80,
