@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -46,8 +47,8 @@ def test_compare_writes_report_and_numbers(tmp_path):
     out = tmp_path / "report"
     res = _run(str(tmp_path / "s.zarr"), "--by", "domain", "--out", str(out), "--n-boot", "100", "--n-perm", "100")
     assert res.returncode == 0, res.stderr
-    assert "Expert usage by domain" in res.stdout and "math|code" not in res.stdout  # pairs sorted: code|math
-    assert "code|math" in res.stdout
+    assert "Expert usage by domain" in res.stdout
+    assert re.search(r"│ code\s+│ math\s+│", res.stdout) and not re.search(r"│ math\s+│ code\s+│", res.stdout)  # sorted
     for name in (
         "report.html",
         "summary.json",
@@ -124,3 +125,124 @@ def test_compare_unreachable_scheduler(tmp_path):
     _store(tmp_path / "s.zarr")
     res = _run(str(tmp_path / "s.zarr"), "--out", str(tmp_path / "o"), "--scheduler", "tcp://127.0.0.1:9")
     assert res.returncode == 2 and "cannot reach the dask scheduler at tcp://127.0.0.1:9" in res.stderr
+
+
+@pytest.fixture(scope="module")
+def thirty_sequences(tmp_path_factory) -> Path:
+    """A synthetic K2-shaped store (4 layers, 16 experts, top-2) of exactly 30 sequences in 4 domains."""
+    from workbench.store.synthetic import synthetic_store
+
+    path = tmp_path_factory.mktemp("seq") / "syn.zarr"
+    synthetic_store(path, n_tokens=3000, n_layers=4, n_experts=16, k=2, mean_length=100, progress=False)
+    return path
+
+
+@pytest.mark.slow
+def test_compare_by_sequence_on_30_sequences(thirty_sequences, tmp_path):
+    """Was a plotly error ("would have 30 rows"); now one heatmap row per sequence, every sequence in the data."""
+    out = tmp_path / "seq"
+    res = subprocess.run(
+        [WORKBENCH, "compare", str(thirty_sequences), "--by", "sequence", "--out", str(out), "--n-boot", "20",
+         "--n-perm", "20"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "80"},
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "the 15 most divergent of 435 pairs" in " ".join(res.stdout.split())
+    assert "… 420 more pairs in divergence.csv and summary.json" in res.stdout
+    assert "no null or p: they resample whole sequences" in res.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["groups"]) == 30 and len(summary["divergence"]) == 435
+    assert pd.read_csv(out / "divergence.csv").pair.nunique() == 435
+    html = (out / "report.html").read_text()
+    for fig in ("fig-usage", "fig-divergence", "fig-specialization", "fig-agreement", "fig-entropy"):
+        assert f'id="{fig}"' in html
+    assert "The 40 most divergent of 435 pairs" in html
+
+
+def test_many_groups_figures_have_one_row_per_group(thirty_sequences):
+    from workbench.viz.report import figures
+
+    from workbench.store.io import open_store
+
+    cmp = compare(open_store(str(thirty_sequences)), None, by="sequence", n_boot=0, n_perm=0, with_transitions=False)
+    figs = figures(cmp)
+    usage = figs["usage"]
+    assert len(usage.data) == 4 and [t.visible for t in usage.data] == [True, False, False, False]  # slider: layer
+    assert len(usage.layout.sliders[0].steps) == 4 and list(usage.data[0].y) == cmp.groups
+    z = np.asarray(usage.data[2].z)
+    np.testing.assert_allclose(z, cmp.load["relative_load"].sel(layer=3).transpose("sequence", "expert"), rtol=1e-6)
+    div = figs["divergence"].data[0]
+    m = np.asarray(div.z)
+    assert m.shape == (30, 30) and np.allclose(m, m.T) and np.all(np.diag(m) == 0)
+    s = cmp.summary()["divergence"]
+    pair = f"{cmp.groups[3]}|{cmp.groups[17]}"
+    assert m[3, 17] == pytest.approx(s[pair]["mean_jsd"])
+    for key in ("agreement", "entropy", "specialization"):
+        heat = [t for t in figs[key].data if t.type == "heatmap"]
+        assert heat and all(list(t.y) == cmp.groups for t in heat), key
+    assert figs["agreement"].layout.height >= 30 * 18  # rows stay readable
+
+
+def test_compare_by_segment_is_readable_at_80_columns(tmp_path):
+    """Segment names are never cut ("template|tool…" before): each side of a pair has its own column."""
+    rng = np.random.default_rng(3)
+    recs = []
+    for i in range(6):
+        t = 60
+        ids = random_topk(rng, t, 3, 8, 2)
+        spans = [
+            SpanRecord("template", 0, 10),
+            SpanRecord("tool_call", 10, 30, 0),
+            SpanRecord("tool_result", 30, 60, 0),
+        ]
+        recs.append(
+            SequenceRecord(f"s{i}", "agent", "t", rng.integers(0, 64, t).astype(np.int32), ids, None, spans=spans)
+        )
+    write_committed_store(tmp_path / "s.zarr", recs, config(n_experts=8, top_k=2, n_layers=3), ids_only=True)
+    res = subprocess.run(
+        [WORKBENCH, "compare", str(tmp_path / "s.zarr"), "--by", "segment", "--out", str(tmp_path / "o"),
+         "--n-boot", "20", "--n-perm", "20"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "80"},
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "…" not in res.stdout and max(len(line) for line in res.stdout.splitlines()) <= 80
+    for a, b in (("template", "tool_call"), ("template", "tool_result"), ("tool_call", "tool_result")):
+        assert re.search(rf"│ {a}\s+│ {b}\s+│", res.stdout), res.stdout
+
+
+def test_group_names_are_printed_literally_not_as_rich_markup(tmp_path, monkeypatch, capsys):
+    """A domain named "[/bold]" was a MarkupError traceback; "[link=…]" would become a terminal hyperlink."""
+    from workbench.cli.app import main
+
+    rng = np.random.default_rng(11)
+    names = ("[/bold]", "[link=https://evil.example/]math[/link]")
+    recs = [
+        SequenceRecord(f"s{i}", names[i % 2], "t", rng.integers(0, 64, 30).astype(np.int32),
+                       random_topk(rng, 30, 3, 8, 2), None)
+        for i in range(6)
+    ]  # fmt: skip
+    write_committed_store(tmp_path / "s.zarr", recs, config(n_experts=8, top_k=2, n_layers=3), ids_only=True)
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setattr(sys, "argv", ["workbench", "compare", str(tmp_path / "s.zarr"), "--out", str(tmp_path / "o"),
+                                      "--n-boot", "10", "--n-perm", "10"])  # fmt: skip
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    out = capsys.readouterr().out
+    assert exit_.value.code in (0, None)
+    assert "│ [/bold] " in out and "│ [link=https://evil.example/]math[/link] " in out
+
+
+def test_more_groups_than_rows_draws_those_with_most_tokens(thirty_sequences, monkeypatch):
+    from workbench.viz import figures_many
+    from workbench.viz.report import figures
+
+    from workbench.store.io import open_store
+
+    monkeypatch.setattr(figures_many, "MAX_ROWS", 10)
+    cmp = compare(open_store(str(thirty_sequences)), None, by="sequence", n_boot=0, n_perm=0, with_transitions=False)
+    tokens = {g: int(cmp.load["n_tokens"].sel(sequence=g)) for g in cmp.groups}
+    expect = [g for g in cmp.groups if tokens[g] >= sorted(tokens.values())[-10]]  # store order kept
+    for key, fig in figures(cmp).items():
+        rows = next(t for t in fig.data if t.type == "heatmap").y
+        assert list(rows) == expect, key
+        assert "the 10 of 30 sequences with the most tokens" in fig.layout.title.text, key

@@ -9,6 +9,7 @@ import networkx as nx
 import pytest
 from graph_helpers import open_hand_store, write_store
 
+from workbench.errors import WorkbenchError
 from workbench.graph import difference_of_selections, layered_layout, reasoning_graph, set_communities, token_path
 from workbench.graph.circuit_tracer import CIRCUIT_TRACER_SCHEMA
 from workbench.graph.export import ExportError, export_format, write_graph_data
@@ -155,7 +156,7 @@ def test_format_choice_and_bad_names(tmp_path, graph):
     assert export_format("a.json", "cytoscape") == "cytoscape"
     with pytest.raises(ExportError, match="unsupported file type"):
         export_format("graph.docx")
-    with pytest.raises(ExportError, match="does not exist"):
+    with pytest.raises(WorkbenchError, match="does not exist"):
         write_graph_data(graph, tmp_path / "missing" / "g.graphml")
     assert list(tmp_path.iterdir()) == []
 

@@ -4,7 +4,8 @@ Figures: ``.html`` (interactive plotly, self-contained: works offline), ``.png``
 (static, rendered by kaleido 1.x in a headless Chromium). Data: ``.graphml``, ``.gexf``, ``.json``
 (node-link), ``.cyjs``/``.cy.json`` (Cytoscape.js), ``.ct.json`` (circuit-tracer); see
 ``workbench.graph.export``. Every file is written to a temporary name in the same folder and
-renamed when complete, so a failed export leaves nothing behind.
+renamed when complete, so a failed export leaves nothing behind; a target that cannot or must not be
+written (read-only, under /proc, inside a routing store) is refused first (``workbench.outputs``).
 
 Kaleido finds its browser through choreographer, which honours the ``BROWSER_PATH`` environment
 variable and otherwise searches ``PATH`` for chrome/chromium. If ``BROWSER_PATH`` is unset we point
@@ -29,10 +30,10 @@ from workbench.graph.export import (
     DATA_FORMATS,
     FIGURE_FORMATS,
     ExportError,
-    atomic_path,
     export_format,
     write_graph_data,
 )
+from workbench.outputs import atomic_path
 
 EXPORT_FORMATS = FIGURE_FORMATS + DATA_FORMATS
 SYSTEM_CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
@@ -82,7 +83,7 @@ def export_figure(fig: go.Figure, path: str | Path, fmt: str | None = None, *, s
             f"{Path(path).name!r}: {kind!r} is not a figure format; use one of {', '.join(FIGURE_FORMATS)}"
         )
     target = Path(path)
-    with atomic_path(target) as tmp:
+    with atomic_path(target, flag="path") as tmp:
         if kind == "html":
             fig.write_html(tmp, include_plotlyjs=True, full_html=True)
             return target

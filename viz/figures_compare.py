@@ -1,4 +1,10 @@
-"""Plotly figures of a domain comparison (``workbench.analysis.compare.Comparison``)."""
+"""Plotly figures of a domain comparison (``workbench.analysis.compare.Comparison``).
+
+Up to ``MAX_PANELS`` groups (a few domains or segments), each group gets its own panel or line. More groups
+(``--by sequence``, ``--by step``) switch every figure to the one-row-per-group heatmaps of
+``figures_many``, which stay readable for any number of groups. Group names are user text: they reach
+plotly only through ``workbench.viz.text.plain``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,11 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+from workbench.viz import figures_many as many
+from workbench.viz.text import plain, plain_all
 
+MAX_PANELS = 8  # more groups than this: one heatmap row per group (figures_many)
+MAX_PAIR_LINES = 10  # more pairs than this (over 5 groups): the divergence matrix instead of lines
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 
 
@@ -18,7 +28,11 @@ def _color(i: int) -> str:
 def usage_heatmap(cmp: Any) -> go.Figure:
     """Relative load N_l(e) / (N k / E) per (layer, expert), one panel per group; 1 = balanced."""
     groups = cmp.groups
-    fig = make_subplots(rows=len(groups), cols=1, shared_xaxes=True, subplot_titles=groups, vertical_spacing=0.06)
+    if len(groups) > MAX_PANELS:
+        return many.usage_rows(cmp)
+    fig = make_subplots(
+        rows=len(groups), cols=1, shared_xaxes=True, subplot_titles=plain_all(groups), vertical_spacing=0.06
+    )
     rel = cmp.load["relative_load"]
     zmax = float(np.nanpercentile(rel.values, 99.5)) if rel.size else 2.0
     for i, g in enumerate(groups):
@@ -33,7 +47,7 @@ def usage_heatmap(cmp: Any) -> go.Figure:
                 colorscale="Viridis",
                 colorbar={"title": "load ÷ balanced"},
                 showscale=i == 0,
-                hovertemplate=f"{g}<br>layer %{{y}} expert %{{x}}<br>relative load %{{z:.2f}}<extra></extra>",
+                hovertemplate=f"{plain(g)}<br>layer %{{y}} expert %{{x}}<br>relative load %{{z:.2f}}<extra></extra>",
             ),
             row=i + 1,
             col=1,
@@ -54,10 +68,13 @@ def divergence_figure(cmp: Any) -> go.Figure:
     if d is None:
         fig.update_layout(title="Divergence: needs at least two groups")
         return fig
+    if d.sizes["pair"] > MAX_PAIR_LINES:
+        return many.divergence_matrix(cmp)
     layers = d["layer"].values
     for i, pair in enumerate(d["pair"].values):
         sub = d.sel(pair=pair)
         c = _color(i)
+        name = plain(pair)
         lo, hi = sub["ci_low"].values, sub["ci_high"].values
         if np.isfinite(lo).any():
             fig.add_trace(
@@ -68,7 +85,7 @@ def divergence_figure(cmp: Any) -> go.Figure:
                     fillcolor=c,
                     opacity=0.2,
                     line={"width": 0},
-                    name=f"{pair} {int(d.attrs['ci'] * 100)}% CI",
+                    name=f"{name} {int(d.attrs['ci'] * 100)}% CI",
                     hoverinfo="skip",
                 )
             )
@@ -78,10 +95,10 @@ def divergence_figure(cmp: Any) -> go.Figure:
                 y=sub["jsd"].values,
                 mode="lines+markers",
                 line={"color": c},
-                name=f"{pair} JSD",
+                name=f"{name} JSD",
                 customdata=np.stack([sub["p_value"].values, lo, hi], axis=1),
                 hovertemplate="layer %{x}: JSD %{y:.4f} [%{customdata[1]:.4f}, %{customdata[2]:.4f}]"
-                "<br>p = %{customdata[0]:.3g}<extra>" + str(pair) + "</extra>",
+                "<br>p = %{customdata[0]:.3g}<extra>" + name + "</extra>",
             )
         )
         fig.add_trace(
@@ -90,7 +107,7 @@ def divergence_figure(cmp: Any) -> go.Figure:
                 y=sub["null_mean"].values,
                 mode="lines",
                 line={"color": c, "dash": "dot"},
-                name=f"{pair} permutation null mean",
+                name=f"{name} permutation null mean",
             )
         )
     fig.update_layout(
@@ -108,6 +125,8 @@ def specialization_bars(cmp: Any, per_group: int = 8) -> go.Figure:
     if table is None or table.empty:
         fig.update_layout(title="Specialisation: needs at least two groups")
         return fig
+    if len(cmp.groups) > MAX_PANELS:
+        return many.specialization_rows(cmp)
     picks: list[tuple[int, int]] = []
     for g in cmp.groups:
         top = table[table[cmp.by] == g].sort_values("lift", ascending=False).head(per_group)
@@ -116,7 +135,7 @@ def specialization_bars(cmp: Any, per_group: int = 8) -> go.Figure:
     spec = cmp.specialization["specialization"]
     for i, g in enumerate(cmp.groups):
         vals = [float(spec.sel({cmp.by: g, "layer": layer, "expert": e})) for layer, e in picks]
-        fig.add_trace(go.Bar(x=labels, y=vals, name=g, marker_color=_color(i)))
+        fig.add_trace(go.Bar(x=labels, y=vals, name=plain(g), marker_color=_color(i)))
     uniform = float(cmp.specialization.attrs["uniform"])
     fig.add_hline(y=uniform, line_dash="dash", annotation_text=f"uniform k/E = {uniform:.3g}")
     fig.update_layout(
@@ -130,6 +149,8 @@ def specialization_bars(cmp: Any, per_group: int = 8) -> go.Figure:
 
 def agreement_figure(cmp: Any) -> go.Figure:
     """Mixtral consecutive-token agreement per layer and group against the analytic random baselines."""
+    if len(cmp.groups) > MAX_PANELS:
+        return many.agreement_rows(cmp)
     fig = make_subplots(rows=1, cols=2, subplot_titles=("same first choice", "any shared top-k expert"))
     a = cmp.agreement
     layers = a["layer"].values
@@ -140,8 +161,8 @@ def agreement_figure(cmp: Any) -> go.Figure:
                     x=layers,
                     y=a[var].sel({cmp.by: g}).values,
                     mode="lines+markers",
-                    name=g,
-                    legendgroup=g,
+                    name=plain(g),
+                    legendgroup=plain(g),
                     showlegend=col == 1,
                     line={"color": _color(i)},
                 ),
@@ -158,6 +179,8 @@ def agreement_figure(cmp: Any) -> go.Figure:
 
 def entropy_transitions_figure(cmp: Any) -> go.Figure:
     """Load entropy per layer per group, and the top-20% transition mass per layer pair."""
+    if len(cmp.groups) > MAX_PANELS:
+        return many.entropy_rows(cmp)
     fig = make_subplots(
         rows=1, cols=2, subplot_titles=("routing entropy ÷ log2 E", "next-layer mass in the top 20% candidates")
     )
@@ -167,7 +190,7 @@ def entropy_transitions_figure(cmp: Any) -> go.Figure:
                 x=cmp.entropy["layer"].values,
                 y=cmp.entropy["normalized"].sel({cmp.by: g}).values,
                 mode="lines+markers",
-                name=g,
+                name=plain(g),
                 line={"color": _color(i)},
             ),
             row=1,

@@ -15,6 +15,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 import plotly.graph_objects as go
+from workbench.viz.text import plain
 
 from workbench.graph.layout import layered_layout
 
@@ -37,20 +38,21 @@ LABEL_MAX = 400  # label nodes with their expert id up to this many nodes (beyon
 
 
 def _hover(node: str, d: dict[str, Any], difference: bool) -> str:
-    lines = [f"<b>{node}</b>  expert {d.get('expert')} · layer {d.get('layer')}"]
+    """A node's hover text; user text (domain names, token text) escaped by ``plain``."""
+    lines = [f"<b>{plain(node)}</b>  expert {d.get('expert')} · layer {d.get('layer')}"]
     if difference:
         lines.append(f"load a {d.get('load_a', 0):.3f} · load b {d.get('load_b', 0):.3f} · Δ {d.get('delta', 0):+.3f}")
     else:
         lines.append(f"tokens {d.get('tokens', 0)} · load {d.get('load', 0):.3f}")
         if "mean_gate" in d:
             lines.append(f"mean gate {d['mean_gate']:.3f}")
-        shares = [f"{k[6:]} {v:.0%}" for k, v in sorted(d.items()) if k.startswith("share_")]
+        shares = [f"{plain(k[6:])} {v:.0%}" for k, v in sorted(d.items()) if k.startswith("share_")]
         if shares:
             lines.append("domains: " + ", ".join(shares))
         if "community" in d:
             lines.append(f"circuit {d['community']}")
     if d.get("top_tokens"):
-        lines.append("top tokens: " + str(d["top_tokens"]).replace("<", "&lt;").replace(">", "&gt;"))
+        lines.append("top tokens: " + plain(d["top_tokens"]))
     return "<br>".join(lines)
 
 
@@ -130,6 +132,7 @@ def graph_figure(g: nx.DiGraph, *, title: str | None = None, width: int = 1100, 
             title = f"{g.graph.get('label_a', 'a')} − {g.graph.get('label_b', 'b')}"
         else:
             title = f"{g.graph.get('selection', 'reasoning graph')} ({g.graph.get('n_tokens', '?')} tokens)"
+    title = plain(title)  # selections and --title are user text
     layers = sorted({int(d["layer"]) for d in data})
     fig = go.Figure(data=[*_edge_traces(g, pos, difference), node_trace])
     step = max(1, len(layers) // 20)

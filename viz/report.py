@@ -1,7 +1,7 @@
 """The comparison report: one self-contained HTML file (plotly.js inlined once) plus CSV and JSON numbers.
 
-``write_report(cmp, out_dir)`` writes, atomically (into a temporary folder renamed at the end, so a
-failure never leaves half a report):
+``write_report(cmp, out_dir)`` writes, atomically (into a temporary folder whose files are renamed into
+place at the end, so a failure never leaves half a report), and never into a routing store:
 
 - ``report.html``: summary tables and the figures of ``figures_compare`` (works offline, no CDN);
 - ``summary.json``: the small summary (``Comparison.summary()``);
@@ -10,6 +10,7 @@ failure never leaves half a report):
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import shutil
@@ -21,6 +22,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 from workbench.viz import figures_compare as F
+
+from workbench.outputs import OutputPathError, check_output_dir
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px;
@@ -56,9 +59,17 @@ def _groups_table(cmp: Any) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _divergence_summary(cmp: Any) -> pd.DataFrame:
+MAX_PAIRS_LISTED = 40  # divergence pairs in the HTML summary table; divergence.csv holds every pair
+
+
+def _divergence_summary(cmp: Any) -> tuple[pd.DataFrame, str]:
+    """The per-pair summary (the most divergent ``MAX_PAIRS_LISTED`` when there are more) and a note."""
     s = cmp.summary().get("divergence", {})
-    return pd.DataFrame([{"pair": p, **v} for p, v in s.items()])
+    df = pd.DataFrame([{"pair": p, **v} for p, v in s.items()])
+    if len(df) <= MAX_PAIRS_LISTED:
+        return df, ""
+    note = f"The {MAX_PAIRS_LISTED} most divergent of {len(df)} pairs; divergence.csv and summary.json hold all."
+    return df.sort_values("mean_jsd", ascending=False).head(MAX_PAIRS_LISTED), note
 
 
 _SECTIONS = (
@@ -108,8 +119,10 @@ def render_html(cmp: Any, *, title: str | None = None) -> str:
         )
         + "</p>",
         f"<h2>Groups</h2>{_table(_groups_table(cmp))}",
-        f"<h2>Divergence summary</h2>{_table(_divergence_summary(cmp))}",
     ]
+    div, div_note = _divergence_summary(cmp)
+    note_html = f"<p class='note'>{html.escape(div_note)}</p>" if div_note else ""
+    parts.append(f"<h2>Divergence summary</h2>{note_html}{_table(div)}")
     first = True
     for key, heading, note in _SECTIONS:
         fig_html = pio.to_html(figs[key], include_plotlyjs=bool(first), full_html=False, div_id=f"fig-{key}")
@@ -124,12 +137,29 @@ def render_html(cmp: Any, *, title: str | None = None) -> str:
     return "\n".join(parts)
 
 
-def write_report(cmp: Any, out_dir: str | Path, *, title: str | None = None) -> dict[str, Path]:
-    """Write report.html, summary.json and the CSVs into ``out_dir`` (created); returns the paths by name."""
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=out.parent))
+def _make_folder(out: Path) -> list[Path]:
+    """Create ``out`` and its missing parents; returns the folders created (outermost first)."""
+    missing = [p for p in (out, *out.parents) if not p.exists()][::-1]
+    for folder in missing:
+        folder.mkdir()
+    return missing
+
+
+def write_report(cmp: Any, out_dir: str | Path, *, title: str | None = None, flag: str = "out_dir") -> dict[str, Path]:
+    """Write report.html, summary.json and the CSVs into ``out_dir``; returns the paths by name.
+
+    ``out_dir`` is checked first (``workbench.outputs.check_output_dir``: writable, not under /proc, /sys or
+    /dev, not inside a routing store) and created with its parents if missing. Everything is rendered into
+    a temporary folder inside it, then each file is renamed into place: a failure at any point leaves the
+    folder as it was (files of an earlier report intact, folders this call created removed) and raises one
+    ``OutputPathError`` line. ``flag`` names ``out_dir`` in messages (the CLI passes ``--out``).
+    """
+    out = check_output_dir(out_dir, flag=flag, probe=False)
+    created: list[Path] = []
+    tmp: Path | None = None
     try:
+        created = _make_folder(out)
+        tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
         tables = {
             "per_layer.csv": cmp.per_layer(),
             "experts.csv": cmp.expert_table(),
@@ -141,12 +171,16 @@ def write_report(cmp: Any, out_dir: str | Path, *, title: str | None = None) -> 
             df.to_csv(tmp / name, index=False)
         (tmp / "summary.json").write_text(json.dumps(cmp.summary(), indent=2, default=float))
         (tmp / "report.html").write_text(render_html(cmp, title=title), encoding="utf-8")
-        out.mkdir(parents=True, exist_ok=True)
         paths = {}
-        for f in tmp.iterdir():
-            target = out / f.name
-            f.replace(target)
-            paths[f.name] = target
+        for f in sorted(tmp.iterdir()):
+            f.replace(out / f.name)
+            paths[f.name] = out / f.name
         return paths
+    except OSError as err:
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise OutputPathError(f"cannot write the report into {flag} {out_dir}: {err.strerror or err}") from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)

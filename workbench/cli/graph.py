@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -54,6 +53,7 @@ def graph(
 ) -> None:
     """Build the reasoning graph of a selection (experts per layer, edges between consecutive layers) and export it."""
     from rich.console import Console
+    from rich.markup import escape
 
     from workbench.errors import WorkbenchError
     from workbench.graph import (
@@ -63,8 +63,9 @@ def graph(
         reasoning_graph,
         set_communities,
     )
-    from workbench.graph.export import FIGURE_FORMATS, ExportError, export_format
+    from workbench.graph.export import FIGURE_FORMATS, export_format
     from workbench.graph.prune import check_pruning
+    from workbench.outputs import check_output_file
     from workbench.store.io import open_store
     from workbench.store.select import Selection, parse_where
 
@@ -72,12 +73,9 @@ def graph(
     if fmt is not None and fmt not in ("node-link", "cytoscape", "circuit-tracer"):
         raise WorkbenchError(f"--format must be node-link, cytoscape or circuit-tracer, got {fmt!r}")
     targets = []
-    for path in export:
-        kind = export_format(path, fmt if path.lower().endswith(".json") else None)
-        parent = Path(path).parent
-        if not parent.is_dir():
-            raise ExportError(f"cannot write {path}: folder {parent} does not exist")
-        targets.append((Path(path), kind))
+    for path in export:  # every target checked before any work: where it is, then its format
+        target = check_output_file(path, flag="--export")
+        targets.append((target, export_format(path, fmt if path.lower().endswith(".json") else None)))
 
     base = Selection()
     if sequence:
@@ -117,7 +115,7 @@ def graph(
         if static:
             stack.enter_context(static_export_session())
         for target, kind in targets:
-            with console.status(f"writing {target.name}"):
+            with console.status(escape(f"writing {target.name}")):
                 export_graph(g, target, fmt=kind, title=title)
             typer.echo(f"wrote {target}")
 

@@ -21,12 +21,9 @@ circuit-tracer  ``*.ct.json``                           circuit-tracer's fronten
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +32,7 @@ import numpy as np
 
 from workbench.errors import WorkbenchError
 from workbench.graph.circuit_tracer import circuit_tracer_graph
+from workbench.outputs import atomic_path  # the one atomic writer: checks the target, temp file + rename
 
 DATA_FORMATS = ("graphml", "gexf", "node-link", "cytoscape", "circuit-tracer")
 FIGURE_FORMATS = ("png", "svg", "pdf", "html")
@@ -68,25 +66,6 @@ def export_format(path: str | Path, fmt: str | None = None) -> str:
             return SUFFIXES[suffix]
     shown = ", ".join(SUFFIXES)
     raise ExportError(f"cannot export {Path(path).name!r}: unsupported file type; use one of {shown}")
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary path next to ``path`` (same suffix); renamed onto ``path`` only if the block succeeds."""
-    target = Path(path)
-    if not target.parent.is_dir():
-        raise ExportError(f"cannot write {target}: folder {target.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix or ".tmp", dir=target.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the permissions open() would
-    try:
-        yield Path(tmp)
-        os.replace(tmp, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
 
 
 def _scalar(v: Any) -> Any:
@@ -161,7 +140,7 @@ def write_graph_data(g: nx.DiGraph, path: str | Path, fmt: str | None = None) ->
     if kind not in DATA_FORMATS:
         raise ExportError(f"{kind!r} is a figure format; use workbench.viz.export_graph for figures")
     target = Path(path)
-    with atomic_path(target) as tmp:
+    with atomic_path(target, flag="path") as tmp:
         if kind == "circuit-tracer":
             data = circuit_tracer_graph(g, slug=target.name.split(".")[0])
             tmp.write_text(json.dumps(_json_safe(data), ensure_ascii=False))
