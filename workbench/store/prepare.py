@@ -119,15 +119,15 @@ def _create(loc: StoreLocation, config: RoutingConfig, attrs: dict[str, Any], wi
                 continue
             dtype = "str" if name in STRING_VARS else S.DTYPES.get(name, "int16")
             shape = tuple({S.LAYER: n_layers, S.K: k, S.EXPERT: n_exp}.get(d, 0) for d in dims)
-            fill: Any = "" if dtype == "str" else (np.nan if dtype == "float16" else 0)
             arrays[name] = zarr.create_array(
                 loc.store,
                 name=name,
                 shape=shape,
                 chunks=codecs.chunk_shape(name, n_layers, k, n_exp),
                 dtype=dtype,
-                fill_value=fill,
+                fill_value=codecs.fill_value(name),
                 compressors=codecs.compressors(name, dtype),
+                config=codecs.ARRAY_CONFIG,
                 dimension_names=dims,
                 attributes={"description": DESCRIPTIONS[name]} if name in DESCRIPTIONS else {},
                 overwrite=True,
@@ -152,7 +152,7 @@ def check_writable(
     """Every refusal a writer makes, without writing anything. Returns the root document (None: create)."""
     root = read_json(loc.store, "zarr.json") if loc.exists() else None
     if not is_committed_store(root):
-        if (root or {}).get("attributes", {}).get("schema_version") not in (None, S.SCHEMA_VERSION):
+        if (root or {}).get("attributes", {}).get("schema_version") not in (None, *S.READABLE_VERSIONS):
             check_root(root, loc.where)  # raises the schema-version error
         if not _is_debris(loc, root):
             raise StoreError(f"{loc.where} exists and is not a routing store; choose a new --out path")
