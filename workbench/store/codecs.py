@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
+from zarr.core.array_spec import ArrayConfigParams
 
 from workbench.store import schema as S
 
@@ -60,7 +61,7 @@ def fill_value(name: str) -> Any:
 
 # zarr runtime config of every array a writer opens: write a chunk even when it holds only fill values,
 # so that a missing chunk always means damage (zarr's default skips such chunks).
-ARRAY_CONFIG: dict[str, Any] = {"write_empty_chunks": True}
+ARRAY_CONFIG: ArrayConfigParams = {"write_empty_chunks": True}
 
 
 def token_chunk(n_layers: int, k: int) -> int:
