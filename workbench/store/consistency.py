@@ -55,8 +55,10 @@ class Tables:
         unknown: dict[str, np.ndarray] = {}
         for name in (S.SEQUENCE_INDEX, S.POSITION, S.SEGMENT, S.STEP, S.SEQUENCE, *S.SEQUENCE_VARS, *S.SPAN_VARS):
             dim = S.DIMS[name][0]
-            dtype = object if expected.get(name, ("",))[0] == "string" else np.int64
-            col = np.full(counts[dim], "" if dtype is object else -1, dtype=dtype)
+            if expected.get(name, ("",))[0] == "string":
+                col = np.full(counts[dim], "", dtype=object)
+            else:  # int32 where the schema's dtype fits, so 1M tokens take ~16 MB here
+                col = np.full(counts[dim], -1, dtype=np.int64 if S.DTYPES.get(name) == "int64" else np.int32)
             miss = np.ones(counts[dim], dtype=bool)
             for start, values in kept.get(name, []):
                 col[start : start + len(values)] = values
