@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import zarr
 from tqdm.auto import tqdm
-from zarr.abc.store import Store
-from zarr.core.buffer import default_buffer_prototype
+from zarr.abc.store import ByteRequest, Store
+from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.core.sync import sync
 
 from workbench.errors import StoreDamagedError, StoreError
@@ -179,6 +179,24 @@ def _bad_values(layout: ArrayLayout, values: np.ndarray, n_experts: int) -> str 
     return None
 
 
+class _Prefetched(CheckedStore):
+    """A ``CheckedStore`` that serves a chunk verify already fetched once, so each chunk is read once."""
+
+    def __init__(self, store: Store, root: dict[str, Any] | None = None, where: str = "") -> None:
+        super().__init__(store, root, where)
+        self.fetched: dict[str, Buffer] = {}
+
+    def _with_store(self, store: Store) -> _Prefetched:
+        return type(self)(store, self.root, self.where)
+
+    async def get(self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None) -> Buffer | None:
+        buf = self.fetched.pop(key, None) if byte_range is None else None
+        if buf is None:
+            return await super().get(key, prototype, byte_range)
+        self.check(key, buf)
+        return buf
+
+
 def _read_chunk(
     store: Store, arr: zarr.Array, layout: ArrayLayout, coords: tuple[int, ...], n_experts: int
 ) -> tuple[str | None, np.ndarray | None, bool]:
@@ -193,6 +211,8 @@ def _read_chunk(
     problem = None if raw is None else check_bytes(layout, raw.as_numpy_array())
     if problem is not None:
         return problem, None, False
+    if raw is not None and isinstance(arr.store, _Prefetched):
+        arr.store.fetched[key] = raw  # decoded below without a second read
     try:
         values = np.asarray(arr[region])
     except StoreDamagedError as err:  # changed between the two reads
@@ -237,7 +257,7 @@ def verify_store(
         if own != doc:
             what = "is missing" if own is None else "differs from the commit (an uncommitted tail?)"
             report.notes.append(f"{name}/zarr.json {what}; the next writer puts it back")
-    checked = CheckedStore(loc.store, root, loc.where)
+    checked = _Prefetched(loc.store, root, loc.where)
     group = zarr.open_group(checked, mode="r", zarr_format=3, use_consolidated=True)
     expected = _expected(attrs)
     names = [n for n in expected if n in lays and not any(p.startswith(f"array {n} ") for p in report.problems)]
