@@ -11,3 +11,7 @@ class SelectionError(WorkbenchError):
 
 class StoreError(WorkbenchError):
     """A routing store cannot be opened, appended to or written as asked."""
+
+
+class StoreDamagedError(StoreError):
+    """A routing store's committed data is damaged (a chunk missing, truncated or failing its checksum)."""

@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ablate",
     "graph",
     "info",
+    "verify",
     "record",
     "replay",
     "agent",

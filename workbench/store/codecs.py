@@ -10,6 +10,9 @@ whose per-layer marginal entropy is 7.8 bits per id, i.e. a limit of 7.8 bytes p
   token-layer (raw 16) at about half the time of level 3 (10.9 B); level 5 gives 10.3 B at 6x the time.
   (Synthetic weights carry random mantissas; real ones compress a little better.)
 - small per-token and per-sequence tables: zstd with byte shuffle; strings: vlen-utf8 + zstd.
+- every array ends with zarr v3's ``crc32c`` codec: 4 bytes per chunk holding the CRC-32C (Castagnoli) of
+  the compressed bytes, so a truncated or altered chunk is caught before it is decoded (``integrity.py``).
+  It is a standard v3 codec: plain zarr and xarray verify it too.
 
 Chunks: all per-token arrays share one token chunk (``schema.token_chunk``, at most ``MAX_TOKEN_CHUNK``) so
 dask blocks line up across variables; ``router_scores`` is split along ``layer`` as well so one chunk stays
@@ -22,7 +25,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from zarr.codecs import BloscCodec, ZstdCodec
+from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
+from zarr.core.array_spec import ArrayConfigParams
 
 from workbench.store import schema as S
 
@@ -36,14 +40,28 @@ WEIGHTS_LEVEL = 2
 
 
 def compressors(name: str, dtype: str) -> list[Any]:
-    """zarr v3 compressors for the variable ``name`` of numpy dtype ``dtype``."""
+    """zarr v3 bytes-to-bytes codecs for the variable ``name`` of numpy dtype ``dtype``: a compressor, then crc32c."""
+    return [_compressor(name, dtype), Crc32cCodec()]
+
+
+def _compressor(name: str, dtype: str) -> Any:
     if dtype == "str":
-        return [ZstdCodec(level=3)]
+        return ZstdCodec(level=3)
     if name == S.EXPERT_IDS:
-        return [BloscCodec(cname="zstd", clevel=IDS_LEVEL, shuffle="bitshuffle")]
+        return BloscCodec(cname="zstd", clevel=IDS_LEVEL, shuffle="bitshuffle")
     if name in (S.GATE_WEIGHTS, S.ROUTER_SCORES):
-        return [BloscCodec(cname="zstd", clevel=WEIGHTS_LEVEL, shuffle="shuffle")]
-    return [BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")]
+        return BloscCodec(cname="zstd", clevel=WEIGHTS_LEVEL, shuffle="shuffle")
+    return BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+
+
+def fill_value(name: str) -> Any:
+    """The fill value of ``name``: one no recorded value can take (``schema.FILL``)."""
+    return S.FILL[name]
+
+
+# zarr runtime config of every array a writer opens: write a chunk even when it holds only fill values,
+# so that a missing chunk always means damage (zarr's default skips such chunks).
+ARRAY_CONFIG: ArrayConfigParams = {"write_empty_chunks": True}
 
 
 def token_chunk(n_layers: int, k: int) -> int:

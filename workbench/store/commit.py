@@ -71,10 +71,11 @@ def check_root(root: dict[str, Any] | None, where: str) -> dict[str, Any]:
     version = attrs.get("schema_version")
     if version is None:
         raise StoreError(f"{where} is a zarr group but not a routing store (no schema_version attribute)")
-    if version != S.SCHEMA_VERSION:
+    if version not in S.READABLE_VERSIONS:
         raise StoreError(
-            f"{where} has routing-store schema version {version!r}; this workbench reads version "
-            f"{S.SCHEMA_VERSION}: install the workbench version that wrote it, or record the store again"
+            f"{where} has routing-store schema version {version!r}; this workbench reads versions "
+            f"{', '.join(map(str, S.READABLE_VERSIONS))}: install the workbench version that wrote it, or record "
+            "the store again"
         )
     if not is_committed_store(root):
         raise StoreError(f"{where} was never committed (its creation was interrupted); delete it and record again")
@@ -136,6 +137,9 @@ def repair(store: Store, root: dict[str, Any]) -> list[str]:
 
 
 def open_arrays(store: Store, names: list[str]) -> dict[str, zarr.Array]:
+    """The arrays a writer appends to, configured to write every chunk (``codecs.ARRAY_CONFIG``)."""
+    from workbench.store.codecs import ARRAY_CONFIG
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return {name: zarr.open_array(store, path=name, zarr_format=3) for name in names}
+        return {name: zarr.open_array(store, path=name, zarr_format=3).with_config(ARRAY_CONFIG) for name in names}

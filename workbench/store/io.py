@@ -1,6 +1,8 @@
 """Open, append to and check routing stores: the store's public I/O (``workbench.open_store`` and friends).
 
-- ``open_store``: a dask-backed Dataset of the committed state, with the ``ds.routing`` accessor.
+- ``open_store``: a dask-backed Dataset of the committed state, with the ``ds.routing`` accessor; every chunk
+  it reads is checked (``integrity.py``), so a damaged store raises ``StoreDamagedError`` instead of
+  answering with fill values.
 - ``StoreWriter``: appends sequences from a background thread, one atomic commit at a time (writer.py).
 - ``check_appendable``: the writer's refusal checks without opening a writer, so a CLI fails before it
   loads a model.
@@ -22,6 +24,7 @@ from workbench.routing_config import RoutingConfig
 from workbench.store import accessor as _accessor  # noqa: F401  (registers ds.routing)
 from workbench.store import schema as S
 from workbench.store.commit import check_root, read_json
+from workbench.store.integrity import CheckedStore
 from workbench.store.location import StoreLocation, resolve
 from workbench.store.prepare import check_writable
 from workbench.store.writer import StoreWriter
@@ -69,17 +72,22 @@ def open_store(
     ------
     StoreError
         The path does not exist or is not a routing store, or its schema version is unknown.
+    StoreDamagedError
+        At open (the sequence and layer coordinates are read then) or from any later read, lazy ones
+        included: a chunk of the last commit is missing, truncated or fails its checksum.
     """
     loc = resolve(path_or_url, storage_options, read_only=True)
     if not loc.exists():
         raise StoreError(f"no routing store at {loc.where}: the path does not exist")
-    check_root(_root(loc), loc.where)
+    root = _root(loc)
+    check_root(root, loc.where)
+    checked = CheckedStore(loc.store, root, loc.where)  # every chunk read is checked (integrity.py)
     if isinstance(chunks, str) and chunks == "auto":
         # dask cannot size string (object) blocks, so the small per-sequence/per-span tables stay one block
         chunks = {S.TOKEN: "auto", S.SEQUENCE: -1, S.SPAN: -1}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zarr warns that consolidated metadata is not in the v3 spec yet
-        return xr.open_zarr(loc.store, consolidated=True, chunks=chunks, zarr_format=3)
+        return xr.open_zarr(checked, consolidated=True, chunks=chunks, zarr_format=3)
 
 
 def check_appendable(

@@ -24,6 +24,7 @@ from workbench.store import schema as S
 from workbench.store.commit import check_root, commit, is_committed_store, open_arrays, read_json, repair
 from workbench.store.location import StoreLocation
 from workbench.store.lock import LOCK_NAME
+from workbench.store.verify import check_append
 
 STRING_VARS = (S.SEQUENCE, S.SEQUENCE_DOMAIN, S.SEQUENCE_SOURCE, S.SPAN_LABEL)
 
@@ -119,15 +120,15 @@ def _create(loc: StoreLocation, config: RoutingConfig, attrs: dict[str, Any], wi
                 continue
             dtype = "str" if name in STRING_VARS else S.DTYPES.get(name, "int16")
             shape = tuple({S.LAYER: n_layers, S.K: k, S.EXPERT: n_exp}.get(d, 0) for d in dims)
-            fill: Any = "" if dtype == "str" else (np.nan if dtype == "float16" else 0)
             arrays[name] = zarr.create_array(
                 loc.store,
                 name=name,
                 shape=shape,
                 chunks=codecs.chunk_shape(name, n_layers, k, n_exp),
                 dtype=dtype,
-                fill_value=fill,
+                fill_value=codecs.fill_value(name),
                 compressors=codecs.compressors(name, dtype),
+                config=codecs.ARRAY_CONFIG,
                 dimension_names=dims,
                 attributes={"description": DESCRIPTIONS[name]} if name in DESCRIPTIONS else {},
                 overwrite=True,
@@ -149,10 +150,14 @@ def check_writable(
     loc: StoreLocation, config: RoutingConfig, tokenizer: dict[str, Any] | None, *, capture: str | None,
     with_scores: bool,
 ) -> dict[str, Any] | None:  # fmt: skip
-    """Every refusal a writer makes, without writing anything. Returns the root document (None: create)."""
+    """Every refusal a writer makes, without writing anything. Returns the root document (None: create).
+
+    Besides incompatible models, tokenizers and captures, a damaged store is refused (``verify.check_append``):
+    an append rewrites the tail chunk with committed rows in it, and would commit fill values as data.
+    """
     root = read_json(loc.store, "zarr.json") if loc.exists() else None
     if not is_committed_store(root):
-        if (root or {}).get("attributes", {}).get("schema_version") not in (None, S.SCHEMA_VERSION):
+        if (root or {}).get("attributes", {}).get("schema_version") not in (None, *S.READABLE_VERSIONS):
             check_root(root, loc.where)  # raises the schema-version error
         if not _is_debris(loc, root):
             raise StoreError(f"{loc.where} exists and is not a routing store; choose a new --out path")
@@ -161,6 +166,8 @@ def check_writable(
     check_compatible(attrs, config, loc.where, capture=capture, with_scores=with_scores)
     if tokenizer is not None and attrs.get("tokenizer_digest") != vocab_digest(tokenizer):
         raise StoreError(f"{loc.where} was recorded with another tokenizer vocabulary; write to a new store instead")
+    assert root is not None
+    check_append(loc.where, loc.store, root)
     return root
 
 

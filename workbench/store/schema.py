@@ -42,9 +42,17 @@ span_label      (span)                  str      e.g. "functions.calculator:0" f
 The per-token variable that names a token's sequence is ``sequence_index`` because ``sequence`` is
 the dimension (and id coordinate) of the per-sequence table; xarray cannot hold both under one name.
 
+Fill values (what zarr returns for a chunk that is missing)
+---------------------------------------------------------
+Every array's fill value is one no recorded value can take (``FILL``): -1 for ids, rows, positions and
+codes, the smallest int32 for tool-loop steps (-1 is "outside any step"), -inf for gate weights and
+router scores (NaN marks "not captured"), and ``MISSING_STR`` for strings. So a missing chunk never
+passes for data, even for a plain ``xarray.open_zarr`` reader; workbench readers refuse it outright
+(``integrity.py``). ``generated`` (bool) has no spare value: for it the chunk's existence is the check.
+
 Attributes (root group)
 -----------------------
-schema_version   int, SCHEMA_VERSION
+schema_version   int, SCHEMA_VERSION (version 1 stores, written before checksums, are still read)
 model            dict: identity and routing config (see ``RoutingConfig``)
 routing_signature str: hash of the routing config; appends with another signature are refused
 tokenizer        dict: {"name": str, "vocab": [token string by id], "special_tokens": {...}}
@@ -59,7 +67,10 @@ from __future__ import annotations
 
 from typing import Final
 
-SCHEMA_VERSION: Final = 1
+# 2: crc32c on every chunk, fill values that cannot pass for data, every chunk written (even all-fill).
+# 1: no checksums, fill 0 / NaN / "" and all-fill chunks left unwritten; read and appended to as they are.
+SCHEMA_VERSION: Final = 2
+READABLE_VERSIONS: Final = (1, 2)
 
 # Dimension names.
 TOKEN: Final = "token"
@@ -154,3 +165,31 @@ def token_chunk(n_layers: int, k: int, target_bytes: int = 8 << 20) -> int:
     per_token = max(1, n_layers * k * 2)
     n = max(1024, target_bytes // per_token)
     return 1 << (n.bit_length() - 1)  # a power of two, so chunks line up across variables
+
+
+# The fill value of every array (see "Fill values" in the module docstring).
+MISSING_STR: Final = "\x00<missing chunk>"
+_INT32_MIN: Final = -(2**31)
+FILL: Final[dict[str, object]] = {
+    EXPERT_IDS: -1,
+    GATE_WEIGHTS: float("-inf"),
+    ROUTER_SCORES: float("-inf"),
+    TOKEN_ID: -1,
+    POSITION: -1,
+    SEQUENCE_INDEX: -1,
+    SEGMENT: -1,
+    STEP: _INT32_MIN,
+    GENERATED: False,
+    SEQUENCE: MISSING_STR,
+    SEQUENCE_DOMAIN: MISSING_STR,
+    SEQUENCE_SOURCE: MISSING_STR,
+    SEQUENCE_START: -1,
+    SEQUENCE_LENGTH: -1,
+    SPAN_SEQUENCE: -1,
+    SPAN_KIND: -1,
+    SPAN_START: -1,
+    SPAN_STOP: -1,
+    SPAN_STEP: _INT32_MIN,
+    SPAN_LABEL: MISSING_STR,
+    LAYER: -1,
+}

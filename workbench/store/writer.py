@@ -172,6 +172,11 @@ class StoreWriter:
         L, k, E = len(self.config.moe_layers), self.config.top_k, self.config.n_routed_experts
         if r.n_tokens == 0:
             raise StoreError(f"sequence {r.id!r} has no tokens; nothing to record")
+        if not r.id:
+            raise StoreError("a sequence id is empty; every sequence needs a non-empty, unique id")
+        texts = [r.id, r.domain, r.source, *(sp.label for sp in r.spans)]
+        if any("\x00" in str(t) for t in texts):
+            raise StoreError(f"sequence {r.id!r}: NUL characters are not allowed in ids, domains, sources or labels")
         if r.expert_ids.shape[1:] != (L, k):
             raise StoreError(
                 f"sequence {r.id!r}: routing of shape {r.expert_ids.shape[1:]} does not match the store's model "
