@@ -2,7 +2,7 @@
 across token boundaries, mapped back to the token rows it covers.
 
 The store's tokens are decoded (``vocab.text_vocab``) and concatenated in row order into one string,
-with a NUL between sequences so no match spans two texts; each token's first character offset is kept,
+with a record separator (U+001E) between sequences so no match spans two texts; each token's first character offset is kept,
 so a match [a, b) covers token rows ``searchsorted(starts, a, "right") - 1`` ..
 ``searchsorted(starts, b - 1, "right") - 1``. Building the text is vectorised (one object-array gather
 and one join); the search itself is Python's ``re``.
@@ -21,6 +21,7 @@ from workbench.experts.vocab import token_texts
 from workbench.store import schema as S
 from workbench.store.select import Selection, token_mask
 
+SEP = "\x1e"  # between sequences (not NUL: numpy strips trailing NULs of strings)
 _LINE = str.maketrans({"\n": "↵", "\t": "⇥", "\r": "␍"})
 
 
@@ -47,7 +48,7 @@ class SearchHit:
 def store_text(ds: xr.Dataset) -> tuple[str, np.ndarray, np.ndarray]:
     """The store's decoded text, each token row's start offset in it (N,), and each row's sequence (N,).
 
-    Sequences are separated by one NUL character (it never occurs in decoded text of a match).
+    Sequences are separated by one ``SEP`` character; a match containing it is dropped.
     """
     texts = np.asarray(token_texts(ds) or [""], dtype=object)
     tok = np.asarray(ds[S.TOKEN_ID].values).astype(np.int64)
@@ -58,7 +59,7 @@ def store_text(ds: xr.Dataset) -> tuple[str, np.ndarray, np.ndarray]:
         pieces[~known] = np.array([f"<{t}>" for t in tok[~known]], dtype=object)
     new_seq = np.ones(tok.size, dtype=bool)
     new_seq[1:] = seq[1:] != seq[:-1]
-    pieces[new_seq] = "\x00" + pieces[new_seq]
+    pieces[new_seq] = SEP + pieces[new_seq]
     lengths = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=tok.size)
     starts = np.cumsum(lengths) - lengths + new_seq  # skip the separator
     return "".join(pieces.tolist()), starts, seq
@@ -91,14 +92,14 @@ def find(
     hits: list[SearchHit] = []
     for m in pattern.finditer(full):
         a, b = m.span()
-        if b <= a or "\x00" in m.group():
+        if b <= a or SEP in m.group():
             continue
         first = int(np.searchsorted(starts, a, "right") - 1)
         last = int(np.searchsorted(starts, b - 1, "right") - 1)
         if mask is not None and not mask[first]:
             continue
-        lo = full.rfind("\x00", max(0, a - width), a)
-        hi = full.find("\x00", b, b + width)
+        lo = full.rfind(SEP, max(0, a - width), a)
+        hi = full.find(SEP, b, b + width)
         before = full[max(lo + 1, a - width) if lo >= 0 else max(0, a - width) : a]
         after = full[b : hi if hi >= 0 else b + width]
         s = int(seq[first])
