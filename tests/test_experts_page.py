@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from experts_helpers import CAT, PLANT, planted_records, planted_store
+
 from workbench.errors import SelectionError
 from workbench.experts import ExpertPageError, expert_page
 from workbench.experts.lift import token_lift
@@ -129,7 +129,7 @@ def test_selection_and_bad_input(store) -> None:
     assert [r.group for r in page.domain_shares] == ["code"]
     with pytest.raises(ExpertPageError, match="not an MoE layer"):
         expert_page(store, 9, 0)
-    with pytest.raises(ExpertPageError, match="outside this model's experts 0..7"):
+    with pytest.raises(ExpertPageError, match=r"outside this model's experts 0\.\.7"):
         expert_page(store, 2, 8)
     with pytest.raises(SelectionError, match="no tokens"):
         expert_page(store, 2, 0, Selection(tokens=(0, 1), segments=("answer",)))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from experts_helpers import AT, CAT, PLANT, S_, THE, planted_records, planted_store
+
 from workbench.experts import ExpertPageError, find
 from workbench.store.select import Selection
 
@@ -61,8 +61,9 @@ def test_find_never_spans_two_sequences(store) -> None:
     recs = planted_records()
     last = recs[0].token_ids[-1]
     first = recs[1].token_ids[0]
-    from workbench.experts.vocab import text_vocab
     from experts_helpers import VOCAB
+
+    from workbench.experts.vocab import text_vocab
 
     texts = text_vocab(VOCAB)
     joined = texts[last] + texts[first]

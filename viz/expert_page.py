@@ -12,6 +12,7 @@ import html
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -85,17 +86,21 @@ def _histogram(counts: np.ndarray, labels: list[str], xlabel: str, title: str) -
                      f'height="{bh:.1f}" fill="#3b6fd8"><title>{_e(labels[i])}: {c}</title></rect>')  # fmt: skip
     step = max(1, counts.size // 8)
     for i in range(0, counts.size, step):
-        parts.append(f'<text x="{left + (i + 0.5) * bw:.1f}" y="{20 + h + 14}" text-anchor="middle">{_e(labels[i])}</text>')
+        x = left + (i + 0.5) * bw
+        parts.append(f'<text x="{x:.1f}" y="{20 + h + 14}" text-anchor="middle">{_e(labels[i])}</text>')
     parts.append(f'<line x1="{left}" x2="{left}" y1="20" y2="{20 + h}" stroke="#999"/>')
     parts.append(f'<line x1="{left}" x2="{left + w}" y1="{20 + h}" y2="{20 + h}" stroke="#999"/>')
     parts.append(f'<text x="{left - 4}" y="24" text-anchor="end">{top}</text>')
     parts.append(f'<text x="{left - 4}" y="{20 + h}" text-anchor="end">0</text>')
-    parts.append(f'<text x="12" y="{20 + h / 2}" transform="rotate(-90 12 {20 + h / 2})" text-anchor="middle">tokens</text>')
+    mid = 20 + h / 2
+    parts.append(f'<text x="12" y="{mid}" transform="rotate(-90 12 {mid})" text-anchor="middle">tokens</text>')
     parts.append(f'<text x="{left + w / 2}" y="{20 + h + 32}" text-anchor="middle">{_e(xlabel)}</text></svg>')
     return "".join(parts)
 
 
-def _table(head: list[str], rows: list[list[object]], num: set[int]) -> str:
+def _table(head: list[str], rows: list[list[Any]], num: set[int], empty: str = "none") -> str:
+    if not rows:
+        return f"<p class='sub'>{_e(empty)}</p>"
     th = "".join(f'<th class="{"num" if i in num else ""}">{_e(h)}</th>' for i, h in enumerate(head))
     body = "".join(
         "<tr>" + "".join(f'<td class="{"num" if i in num else ""}">{c}</td>' for i, c in enumerate(r)) + "</tr>"
@@ -124,34 +129,37 @@ def page_html(page: ExpertPage) -> str:
     out.append(_table(["gate weight", "rank", "context", "sequence", "domain", "segment", "step", "copies"], rows,
                       {0, 1, 6, 7}))  # fmt: skip
 
-    def tok_rows(items: list) -> list[list[object]]:
+    def tok_rows(items: list) -> list[list[Any]]:
         return [[f"<span class='tok'>{_e(t.text)}</span>", t.count, f"{t.frequency:.2%}", t.base_count,
                  f"{t.specialization:.2f}", f"{t.lift:.2f}"] for t in items]  # fmt: skip
 
+    NUM = {1, 2, 3, 4, 5}
     head = ["token", "here", "freq. here", "in selection", "VS = here/sel.", "lift"]
     out.append("<h2>Tokens special to this expert</h2><p class='sub'>Lift = P(token | routed here) / "
                "P(token | selection), add-one smoothed; VS = share of the token's occurrences routed here "
                "(OLMoE vocabulary specialisation). ␣ is a space, ↵ a newline.</p><div class='cols'>"
-               f"<div><b>By lift</b>{_table(head, tok_rows(p.lift), {1, 2, 3, 4, 5})}</div>"
-               f"<div><b>Most frequent</b>{_table(head, tok_rows(p.frequent), {1, 2, 3, 4, 5})}</div></div>")  # fmt: skip
+               f"<div><b>By lift</b>{_table(head, tok_rows(p.lift), NUM)}</div>"
+               f"<div><b>Most frequent</b>{_table(head, tok_rows(p.frequent), NUM)}</div></div>")  # fmt: skip
     out.append("<h2>Where its tokens come from</h2><div class='cols'>"
                f"<div><b>By domain</b>{_share_bars(p.domain_shares, 'domain')}</div>"
                f"<div><b>By segment kind</b>{_share_bars(p.segment_shares, 'segment')}</div></div>")  # fmt: skip
     edges = p.weight_edges
     wl = [f"{(edges[i] + edges[i + 1]) / 2:.2f}" for i in range(edges.size - 1)]
-    out.append("<h2>How strongly it is chosen</h2><div class='cols'>"
-               f"<div>{_histogram(p.weight_hist, wl, 'gate weight', 'Gate weight of its routed tokens')}</div>"
-               f"<div>{_histogram(p.rank_hist, [str(i + 1) for i in range(p.rank_hist.size)], 'router rank (1 = first choice)', 'Router rank of this expert')}</div></div>")  # fmt: skip
+    weights = _histogram(p.weight_hist, wl, "gate weight", "Gate weight of its routed tokens")
+    rl = [str(i + 1) for i in range(p.rank_hist.size)]
+    ranks = _histogram(p.rank_hist, rl, "router rank (1 = first choice)", "Router rank of this expert")
+    out.append(f"<h2>How strongly it is chosen</h2><div class='cols'><div>{weights}</div><div>{ranks}</div></div>")
 
-    def nb_rows(items: list) -> list[list[object]]:
+    def nb_rows(items: list) -> list[list[Any]]:
         return [[f"L{n.layer}:E{n.expert}", n.count, f"{n.share:.1%}", f"{n.lift:.2f}"] for n in items]
 
+    first, last = "none: this is the first MoE layer", "none: this is the last MoE layer"
     nh = ["expert", "tokens", "share of this expert's tokens", "lift vs its load"]
     out.append("<h2>Neighbouring experts</h2><p class='sub'>Experts on the same tokens: in the same layer "
                "(co-activated), the layer before (predecessors) and after (successors).</p><div class='cols'>"
                f"<div><b>Co-activated (layer {p.layer})</b>{_table(nh, nb_rows(p.co_activated), {1, 2, 3})}</div>"
-               f"<div><b>Predecessors</b>{_table(nh, nb_rows(p.predecessors), {1, 2, 3})}</div>"
-               f"<div><b>Successors</b>{_table(nh, nb_rows(p.successors), {1, 2, 3})}</div></div>")  # fmt: skip
+               f"<div><b>Predecessors</b>{_table(nh, nb_rows(p.predecessors), {1, 2, 3}, first)}</div>"
+               f"<div><b>Successors</b>{_table(nh, nb_rows(p.successors), {1, 2, 3}, last)}</div></div>")  # fmt: skip
     out.append("</body></html>")
     return "".join(out)
 

@@ -43,8 +43,9 @@ def print_page(page: ExpertPage) -> None:
     from rich.table import Table
 
     con = Console()
+    uniform = page.top_k / page.n_experts
     con.print(f"[bold]Expert {page.title}[/] of {page.model} · selection: {escape(page.selection)} · "
-              f"{page.n_routed:,}/{page.n_selected:,} tokens ({page.load:.2%}; uniform {page.top_k / page.n_experts:.2%})")  # fmt: skip
+              f"{page.n_routed:,}/{page.n_selected:,} tokens ({page.load:.2%}; uniform {uniform:.2%})")  # fmt: skip
     for note in page.notes:
         con.print(f"[yellow]note:[/] {escape(note)}")
     t = Table(title=f"Top contexts (by {page.context_order})", show_lines=False, expand=True)
@@ -139,8 +140,9 @@ def find_cmd(
                 selection=parse_where(where) if where else None)  # fmt: skip
     con = Console()
     for h in hits:
-        con.print(f"rows {h.start}:{h.stop}  {escape(h.sequence)} · {h.domain} · {h.segment} · pos {h.position}  "
-                  f"…{escape(h.before)}[reverse bold]{escape(h.text)}[/]{escape(h.after)}…", soft_wrap=True)  # fmt: skip
+        place = f"{escape(h.sequence)} · {h.domain} · {h.segment} · pos {h.position}"
+        shown = f"{escape(h.before)}[reverse bold]{escape(h.text)}[/]{escape(h.after)}"
+        con.print(f"rows {h.start}:{h.stop}  {place}  …{shown}…", soft_wrap=True)
     con.print(f"{len(hits)} hit(s){' (stopped at --max-hits)' if len(hits) >= max_hits else ''}")
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from workbench.experts.vocab import text_of
+from workbench.experts.vocab import text_of, visible
 
 ORDER_BY_WEIGHT = "gate weight (highest first)"
 ORDER_FALLBACK = "router rank, then token frequency in the expert (this store has no gate weights)"
@@ -39,6 +39,11 @@ class Context:
     token: str
     after: str
     copies: int  # occurrences collapsed into this one (1 = unique)
+
+
+def _shown(token: str) -> str:
+    """A context's own token: whitespace-only tokens as visible marks (a highlighted blank reads as nothing)."""
+    return visible(token) if token.isspace() else token.translate(_LINE)
 
 
 def window_ids(tok: np.ndarray, seq: np.ndarray, rows: np.ndarray, lo: int, hi: int) -> np.ndarray:
@@ -92,7 +97,7 @@ def top_contexts(
                 segment=str(kinds[int(describe["segment"][i])]),  # type: ignore[call-overload]
                 step=int(describe["step"][i]), position=int(describe["position"][i]),  # type: ignore[call-overload]
                 token_id=int(token_id[i]), gate_weight=float(weight[i]) if weight is not None else float("nan"),
-                rank=int(rank[i]) + 1, before=left.translate(_LINE), token=text_of(texts, int(token_id[i])).translate(_LINE),
+                rank=int(rank[i]) + 1, before=left.translate(_LINE), token=_shown(text_of(texts, int(token_id[i]))),
                 after=right.translate(_LINE), copies=int(copies[inv.reshape(-1)[pos]]),
             )
         )  # fmt: skip

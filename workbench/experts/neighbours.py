@@ -50,7 +50,7 @@ def neighbours(
         count[exclude] = 0
     order = np.lexsort((np.arange(n_experts), -count))
     return [
-        Neighbour(layer, int(f), int(count[f]), float(count[f] / n_e), float(count[f] / n_e / base[f]) if base[f] else 0.0)
+        Neighbour(layer, int(f), int(count[f]), float(count[f] / n_e), float(count[f] / n_e / base[f]))
         for f in order[:top]
         if count[f] > 0
     ]

@@ -104,8 +104,10 @@ def page_from_rows(
         notes.append(f"this store has no gate weights: contexts are ordered by {ORDER_FALLBACK}")
     if idx.size == 0:
         notes.append("no selected token is routed to this expert")
-    describe = {"sequence": seq_ids, "domain": seq_domain, "segment_kinds": kinds, "seq": r.seq[idx],
-                "segment": r.segment[idx], "step": r.step[idx], "position": r.position[idx]}  # fmt: skip
+    describe: dict[str, np.ndarray | list[str]] = {
+        "sequence": seq_ids, "domain": seq_domain, "segment_kinds": kinds, "seq": r.seq[idx],
+        "segment": r.segment[idx], "step": r.step[idx], "position": r.position[idx],
+    }  # fmt: skip
     contexts = top_contexts(
         r.rows[idx], r.token_id[idx], weight, rank, r.store_token_id, r.store_seq, texts, describe,
         top=top, width=width,

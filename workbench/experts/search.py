@@ -2,8 +2,8 @@
 across token boundaries, mapped back to the token rows it covers.
 
 The store's tokens are decoded (``vocab.text_vocab``) and concatenated in row order into one string,
-with a record separator (U+001E) between sequences so no match spans two texts; each token's first character offset is kept,
-so a match [a, b) covers token rows ``searchsorted(starts, a, "right") - 1`` ..
+with a record separator (U+001E) between sequences so no match spans two texts; each token's first
+character offset is kept, so a match [a, b) covers token rows ``searchsorted(starts, a, "right") - 1`` ..
 ``searchsorted(starts, b - 1, "right") - 1``. Building the text is vectorised (one object-array gather
 and one join); the search itself is Python's ``re``.
 """

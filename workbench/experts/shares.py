@@ -15,9 +15,8 @@ selected) counts per group by its multinomial draw count and recomputes share an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -73,10 +72,12 @@ def group_shares(
         with warnings.catch_warnings():  # groups without selected tokens have no ratio at all
             warnings.simplefilter("ignore", RuntimeWarning)
             lo_r, hi_r = np.nanquantile(b_ratio, [alpha, 1 - alpha], axis=0)
+    # fmt: off
     out = [
         GroupShare(names[g], int(tot_hit[g]), int(tot_sel[g]), float(share[g]), float(lo_s[g]), float(hi_s[g]),
-                   float(base[g]), float(ratio[g]), float(lo_r[g]), float(hi_r[g]))  # fmt: skip
+                   float(base[g]), float(ratio[g]), float(lo_r[g]), float(hi_r[g]))
         for g in range(n_groups)
         if tot_sel[g] > 0
     ]
+    # fmt: on
     return sorted(out, key=lambda r: -r.share)
