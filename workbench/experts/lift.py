@@ -51,9 +51,11 @@ def token_lift(
     if routed_ids.size == 0:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, empty, np.zeros(0)
-    uniq, inv = np.unique(selected_ids, return_inverse=True)
-    c_s = np.bincount(inv, minlength=uniq.size)
-    c_e = np.bincount(np.searchsorted(uniq, routed_ids), minlength=uniq.size)
+    size = int(selected_ids.max()) + 1  # token ids index a vocabulary: count by bincount (O(N), no sort)
+    c_s_all = np.bincount(selected_ids, minlength=size)
+    uniq = np.nonzero(c_s_all)[0]
+    c_s = c_s_all[uniq]
+    c_e = np.bincount(routed_ids, minlength=size)[uniq]
     n_e, n_s, v = float(routed_ids.size), float(selected_ids.size), float(uniq.size)
     lift = ((c_e + smoothing) / (n_e + smoothing * v)) / ((c_s + smoothing) / (n_s + smoothing * v))
     keep = np.nonzero(c_e >= max(min_count, 1))[0]

@@ -43,9 +43,8 @@ def neighbours(
     if layer is None or not routed.any():
         return []
     n_e, n_s = int(routed.sum()), ids.shape[0]
-    on = ids[routed].reshape(-1)
-    count = np.bincount(on[on >= 0], minlength=n_experts)
-    base = np.bincount(ids[ids >= 0].reshape(-1), minlength=n_experts) / max(n_s, 1)
+    count = np.bincount(ids[routed].reshape(-1), minlength=n_experts)  # ids are >= 0 where the layer exists
+    base = np.bincount(ids.reshape(-1), minlength=n_experts) / max(n_s, 1)
     if exclude is not None:
         count[exclude] = 0
     order = np.lexsort((np.arange(n_experts), -count))

@@ -113,8 +113,10 @@ def page_from_rows(
         top=top, width=width,
     )  # fmt: skip
     lift, frequent = lift_table(r.token_id[idx], r.token_id, texts, top=top, smoothing=smoothing, min_count=min_count)
-    dom_names, dom_code = np.unique(np.asarray(seq_domain, dtype=object)[r.seq], return_inverse=True)
-    domain_shares = group_shares(r.seq, dom_code, routed, [str(d) for d in dom_names], n_boot=n_boot, seed=seed)
+    dom_names, dom_of_seq = np.unique(np.asarray(seq_domain, dtype=object), return_inverse=True)  # per sequence
+    domain_shares = group_shares(
+        r.seq, dom_of_seq[r.seq], routed, [str(d) for d in dom_names], n_boot=n_boot, seed=seed
+    )
     segment_shares = group_shares(r.seq, r.segment.astype(np.int64), routed, kinds, n_boot=n_boot, seed=seed)
     if weight is not None and weight.size:
         edges = np.linspace(0.0, float(weight.max()) * 1.0001 + 1e-9, bins + 1)

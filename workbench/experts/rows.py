@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import dask
 import numpy as np
 import xarray as xr
 
@@ -77,17 +78,21 @@ def load_rows(ds: xr.Dataset, layer: int, expert: int, selection: Selection | No
     whole = rows.size == mask.size
     near = [i for i in (li - 1, li, li + 1) if 0 <= i < len(layers)]
     ids_da = ds[S.EXPERT_IDS].isel({S.LAYER: near})
-    ids_sel = np.asarray((ids_da if whole else ids_da.isel({S.TOKEN: rows})).values)  # (T, n, k)
+    ids_da = ids_da if whole else ids_da.isel({S.TOKEN: rows})
+    w_da = None
+    if bool(ds.attrs.get("has_gate_weights", S.GATE_WEIGHTS in ds)) and S.GATE_WEIGHTS in ds:
+        w_da = ds[S.GATE_WEIGHTS].isel({S.LAYER: li})
+        w_da = w_da if whole else w_da.isel({S.TOKEN: rows})
+    # one compute for both: the store's chunks hold all layers, so ids and weights decode in parallel
+    parts = dask.compute(ids_da.data, *([w_da.data] if w_da is not None else []))
+    ids_sel = np.asarray(parts[0])  # (T, n, k)
     k = ids_sel.shape[-1]
     ids = np.full((rows.size, 3, k), -1, dtype=np.int16)
     for j, i in enumerate(near):
         ids[:, i - li + 1] = ids_sel[:, j]
-    weights = None
-    if bool(ds.attrs.get("has_gate_weights", S.GATE_WEIGHTS in ds)) and S.GATE_WEIGHTS in ds:
-        w = ds[S.GATE_WEIGHTS].isel({S.LAYER: li})
-        weights = np.asarray((w if whole else w.isel({S.TOKEN: rows})).values, dtype=np.float32)
-        if np.isnan(weights).all():
-            weights = None
+    weights = np.asarray(parts[1], dtype=np.float32) if w_da is not None else None
+    if weights is not None and np.isnan(weights).all():
+        weights = None  # an ids-only capture (engines) stores NaN weights
 
     store_token_id = np.asarray(ds[S.TOKEN_ID].values).astype(np.int64)
     store_seq = np.asarray(ds[S.SEQUENCE_INDEX].values).astype(np.int32)

@@ -50,7 +50,9 @@ def group_shares(
     routed : (T,) bool whether the token is routed to the expert
     names : group names by code; only groups with selected tokens are returned, by share descending
     """
-    useq, seq_code = np.unique(seq, return_inverse=True)
+    present = np.bincount(seq) > 0  # sequences with selected tokens are the resampling units (O(T), no sort)
+    useq = np.nonzero(present)[0]
+    seq_code = (np.cumsum(present) - 1)[seq]
     n_groups = len(names)
     cell = seq_code.astype(np.int64) * n_groups + group.astype(np.int64)
     sel = np.bincount(cell, minlength=useq.size * n_groups).reshape(useq.size, n_groups).astype(np.float64)
