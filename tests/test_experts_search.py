@@ -116,3 +116,12 @@ def test_cli_find(store_path: Path) -> None:
     assert r.returncode == 0 and "8 hit(s)" in r.stdout and "rows 1:4" in r.stdout
     r = _run("find", str(store_path), "(bad", "--regex")
     assert r.returncode == 2 and "does not compile" in r.stderr
+
+
+def test_cli_expert_on_an_ids_only_store_says_what_it_fell_back_to(tmp_path: Path) -> None:
+    planted_store(tmp_path / "ids.zarr", weights=False)
+    out = tmp_path / "ids.html"
+    r = _run("expert", str(tmp_path / "ids.zarr"), f"2:{PLANT}", "--export", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "note: this store has no gate weights: contexts are ordered by router rank" in " ".join(r.stdout.split())
+    assert "this store has no gate weights" in out.read_text()

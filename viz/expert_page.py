@@ -72,7 +72,7 @@ def _share_bars(rows: list[GroupShare], what: str) -> str:
 def _histogram(counts: np.ndarray, labels: list[str], xlabel: str, title: str) -> str:
     """Vertical bar chart of ``counts`` with x tick ``labels`` and axis titles, as inline SVG."""
     if counts.size == 0:
-        return f"<p>{_e(title)}: not available</p>"
+        return f"<p>{_e(title)}: not available (this store has no gate weights)</p>"
     w, h, left, bottom = 420, 180, 48, 40
     bw = w / counts.size
     top = max(int(counts.max()), 1)

@@ -17,7 +17,7 @@ import numpy as np
 from workbench.experts.vocab import text_of, visible
 
 ORDER_BY_WEIGHT = "gate weight (highest first)"
-ORDER_FALLBACK = "router rank, then token frequency in the expert (this store has no gate weights)"
+ORDER_FALLBACK = "router rank, then token frequency in the expert"
 
 _LINE = str.maketrans({"\n": "↵", "\t": "⇥", "\r": "␍"})
 
