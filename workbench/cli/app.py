@@ -34,6 +34,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "replay",
     "agent",
     "minik2",
+    "expert",
 )
 
 for _name in COMMAND_MODULES:

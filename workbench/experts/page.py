@@ -1,0 +1,171 @@
+"""``expert_page``: what one expert does, as one plain data object that the terminal, HTML and widget
+faces all render.
+
+A page on expert E of MoE layer l over a selection S holds: its top contexts (``contexts``), the tokens
+special to it by lift next to its most frequent tokens (``lift``), its shares by domain and segment kind
+with bootstrap intervals (``shares``), its gate-weight and router-rank histograms, and the experts that
+accompany it in the same and adjacent layers (``neighbours``). Formulas and sources are in each module's
+docstring and in docs/metrics.md ("Expert pages"). The page reads the store once (``rows.load_rows``);
+every part is vectorised numpy over the selected tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from workbench.experts.contexts import ORDER_BY_WEIGHT, ORDER_FALLBACK, Context, top_contexts
+from workbench.experts.lift import TokenLift, lift_table
+from workbench.experts.neighbours import Neighbour, neighbours
+from workbench.experts.rows import ExpertPageError, ExpertRows, load_rows
+from workbench.experts.shares import GroupShare, group_shares
+from workbench.experts.vocab import token_texts
+from workbench.store import schema as S
+from workbench.store.select import Selection
+
+
+@dataclass
+class ExpertPage:
+    """Everything a page on one expert shows. Counts are token counts over the selection.
+
+    ``weight_hist`` are counts per bin of ``weight_edges`` (bins+1 edges; empty on ids-only stores);
+    ``rank_hist[r]`` counts routed tokens where the expert was the router's (r+1)-th choice, r < k.
+    ``notes`` are plain sentences the faces print (fallbacks taken, what was left out).
+    """
+
+    layer: int
+    expert: int
+    model: str
+    n_experts: int
+    top_k: int
+    n_selected: int  # N_S
+    n_routed: int  # N_E
+    selection: str  # the selection, as the --where clauses that made it
+    has_gate_weights: bool
+    context_order: str
+    contexts: list[Context]
+    lift: list[TokenLift]
+    frequent: list[TokenLift]
+    domain_shares: list[GroupShare]
+    segment_shares: list[GroupShare]
+    weight_edges: np.ndarray  # (bins+1,)
+    weight_hist: np.ndarray  # (bins,)
+    rank_hist: np.ndarray  # (k,)
+    co_activated: list[Neighbour]
+    predecessors: list[Neighbour]
+    successors: list[Neighbour]
+    notes: list[str] = field(default_factory=list)
+    logit_effect: Any = None  # reserved: the expert's direct logit attribution with a model (not built yet)
+
+    @property
+    def load(self) -> float:
+        """N_E / N_S: the fraction of selected tokens routed to the expert (uniform routing: k / E)."""
+        return self.n_routed / max(self.n_selected, 1)
+
+    @property
+    def title(self) -> str:
+        return f"L{self.layer}:E{self.expert}"
+
+    def _repr_html_(self) -> str:
+        """The HTML page inline in Jupyter (the same document ``--export`` writes)."""
+        from workbench.viz.expert_page import page_html
+
+        return page_html(self)
+
+
+def _describe(sel: Selection | None) -> str:
+    if sel is None:
+        return "all tokens"
+    parts = []
+    for key, name in (("domains", "domain"), ("sequences", "sequence"), ("segments", "segment"), ("steps", "step")):
+        v = getattr(sel, key)
+        if v is not None:
+            parts.append(f"{name}={','.join(map(str, v))}")
+    for key in ("tokens", "positions"):
+        v = getattr(sel, key)
+        if v is not None:
+            parts.append(f"{key}={v[0]}:{v[1]}")
+    return " ".join(parts) or "all tokens"
+
+
+def page_from_rows(
+    ds: xr.Dataset, r: ExpertRows, selection: Selection | None = None, *, top: int = 20, width: int = 8,
+    min_count: int = 3, smoothing: float = 1.0, bins: int = 20, n_boot: int = 200, seed: int = 0,
+) -> ExpertPage:  # fmt: skip
+    """Build the page from rows already read (``load_rows``); see ``expert_page`` for the parameters."""
+    hit = r.ids[:, 1, :] == r.expert  # (T, k)
+    routed = hit.any(axis=1)  # (T,)
+    idx = np.nonzero(routed)[0]
+    rank = hit[idx].argmax(axis=1)  # (N_E,) 0-based
+    weight = r.weights[idx, rank] if r.weights is not None else None
+    texts = token_texts(ds)
+    kinds = list(ds.attrs.get("segment_kinds", S.SEGMENT_KINDS))
+    seq_ids = [str(s) for s in np.asarray(ds[S.SEQUENCE].values)]
+    seq_domain = [str(d) for d in np.asarray(ds[S.SEQUENCE_DOMAIN].values)]
+    notes = []
+    if weight is None:
+        notes.append(f"this store has no gate weights: contexts are ordered by {ORDER_FALLBACK}")
+    if idx.size == 0:
+        notes.append("no selected token is routed to this expert")
+    describe: dict[str, np.ndarray | list[str]] = {
+        "sequence": seq_ids, "domain": seq_domain, "segment_kinds": kinds, "seq": r.seq[idx],
+        "segment": r.segment[idx], "step": r.step[idx], "position": r.position[idx],
+    }  # fmt: skip
+    contexts = top_contexts(
+        r.rows[idx], r.token_id[idx], weight, rank, r.store_token_id, r.store_seq, texts, describe,
+        top=top, width=width,
+    )  # fmt: skip
+    lift, frequent = lift_table(r.token_id[idx], r.token_id, texts, top=top, smoothing=smoothing, min_count=min_count)
+    dom_names, dom_of_seq = np.unique(np.asarray(seq_domain, dtype=object), return_inverse=True)  # per sequence
+    domain_shares = group_shares(
+        r.seq, dom_of_seq[r.seq], routed, [str(d) for d in dom_names], n_boot=n_boot, seed=seed
+    )
+    segment_shares = group_shares(r.seq, r.segment.astype(np.int64), routed, kinds, n_boot=n_boot, seed=seed)
+    if weight is not None and weight.size:
+        edges = np.linspace(0.0, float(weight.max()) * 1.0001 + 1e-9, bins + 1)
+        w_hist = np.histogram(weight, bins=edges)[0]
+    else:
+        edges, w_hist = np.zeros(0), np.zeros(0, dtype=np.int64)
+    prev, _, nxt = r.layers
+    return ExpertPage(
+        layer=r.layer, expert=r.expert, model=str(ds.attrs.get("model", {}).get("model_name", "?")),
+        n_experts=r.n_experts, top_k=r.top_k, n_selected=int(r.rows.size), n_routed=int(idx.size),
+        selection=_describe(selection), has_gate_weights=weight is not None,
+        context_order=ORDER_BY_WEIGHT if weight is not None else ORDER_FALLBACK, contexts=contexts,
+        lift=lift, frequent=frequent, domain_shares=domain_shares, segment_shares=segment_shares,
+        weight_edges=edges, weight_hist=w_hist, rank_hist=np.bincount(rank, minlength=r.top_k),
+        co_activated=neighbours(r.ids[:, 1], routed, r.layer, exclude=r.expert, n_experts=r.n_experts),
+        predecessors=neighbours(r.ids[:, 0], routed, prev, n_experts=r.n_experts),
+        successors=neighbours(r.ids[:, 2], routed, nxt, n_experts=r.n_experts), notes=notes,
+    )  # fmt: skip
+
+
+def expert_page(
+    ds: xr.Dataset, layer: int, expert: int, selection: Selection | None = None, model: Any = None, *,
+    top: int = 20, width: int = 8, min_count: int = 3, smoothing: float = 1.0, bins: int = 20,
+    n_boot: int = 200, seed: int = 0,
+) -> ExpertPage:  # fmt: skip
+    """The page of expert ``expert`` at MoE layer ``layer`` (the model's real layer index) over ``selection``.
+
+    Parameters
+    ----------
+    top : rows of each list (contexts, lift, frequent tokens)
+    width : W, decoded tokens shown on each side of a context's token
+    min_count, smoothing : minimum routed count and additive smoothing a of the lift table (``lift``)
+    bins : bins of the gate-weight histogram (from 0 to the largest weight)
+    n_boot, seed : bootstrap replicates (over sequences) of the share intervals, and their seed
+    model : reserved for the expert's logit effect with a loaded model; not built yet (refused)
+
+    Raises ``ExpertPageError`` / ``SelectionError`` (one line) for a layer or expert outside the model or
+    an empty selection. Works on ids-only stores, saying in ``notes`` which ordering it fell back to.
+    """
+    if model is not None:
+        raise ExpertPageError("the logit effect of an expert (model=...) is not built yet; call without model")
+    rows = load_rows(ds, layer, expert, selection)
+    return page_from_rows(
+        ds, rows, selection, top=top, width=width, min_count=min_count, smoothing=smoothing, bins=bins,
+        n_boot=n_boot, seed=seed,
+    )  # fmt: skip
