@@ -45,7 +45,7 @@ def test_chunked_counts_match_brute_force(tmp_path):
     ds = open_hand_store(write_store(tmp_path / "hand.zarr"))
     nodes, edges = brute_force(hand_records())
     counts = count_routing(ds, chunked=True)
-    assert counts.pair_cnt is not None and counts.lazy_ids is not None  # really the block path
+    assert isinstance(counts, chunked.ChunkedRoutingCounts) and counts.lazy_ids is not None  # really the block path
     assert_matches(reasoning_graph(ds, chunked=True), nodes, edges)
     math = parse_where("domain=math")
     assert_matches(reasoning_graph(ds, math, chunked=True), *brute_force(hand_records(), rows={0, 1, 2}))
@@ -72,9 +72,9 @@ def test_chunked_equals_in_memory_on_many_blocks(syn, monkeypatch, where, prunin
 
 def test_auto_mode_uses_blocks_for_large_selections(syn, monkeypatch):
     monkeypatch.setattr(chunked, "CHUNKED_MIN_TOKENS", 1000)
-    assert count_routing(syn).pair_cnt is not None  # 5000 tokens: blocks
+    assert isinstance(count_routing(syn), chunked.ChunkedRoutingCounts)  # 5000 tokens: blocks
     small = count_routing(syn, parse_where("tokens=0:999"))
-    assert small.pair_cnt is None and small.expert_ids.shape[0] == 999  # in memory
+    assert not isinstance(small, chunked.ChunkedRoutingCounts) and small.expert_ids.shape[0] == 999  # in memory
 
 
 def test_difference_graph_same_with_blocks(syn, monkeypatch):

@@ -50,8 +50,8 @@ def demo(
     from workbench.cli.compare import compare
     from workbench.cli.record import record
     from workbench.cli.replay import replay
-    from workbench.graph.demo import graph_for_demo
     from workbench.store.io import open_store
+    from workbench.viz.graph_demo import graph_for_demo
 
     console = Console(stderr=True)
     prompts = _bundled("prompts/suite.jsonl")
