@@ -67,30 +67,63 @@ def pair_counts(
         raise ValueError("pair_counts: keep must have one entry per token")
     kept = t_n if every else int(keep.sum())
     if kept * k * k < n_experts * n_experts:  # sparse: add into cnt directly
-        for t in range(t_n):
-            if not every and not keep[t]:
-                continue
-            for i in range(k):
-                base = a[t, i] * n_experts
-                for j in range(k):
-                    c = base + b[t, j]
-                    cnt[c] += 1
-                    if weighted:
-                        wsum[c] += wa[t, i] * wb[t, j]
+        if weighted:
+            _add_pairs_weighted(a, b, wa, wb, keep, every, 0, t_n, n_experts, cnt, wsum)
+        else:
+            _add_pairs(a, b, keep, every, 0, t_n, n_experts, cnt)
         return
     scratch = np.zeros(n_experts * n_experts, np.uint16)
     for start in range(0, t_n, BLOCK):
-        for t in range(start, min(t_n, start + BLOCK)):
-            if not every and not keep[t]:
-                continue
-            for i in range(k):
-                base = a[t, i] * n_experts
-                for j in range(k):
-                    c = base + b[t, j]
-                    scratch[c] += 1
-                    if weighted:
-                        wsum[c] += wa[t, i] * wb[t, j]
+        stop = min(t_n, start + BLOCK)
+        if weighted:
+            _add_pairs_weighted(a, b, wa, wb, keep, every, start, stop, n_experts, scratch, wsum)
+        else:
+            _add_pairs(a, b, keep, every, start, stop, n_experts, scratch)
         for c in range(scratch.shape[0]):
             if scratch[c]:
                 cnt[c] += scratch[c]
                 scratch[c] = 0
+
+
+# Two loops, one with weights and one without, so neither tests ``weighted`` per incidence.
+@njit(nogil=True, cache=True)
+def _add_pairs(
+    a: np.ndarray, b: np.ndarray, keep: np.ndarray, every: bool, start: int, stop: int, n_experts: int, out: np.ndarray
+) -> None:  # pragma: no cover (compiled)
+    """``out[a·E + b] += 1`` for each k × k pair of the kept tokens ``start..stop-1``."""
+    k = a.shape[1]
+    for t in range(start, stop):
+        if not every and not keep[t]:
+            continue
+        for i in range(k):
+            base = a[t, i] * n_experts
+            for j in range(k):
+                out[base + b[t, j]] += 1
+
+
+@njit(nogil=True, cache=True)
+def _add_pairs_weighted(
+    a: np.ndarray,
+    b: np.ndarray,
+    wa: np.ndarray,
+    wb: np.ndarray,
+    keep: np.ndarray,
+    every: bool,
+    start: int,
+    stop: int,
+    n_experts: int,
+    out: np.ndarray,
+    wsum: np.ndarray,
+) -> None:  # pragma: no cover (compiled)
+    """As ``_add_pairs``, and ``wsum[a·E + b] += wa · wb``."""
+    k = a.shape[1]
+    for t in range(start, stop):
+        if not every and not keep[t]:
+            continue
+        for i in range(k):
+            base = a[t, i] * n_experts
+            w = wa[t, i]
+            for j in range(k):
+                c = base + b[t, j]
+                out[c] += 1
+                wsum[c] += w * wb[t, j]
