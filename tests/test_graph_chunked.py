@@ -86,3 +86,24 @@ def test_difference_graph_same_with_blocks(syn, monkeypatch):
     assert set(ref.edges) == set(got.edges)
     for u, v, d in ref.edges(data=True):
         assert np.isclose(d["delta"], got.edges[u, v]["delta"], rtol=1e-12)
+
+
+def test_tree_reduce_is_one_fixed_tree_for_any_split():
+    import dask
+
+    from workbench.tree_reduce import tree_reduce
+
+    calls: list[tuple[int, ...]] = []
+
+    def join(*xs: tuple[int, ...]) -> tuple[int, ...]:
+        calls.append(tuple(len(x) for x in xs))
+        return sum(xs, ())
+
+    parts = [dask.delayed((i,)) for i in range(11)]
+    for split in (2, 3, 8):
+        calls.clear()
+        (out,) = dask.compute(tree_reduce(parts, join, split_every=split), scheduler="sync")
+        assert out == tuple(range(11))  # consecutive parts, in order: the sum order never depends on timing
+        assert all(2 <= len(c) <= split for c in calls)
+    with pytest.raises(ValueError, match="at least one part"):
+        tree_reduce([], join)

@@ -66,47 +66,26 @@ def pair_counts(
     if not every and keep.shape[0] != t_n:
         raise ValueError("pair_counts: keep must have one entry per token")
     kept = t_n if every else int(keep.sum())
+    none = np.zeros(0, np.int64)
     if kept * k * k < n_experts * n_experts:  # sparse: add into cnt directly
-        if weighted:
-            _add_pairs_weighted(a, b, wa, wb, keep, every, 0, t_n, n_experts, cnt, wsum)
-        else:
-            _add_pairs(a, b, keep, every, 0, t_n, n_experts, cnt)
+        _add_pairs(a, b, wa, wb, weighted, keep, every, 0, t_n, n_experts, cnt, wsum, none)
         return
     scratch = np.zeros(n_experts * n_experts, np.uint16)
     for start in range(0, t_n, BLOCK):
-        stop = min(t_n, start + BLOCK)
-        if weighted:
-            _add_pairs_weighted(a, b, wa, wb, keep, every, start, stop, n_experts, scratch, wsum)
-        else:
-            _add_pairs(a, b, keep, every, start, stop, n_experts, scratch)
+        _add_pairs(a, b, wa, wb, weighted, keep, every, start, min(t_n, start + BLOCK), n_experts, scratch, wsum, none)
         for c in range(scratch.shape[0]):
             if scratch[c]:
                 cnt[c] += scratch[c]
                 scratch[c] = 0
 
 
-# Two loops, one with weights and one without, so neither tests ``weighted`` per incidence.
 @njit(nogil=True, cache=True)
 def _add_pairs(
-    a: np.ndarray, b: np.ndarray, keep: np.ndarray, every: bool, start: int, stop: int, n_experts: int, out: np.ndarray
-) -> None:  # pragma: no cover (compiled)
-    """``out[a·E + b] += 1`` for each k × k pair of the kept tokens ``start..stop-1``."""
-    k = a.shape[1]
-    for t in range(start, stop):
-        if not every and not keep[t]:
-            continue
-        for i in range(k):
-            base = a[t, i] * n_experts
-            for j in range(k):
-                out[base + b[t, j]] += 1
-
-
-@njit(nogil=True, cache=True)
-def _add_pairs_weighted(
     a: np.ndarray,
     b: np.ndarray,
     wa: np.ndarray,
     wb: np.ndarray,
+    weighted: bool,
     keep: np.ndarray,
     every: bool,
     start: int,
@@ -114,16 +93,85 @@ def _add_pairs_weighted(
     n_experts: int,
     out: np.ndarray,
     wsum: np.ndarray,
-) -> None:  # pragma: no cover (compiled)
-    """As ``_add_pairs``, and ``wsum[a·E + b] += wa · wb``."""
+    touched: np.ndarray,
+) -> int:  # pragma: no cover (compiled)
+    """``out[a·E + b] += 1`` (and ``wsum[a·E + b] += wa · wb``) for each k × k pair of the kept tokens
+    ``start..stop-1``. With a non-empty ``touched``, each cell that leaves 0 is appended to it; returns
+    how many were."""
     k = a.shape[1]
+    track = touched.shape[0] > 0
+    m = 0
     for t in range(start, stop):
         if not every and not keep[t]:
             continue
         for i in range(k):
             base = a[t, i] * n_experts
-            w = wa[t, i]
             for j in range(k):
                 c = base + b[t, j]
+                if track and out[c] == 0:
+                    touched[m] = c
+                    m += 1
                 out[c] += 1
-                wsum[c] += w * wb[t, j]
+                if weighted:
+                    wsum[c] += wa[t, i] * wb[t, j]
+    return m
+
+
+@njit(nogil=True, cache=True)
+def pair_edges(
+    a: np.ndarray, b: np.ndarray, wa: np.ndarray, wb: np.ndarray, n_experts: int, cnt: np.ndarray, wsum: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover (compiled)
+    """The edges of one layer pair: ``pair_counts`` of all tokens into the zeroed ``cnt``/``wsum``, read
+    out in code order and reset to zero. Returns ``(codes a·E + b, counts, weights)`` (M,) each; the
+    weights are the counts when ``wa`` is empty (ids only).
+
+    A selection with fewer incidences than cells (|T|·k² < E², e.g. one step of a transcript) records
+    the cells it touches and sorts those, so it never scans all E² cells (147k for K2, per pair).
+    """
+    t_n, k = a.shape
+    weighted = wa.shape[0] > 0
+    if t_n * k * k >= n_experts * n_experts:
+        pair_counts(a, b, wa, wb, np.zeros(0, np.bool_), n_experts, cnt, wsum)
+        m = 0
+        for c in range(cnt.shape[0]):
+            if cnt[c]:
+                m += 1
+        codes = np.empty(m, np.int64)
+        i = 0
+        for c in range(cnt.shape[0]):
+            if cnt[c]:
+                codes[i] = c
+                i += 1
+    else:
+        touched = np.empty(max(t_n * k * k, 1), np.int64)
+        m = _add_pairs(a, b, wa, wb, weighted, np.zeros(0, np.bool_), True, 0, t_n, n_experts, cnt, wsum, touched)
+        codes = _radix_sort(touched[:m], n_experts)
+    counts = np.empty(codes.shape[0], np.int64)
+    weights = np.empty(codes.shape[0], np.float64)
+    for i in range(codes.shape[0]):
+        c = codes[i]
+        counts[i] = cnt[c]
+        weights[i] = wsum[c] if weighted else cnt[c]
+        cnt[c] = 0
+        wsum[c] = 0.0
+    return codes, counts, weights
+
+
+@njit(nogil=True, cache=True)
+def _radix_sort(codes: np.ndarray, n_experts: int) -> np.ndarray:  # pragma: no cover (compiled)
+    """Codes ``a·E + b`` (distinct, in 0..E²-1) sorted by two stable counting sorts (b, then a): O(M + E)."""
+    out = np.empty_like(codes)
+    tmp = np.empty_like(codes)
+    for digit in range(2):  # 0: by b = code % E, 1: by a = code // E
+        src = codes if digit == 0 else tmp
+        dst = tmp if digit == 0 else out
+        start = np.zeros(n_experts + 1, np.int64)
+        for c in src:
+            start[(c % n_experts if digit == 0 else c // n_experts) + 1] += 1
+        for e in range(n_experts):
+            start[e + 1] += start[e]
+        for c in src:
+            d = c % n_experts if digit == 0 else c // n_experts
+            dst[start[d]] = c
+            start[d] += 1
+    return out

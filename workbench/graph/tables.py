@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from workbench.graph.ids import node_codes
-from workbench.pair_counts import pair_counts
+from workbench.pair_counts import pair_edges
 
 
 @dataclass(frozen=True)
@@ -110,10 +110,8 @@ class RoutingCounts:
             if weighted and self.gate_weights is not None
             else np.zeros((n_layers, 0, k))
         )
-        every = np.zeros(0, dtype=np.bool_)
         for p in range(n_layers - 1):
-            pair_counts(ids_lt[p], ids_lt[p + 1], w_lt[p], w_lt[p + 1], every, ne, cnt_buf, w_buf)
-            yield (p, *drain(cnt_buf, w_buf, weighted))
+            yield (p, *pair_edges(ids_lt[p], ids_lt[p + 1], w_lt[p], w_lt[p + 1], ne, cnt_buf, w_buf))
 
     def decoded_tokens(self, limit: int = 512) -> list[str]:
         """The selected tokens as text (first ``limit``), decoded with the store's vocabulary."""
@@ -154,19 +152,6 @@ class RoutingCounts:
             text = self.vocab[t] if 0 <= t < len(self.vocab) else f"<{t}>"
             out[c].append((text, m))
         return out
-
-
-def drain(cnt: np.ndarray, wsum: np.ndarray, weighted: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Read the nonzero cells of a dense (E²,) pair accumulator in code order, and reset them to 0.
-
-    Returns ``(codes src*E+dst, counts, weights)`` (M,) each; weights are the counts when not ``weighted``.
-    """
-    nz = np.flatnonzero(cnt)
-    counts = cnt[nz]
-    weights = wsum[nz] if weighted else counts.astype(np.float64)
-    cnt[nz] = 0
-    wsum[nz] = 0.0
-    return nz, counts, weights
 
 
 def node_counts(
