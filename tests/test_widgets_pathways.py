@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from widgets_helpers import open_test_store, transcript_store
 from workbench.viz.widgets import TranscriptGraphWidget
-from workbench.viz.widgets.pathways import drawn_edges, pathway_counts, pathway_graph
+from workbench.viz.widgets.pathways import pathway_counts, pathway_graph
 from workbench.viz.widgets.sequence_data import SequenceData, display_tokens
 
 from workbench.graph import reasoning_graph
@@ -94,11 +94,9 @@ def test_single_token_path_is_its_k_experts_per_layer() -> None:
 
 
 def test_drawn_edges_are_the_strongest_per_layer_pair() -> None:
-    p = pathway_counts(sequence(), ALL)
-    keep = drawn_edges(p, 1)
-    assert keep.size == 2
+    e = pathway_counts(sequence(), ALL, top_edges=1).edges
+    assert len(e) == 2
     # layer pair 1 -> 2: (E1, E2) has 0.4 * 0.7 + 0.9 * 0.8 = 1.0, the largest weight
-    e = p.edges.take(keep)
     assert (int(e.pair[0]), int(e.src[0]), int(e.dst[0])) == (0, 1, 2)
     assert e.weight[0] == pytest.approx(1.0)
 
@@ -113,9 +111,9 @@ def test_drawn_edges_break_ties_by_expert_ids_whatever_the_token_order() -> None
     for _ in range(6):
         order = rng.permutation(40)
         shuffled = np.take_along_axis(ids[order], rng.random(ids.shape).argsort(axis=-1), axis=-1)  # ranks too
-        p = pathway_counts(sequence(shuffled, nan), np.arange(40))
-        assert set(p.edges.count.tolist()) == {20}  # every edge ties
-        e = p.edges.take(drawn_edges(p, 3))
+        every = pathway_counts(sequence(shuffled, nan), np.arange(40)).edges
+        assert set(every.count.tolist()) == {20} and len(every) == 16  # every edge ties
+        e = pathway_counts(sequence(shuffled, nan), np.arange(40), top_edges=3).edges
         picks.add(tuple(zip(e.pair.tolist(), e.src.tolist(), e.dst.tolist(), strict=True)))
     assert picks == {((0, 0, 0), (0, 0, 1), (0, 1, 0), (1, 0, 0), (1, 0, 1), (1, 1, 0))}
 

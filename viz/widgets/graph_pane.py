@@ -9,6 +9,7 @@ Output widget with its arrays base64-encoded (render.py says why not a FigureWid
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from workbench.errors import WorkbenchError
 from workbench.graph.export import atomic_path, write_graph_data
 from workbench.graph.tables import RoutingCounts
 
-from .pathways import drawn_edges, pathway_graph
+from .pathways import pathway_graph
 from .render import render_dict_into
 
 EXPORT_FORMATS = ("png", "svg", "graphml")
@@ -58,7 +59,8 @@ class GraphPane(widgets.VBox):
 
     def __init__(self, *, top_edges: int = 24, height: int = 560) -> None:
         self.top_edges = top_edges
-        self.pathways: RoutingCounts | None = None
+        self.pathways: RoutingCounts | None = None  # what is drawn: the top edges per layer pair
+        self._all_edges: Callable[[], RoutingCounts] | None = None  # the same rows, every edge (export)
         self.graph: nx.DiGraph | None = None
         self.title = ""
         # The figure is a plain dict of fixed traces (four edge bins, one node trace) holding numpy
@@ -121,12 +123,13 @@ class GraphPane(widgets.VBox):
         """The figure as shown, as a plotly Figure (built on access: for export and inspection)."""
         return go.Figure(data=copy.deepcopy(self._data), layout=copy.deepcopy(self._layout))
 
-    def show(self, p: RoutingCounts, *, title: str) -> None:
-        """Replace the drawn pathways (new arrays in the fixed traces, one figure message)."""
-        self.pathways, self.title = p, title
+    def show(self, p: RoutingCounts, *, title: str, all_edges: Callable[[], RoutingCounts] | None = None) -> None:
+        """Draw ``p``'s edges (already pruned to ``top_edges`` per layer pair; new arrays in the fixed
+        traces, one figure message). ``all_edges`` counts the same rows with every edge, for exports."""
+        self.pathways, self.title, self._all_edges = p, title, all_edges
         self.graph = None  # built on export only: the figure needs the arrays, not networkx
-        idx = drawn_edges(p, self.top_edges)
-        strength = p.edges.weight[idx]  # gate-product sums, or counts for ids-only routing
+        idx = np.arange(len(p.edges))
+        strength = p.edges.weight  # gate-product sums, or counts for ids-only routing
         if idx.size:
             qs = np.quantile(strength, [0.5, 0.8, 0.95])
             bins = np.searchsorted(qs, strength, side="right")  # (m,) in 0..3
@@ -160,7 +163,8 @@ class GraphPane(widgets.VBox):
         if self.pathways is None:
             raise WorkbenchError("nothing selected yet: click a step, segment or token first")
         if self.graph is None:
-            self.graph = pathway_graph(self.pathways, title=self.title)
+            counts = self._all_edges() if self._all_edges is not None else self.pathways
+            self.graph = pathway_graph(counts, title=self.title)
         return self.graph
 
     def export(self, path: str | Path, fmt: str | None = None) -> Path:

@@ -3,8 +3,9 @@
 A widget preloads one sequence's routing into memory once; every click then counts the rows it
 selects with ``workbench.graph.count_arrays`` (the same kernel and the same ``RoutingCounts`` as
 ``reasoning_graph`` and ``workbench graph``), with no xarray or dask on the interactive path. The
-figure draws the strongest edges per layer pair by ``workbench.graph.prune_edges`` (deterministic
-ties, docs/graphs.md), and the export is ``counts_to_graph`` written by ``workbench.graph.export``,
+figure draws the strongest edges per layer pair, pruned as they are counted by the rule of
+``workbench.graph.prune`` (deterministic ties, docs/graphs.md); the export counts the rows again
+unpruned and is ``counts_to_graph`` written by ``workbench.graph.export``,
 so a widget's GraphML is the library's reasoning graph of the same tokens: on an ids-only store its
 edge weights are token counts, as in ``workbench graph``.
 """
@@ -17,7 +18,6 @@ import xarray as xr
 
 from workbench.graph.build import counts_to_graph
 from workbench.graph.counts import count_arrays
-from workbench.graph.prune import prune_edges
 from workbench.graph.tables import RoutingCounts
 
 from .sequence_data import SequenceData
@@ -28,11 +28,14 @@ def store_vocab(ds: xr.Dataset) -> list[str]:
     return list((ds.attrs.get("tokenizer") or {}).get("vocab", []))
 
 
-def pathway_counts(data: SequenceData, rows: np.ndarray, vocab: list[str] | None = None) -> RoutingCounts:
-    """Nodes and every consecutive-layer edge of the token ``rows`` (positions within ``data``'s sequence).
+def pathway_counts(
+    data: SequenceData, rows: np.ndarray, vocab: list[str] | None = None, *, top_edges: int | None = None
+) -> RoutingCounts:
+    """Nodes and the consecutive-layer edges of the token ``rows`` (positions within ``data``'s sequence).
 
-    One domain (the sequence's), so each node's ``share_<domain>`` is 1. Unpruned: the figure picks
-    its edges with ``drawn_edges``, the export keeps them all.
+    One domain (the sequence's), so each node's ``share_<domain>`` is 1. ``top_edges``: keep only the
+    strongest edges of each layer pair (strength = weight: Σ gate products, or the token count for
+    ids-only routing; ties to the smaller (source, target) expert ids); None keeps every edge.
     """
     rows = np.asarray(rows, dtype=np.int64)
     return count_arrays(
@@ -43,16 +46,8 @@ def pathway_counts(data: SequenceData, rows: np.ndarray, vocab: list[str] | None
         token_domains=((data.domain,), np.zeros(rows.size, dtype=np.int64)),
         token_ids=data.token_ids[rows],
         vocab=vocab,
+        top_edges=top_edges,
     )
-
-
-def drawn_edges(counts: RoutingCounts, top_edges: int) -> np.ndarray:
-    """Indices into ``counts.edges`` of the ``top_edges`` strongest edges of each layer pair, (≤ M,).
-
-    Strength is the edge weight (Σ gate products; the token count for ids-only routing); ties go to
-    the smaller (source, target) expert ids, the rule of ``workbench.graph.prune``.
-    """
-    return np.flatnonzero(prune_edges(counts.edges, top_edges=top_edges))
 
 
 def pathway_graph(counts: RoutingCounts, *, title: str = "", top_tokens: int = 5) -> nx.DiGraph:

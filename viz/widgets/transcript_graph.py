@@ -151,8 +151,9 @@ class TranscriptGraphWidget(widgets.VBox):
         sel = self.selection
         rows = self.selected_rows(sel)
         d = self.data
-        p = pathway_counts(d, rows, self._vocab)
-        self.graph.show(p, title=self._describe(sel, rows))
+        p = pathway_counts(d, rows, self._vocab, top_edges=self.graph.top_edges)  # what the figure draws
+        vocab = self._vocab
+        self.graph.show(p, title=self._describe(sel, rows), all_edges=lambda: pathway_counts(d, rows, vocab))
         if sel["kind"] == "token" or self._path_token is None:  # the token path follows token clicks only
             pos = int(rows[0])
             self.token_path.show(d.expert_ids[pos], d.gate_weights[pos], d.layers, title=token_title(d, pos))
