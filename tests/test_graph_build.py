@@ -177,3 +177,17 @@ def test_vectorised_counts_match_brute_force_on_random_routing():
     assert set(got) == set(edges)
     for key, (n, wt) in edges.items():
         assert got[key][0] == n and got[key][1] == pytest.approx(wt)
+
+
+def test_routing_that_does_not_match_the_model_is_a_graph_error(ds):
+    from workbench.errors import GraphError
+    from workbench.graph import difference_of_selections
+    from workbench.store.select import Selection
+
+    ids = np.zeros((2, 2, 2), dtype=np.int16)
+    ids[1, 1, 1] = 9
+    with pytest.raises(GraphError, match=r"expert ids outside 0\.\.3: the routing does not match n_experts=4"):
+        count_arrays(ids, None, layers=np.array([1, 2]), n_experts=4)
+    n_layers = ds.sizes["layer"]
+    with pytest.raises(GraphError, match="selection_a and selection_b must cover the same layers"):
+        difference_of_selections(ds, Selection(layers=(1, n_layers)), Selection(layers=(2, n_layers)))

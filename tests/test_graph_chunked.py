@@ -45,7 +45,7 @@ def test_chunked_counts_match_brute_force(tmp_path):
     ds = open_hand_store(write_store(tmp_path / "hand.zarr"))
     nodes, edges = brute_force(hand_records())
     counts = count_routing(ds, chunked=True)
-    assert counts.pair_cnt is not None and counts.lazy_ids is not None  # really the block path
+    assert isinstance(counts, chunked.ChunkedRoutingCounts) and counts.lazy_ids is not None  # really the block path
     assert_matches(reasoning_graph(ds, chunked=True), nodes, edges)
     math = parse_where("domain=math")
     assert_matches(reasoning_graph(ds, math, chunked=True), *brute_force(hand_records(), rows={0, 1, 2}))
@@ -72,9 +72,9 @@ def test_chunked_equals_in_memory_on_many_blocks(syn, monkeypatch, where, prunin
 
 def test_auto_mode_uses_blocks_for_large_selections(syn, monkeypatch):
     monkeypatch.setattr(chunked, "CHUNKED_MIN_TOKENS", 1000)
-    assert count_routing(syn).pair_cnt is not None  # 5000 tokens: blocks
+    assert isinstance(count_routing(syn), chunked.ChunkedRoutingCounts)  # 5000 tokens: blocks
     small = count_routing(syn, parse_where("tokens=0:999"))
-    assert small.pair_cnt is None and small.expert_ids.shape[0] == 999  # in memory
+    assert not isinstance(small, chunked.ChunkedRoutingCounts) and small.expert_ids.shape[0] == 999  # in memory
 
 
 def test_difference_graph_same_with_blocks(syn, monkeypatch):
@@ -86,3 +86,24 @@ def test_difference_graph_same_with_blocks(syn, monkeypatch):
     assert set(ref.edges) == set(got.edges)
     for u, v, d in ref.edges(data=True):
         assert np.isclose(d["delta"], got.edges[u, v]["delta"], rtol=1e-12)
+
+
+def test_tree_reduce_is_one_fixed_tree_for_any_split():
+    import dask
+
+    from workbench.tree_reduce import tree_reduce
+
+    calls: list[tuple[int, ...]] = []
+
+    def join(*xs: tuple[int, ...]) -> tuple[int, ...]:
+        calls.append(tuple(len(x) for x in xs))
+        return sum(xs, ())
+
+    parts = [dask.delayed((i,)) for i in range(11)]
+    for split in (2, 3, 8):
+        calls.clear()
+        (out,) = dask.compute(tree_reduce(parts, join, split_every=split), scheduler="sync")
+        assert out == tuple(range(11))  # consecutive parts, in order: the sum order never depends on timing
+        assert all(2 <= len(c) <= split for c in calls)
+    with pytest.raises(ValueError, match="at least one part"):
+        tree_reduce([], join)

@@ -172,7 +172,7 @@ def test_failed_export_leaves_no_partial_file(graph, tmp_path):
 
 
 def test_graph_for_demo_writes_each_domain_and_the_difference(ds, tmp_path):
-    from workbench.graph import graph_for_demo
+    from workbench.viz.graph_demo import graph_for_demo
 
     written = graph_for_demo(ds, tmp_path / "graphs", formats=("graphml", "ct.json"))
     assert sorted(p.name for p in written) == sorted(

@@ -166,3 +166,60 @@ def test_streamed_pruning_equals_pruning_the_full_table(kwargs):
     for col in ("pair", "src", "dst", "count", "weight"):
         assert getattr(streamed.edges, col).tolist() == getattr(full.edges.take(keep), col).tolist()
     assert streamed.flow_totals.tolist() == full.flow_totals.tolist()
+
+
+@pytest.mark.parametrize("kwargs", [{"top_edges": 3}, {"flow": 0.5}, {"min_count": 2, "top_edges": 5}])
+def test_pruning_with_tied_weights_is_the_same_for_any_token_or_edge_order(kwargs):
+    from workbench.graph import count_arrays, counts_to_graph
+
+    rng = np.random.default_rng(5)
+    t, n_layers, k, e = 48, 4, 2, 5
+    ids = np.stack([np.stack([rng.choice(e, k, replace=False) for _ in range(n_layers)]) for _ in range(t)])
+    w = np.full((t, n_layers, k), 0.5)  # every product 0.25, exactly: weights tie wherever counts do
+    layers = np.arange(1, n_layers + 1)
+    results = set()
+    for _ in range(5):
+        order = rng.permutation(t)
+        counts = count_arrays(ids[order], w[order], layers=layers, n_experts=e, **kwargs)
+        e_ = counts.edges
+        in_arrays = tuple(zip(e_.pair.tolist(), e_.src.tolist(), e_.dst.tolist(), strict=True))
+        full = counts_to_graph(count_arrays(ids[order], w[order], layers=layers, n_experts=e), top_tokens=0)
+        shuffled = nx.DiGraph()  # the same graph with its edges added in another order
+        shuffled.graph.update(full.graph)
+        shuffled.add_nodes_from(rng.permutation(list(full.nodes)).tolist())
+        nx.set_node_attributes(shuffled, dict(full.nodes(data=True)))
+        edges = list(full.edges(data=True))
+        shuffled.add_edges_from(edges[i] for i in rng.permutation(len(edges)))
+        kept = prune_graph(shuffled, **kwargs)
+        in_graph = tuple(sorted((int(kept.nodes[u]["layer"]) - 1, kept.nodes[u]["expert"], kept.nodes[v]["expert"])
+                                for u, v in kept.edges))  # fmt: skip
+        results.add((in_arrays, in_graph))
+    assert len(results) == 1
+    ((in_arrays, in_graph),) = results
+    assert in_arrays == in_graph
+    full = count_arrays(ids, w, layers=layers, n_experts=e)
+    assert len(set(full.edges.weight.tolist())) < len(full.edges)  # there were ties to break
+
+
+def test_pruning_options_out_of_range_name_the_parameter():
+    from workbench.errors import GraphError
+
+    for kwargs, message in (
+        ({"top_edges": 0}, "top_edges must be >= 1, got 0"),
+        ({"min_count": -1}, "min_count must be >= 0, got -1"),
+        ({"flow": 1.5}, r"flow must be a share in \(0, 1\], got 1.5"),
+    ):
+        with pytest.raises(GraphError, match=message) as err:
+            prune_edges(_table([0], [1.0]), **kwargs)
+        assert err.value.parameter == next(iter(kwargs))
+        assert "--" not in str(err.value)
+
+
+def test_node_ids_round_trip_and_bad_ids_fail_with_one_line():
+    from workbench.errors import GraphError
+    from workbench.graph import node_id, parse_node_id
+
+    assert node_id(np.int64(3), 17) == "L3:E17"
+    assert parse_node_id(node_id(60, 383)) == (60, 383)
+    with pytest.raises(GraphError, match=r"node must be an id like 'L3:E17'.*got '3:17'"):
+        parse_node_id("3:17")

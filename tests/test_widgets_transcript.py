@@ -103,7 +103,7 @@ def test_export_graphml_reads_back_with_every_edge(ds, tmp_path: Path) -> None:
     g = nx.read_graphml(out)
     p = w.pathways()
     assert g.number_of_nodes() == int(np.count_nonzero(p.node_tokens))
-    assert g.number_of_edges() == p.edge_src.size  # all edges, not only the 3 drawn per layer pair
+    assert g.number_of_edges() == len(p.edges)  # all edges, not only the 3 drawn per layer pair
     assert sum(int(d["count"]) for _, _, d in g.edges(data=True)) == p.n_tokens * (p.layers.size - 1) * 64
     assert list(tmp_path.iterdir()) == [out]  # no temp file left
 
@@ -144,7 +144,7 @@ def test_bad_input_is_one_clear_error(ds) -> None:
 def test_ids_only_store_counts_tokens(tmp_path: Path) -> None:
     ds = open_test_store(transcript_store(tmp_path / "ids.zarr", n_steps=2, n_transcripts=1, ids_only=True))
     w = TranscriptGraphWidget(ds)
-    assert w.graph.pathways is not None and not w.graph.pathways.has_weights
+    assert w.graph.pathways is not None and not w.graph.pathways.weighted
     assert w.graph.figure.data[-1].marker.colorbar.title.text == "tokens"
 
 

@@ -15,3 +15,13 @@ class StoreError(WorkbenchError):
 
 class StoreDamagedError(StoreError):
     """A routing store's committed data is damaged (a chunk missing, truncated or failing its checksum)."""
+
+
+class GraphError(WorkbenchError):
+    """A reasoning graph cannot be built or pruned as asked: an option out of range, or routing that
+    does not match the model. ``parameter`` names the Python argument at fault, if one is (the CLI
+    maps it to its flag)."""
+
+    def __init__(self, message: str, *, parameter: str | None = None) -> None:
+        super().__init__(message)
+        self.parameter = parameter

@@ -9,8 +9,7 @@ Output widget with its arrays base64-encoded (render.py says why not a FigureWid
 from __future__ import annotations
 
 import copy
-import os
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,11 @@ import numpy as np
 import plotly.graph_objects as go
 
 from workbench.errors import WorkbenchError
+from workbench.graph.export import write_graph_data
+from workbench.graph.tables import RoutingCounts
+from workbench.outputs import atomic_path
 
-from .pathways import Pathways
+from .pathways import pathway_graph
 from .render import render_dict_into
 
 EXPORT_FORMATS = ("png", "svg", "graphml")
@@ -32,35 +34,35 @@ _NODE_HOVER = "L%{x}:E%{y}<br>%{customdata} tokens<br>mean gate %{marker.color:.
 _NODE_HOVER_IDS_ONLY = "L%{x}:E%{y}<br>%{customdata} tokens<extra></extra>"
 
 
-def _edge_xy(p: Pathways, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _edge_xy(p: RoutingCounts, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Line segments with NaN breaks, shape (3·m,) each."""
     x = np.full((idx.size, 3), np.nan)
     y = np.full((idx.size, 3), np.nan)
-    lp = p.edge_layer[idx]
+    lp = p.edges.pair[idx]
     x[:, 0] = p.layers[lp]
     x[:, 1] = p.layers[lp + 1]
-    y[:, 0] = p.edge_src[idx]
-    y[:, 1] = p.edge_dst[idx]
+    y[:, 0] = p.edges.src[idx]
+    y[:, 1] = p.edges.dst[idx]
     return x.ravel(), y.ravel()
 
 
 class GraphPane(widgets.VBox):
-    """Plotly figure of a ``Pathways`` plus an export row (format, path, button, status line).
+    """Plotly figure of a selection's ``RoutingCounts`` plus an export row (format, path, button, status line).
 
     Parameters
     ----------
     top_edges : int
         Edges drawn per layer pair (the strongest by summed gate-weight product, or by count for
-        ids-only stores). Exports of GraphML keep every edge.
+        ids-only stores; ties by expert ids, ``workbench.graph.prune``). Exports of GraphML keep every edge.
     height : int
         Figure height in pixels.
     """
 
     def __init__(self, *, top_edges: int = 24, height: int = 560) -> None:
         self.top_edges = top_edges
-        self.pathways: Pathways | None = None
+        self.pathways: RoutingCounts | None = None  # what is drawn: the top edges per layer pair
+        self._all_edges: Callable[[], RoutingCounts] | None = None  # the same rows, every edge (export)
         self.graph: nx.DiGraph | None = None
-        self.domain: str | None = None
         self.title = ""
         # The figure is a plain dict of fixed traces (four edge bins, one node trace) holding numpy
         # arrays; a click replaces the arrays and sends the dict with base64 arrays (render.py),
@@ -122,12 +124,13 @@ class GraphPane(widgets.VBox):
         """The figure as shown, as a plotly Figure (built on access: for export and inspection)."""
         return go.Figure(data=copy.deepcopy(self._data), layout=copy.deepcopy(self._layout))
 
-    def show(self, p: Pathways, *, title: str, domain: str | None = None) -> None:
-        """Replace the drawn pathways (new arrays in the fixed traces, one figure message)."""
-        self.pathways, self.title, self.domain = p, title, domain
+    def show(self, p: RoutingCounts, *, title: str, all_edges: Callable[[], RoutingCounts] | None = None) -> None:
+        """Draw ``p``'s edges (already pruned to ``top_edges`` per layer pair; new arrays in the fixed
+        traces, one figure message). ``all_edges`` counts the same rows with every edge, for exports."""
+        self.pathways, self.title, self._all_edges = p, title, all_edges
         self.graph = None  # built on export only: the figure needs the arrays, not networkx
-        idx = p.top_edges(self.top_edges)
-        strength = p.strength()[idx]
+        idx = np.arange(len(p.edges))
+        strength = p.edges.weight  # gate-product sums, or counts for ids-only routing
         if idx.size:
             qs = np.quantile(strength, [0.5, 0.8, 0.95])
             bins = np.searchsorted(qs, strength, side="right")  # (m,) in 0..3
@@ -136,7 +139,7 @@ class GraphPane(widgets.VBox):
         li, ei = np.nonzero(p.node_tokens)
         tokens = p.node_tokens[li, ei]
         mean_gate = p.mean_gate[li, ei]
-        colour = mean_gate if p.has_weights else tokens.astype(np.float64)
+        colour = mean_gate if p.weighted else tokens.astype(np.float64)
         layers = p.layers[li]
         # Hover reads the token count from a numeric customdata and the mean gate from the colour: no
         # per-node strings to build and send.
@@ -148,10 +151,10 @@ class GraphPane(widgets.VBox):
         nodes["x"] = layers.astype(np.int32)
         nodes["y"] = ei.astype(np.int32)
         nodes["customdata"] = tokens.astype(np.float64)
-        nodes["hovertemplate"] = _NODE_HOVER if p.has_weights else _NODE_HOVER_IDS_ONLY
+        nodes["hovertemplate"] = _NODE_HOVER if p.weighted else _NODE_HOVER_IDS_ONLY
         nodes["marker"]["size"] = size.astype(np.float64)
         nodes["marker"]["color"] = colour.astype(np.float64)
-        nodes["marker"]["colorbar"] = {"title": {"text": "mean gate" if p.has_weights else "tokens"}}
+        nodes["marker"]["colorbar"] = {"title": {"text": "mean gate" if p.weighted else "tokens"}}
         self._layout["title"]["text"] = title
         self._layout["yaxis"]["range"] = [-1, p.n_experts]
         self.bundle = render_dict_into(self.output, self._data, self._layout)
@@ -161,15 +164,16 @@ class GraphPane(widgets.VBox):
         if self.pathways is None:
             raise WorkbenchError("nothing selected yet: click a step, segment or token first")
         if self.graph is None:
-            self.graph = self.pathways.to_networkx(domain=self.domain)
-            self.graph.graph["title"] = self.title
+            counts = self._all_edges() if self._all_edges is not None else self.pathways
+            self.graph = pathway_graph(counts, title=self.title)
         return self.graph
 
     def export(self, path: str | Path, fmt: str | None = None) -> Path:
         """Write the current graph: PNG/SVG (the figure as shown, via kaleido) or GraphML (every node and edge).
 
-        The file is written to a temporary name in the same folder and renamed, so a failed export
-        never leaves a partial file. Returns the written path.
+        GraphML is written by ``workbench.graph.export`` (the library's reasoning graph, list
+        attributes as JSON). Files are written to a temporary name in the same folder and renamed, so
+        a failed export never leaves a partial file. Returns the written path.
         """
         path = Path(path)
         fmt = (fmt or path.suffix.lstrip(".") or "png").lower()
@@ -179,17 +183,10 @@ class GraphPane(widgets.VBox):
             path = path.with_name(path.name + f".{fmt}")
         graph = self.current_graph()
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        os.close(fd)
-        try:
-            if fmt == "graphml":
-                nx.write_graphml(graph, tmp)
-            else:
-                go.Figure(self.figure).write_image(tmp, format=fmt, width=1000, height=700)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        if fmt == "graphml":
+            return write_graph_data(graph, path, "graphml")
+        with atomic_path(path) as tmp:
+            go.Figure(self.figure).write_image(tmp, format=fmt, width=1000, height=700)
         return path
 
     def _export_clicked(self) -> None:

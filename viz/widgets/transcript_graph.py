@@ -19,9 +19,10 @@ import numpy as np
 import xarray as xr
 
 from workbench.errors import WorkbenchError
+from workbench.graph.tables import RoutingCounts
 
 from .graph_pane import GraphPane
-from .pathways import Pathways, compute_pathways
+from .pathways import pathway_counts, store_vocab
 from .sequence_data import SequenceData, as_dataset, load_sequence, sequence_ids
 from .token_path import TokenPathFigure, token_title
 from .transcript_view import TranscriptView
@@ -60,6 +61,7 @@ class TranscriptGraphWidget(widgets.VBox):
         height: int = 560,
     ) -> None:
         self._ds = as_dataset(store)
+        self._vocab = store_vocab(self._ds)  # top tokens of exported nodes
         self.data: SequenceData = load_sequence(self._ds, sequence)
         self.last_update_s = 0.0  # seconds the last selection took in Python (aggregate + restyle)
         self._path_token: int | None = None  # position the token-path figure shows
@@ -112,11 +114,9 @@ class TranscriptGraphWidget(widgets.VBox):
             return np.array([index])
         raise WorkbenchError(f"unknown selection kind {kind!r}; use all, step, segment or token")
 
-    def pathways(self, selection: dict[str, Any] | None = None) -> Pathways:
-        """Expert pathways of ``selection`` (default: the current one)."""
-        rows = self.selected_rows(selection)
-        d = self.data
-        return compute_pathways(d.expert_ids[rows], d.gate_weights[rows], d.layers, d.n_experts)
+    def pathways(self, selection: dict[str, Any] | None = None) -> RoutingCounts:
+        """Expert pathways of ``selection`` (default: the current one), counted by ``workbench.graph``."""
+        return pathway_counts(self.data, self.selected_rows(selection), self._vocab)
 
     # -- internals -----------------------------------------------------------------------------
     def _start(self, step: int | None) -> None:
@@ -151,8 +151,9 @@ class TranscriptGraphWidget(widgets.VBox):
         sel = self.selection
         rows = self.selected_rows(sel)
         d = self.data
-        p = compute_pathways(d.expert_ids[rows], d.gate_weights[rows], d.layers, d.n_experts)
-        self.graph.show(p, title=self._describe(sel, rows), domain=d.domain)
+        p = pathway_counts(d, rows, self._vocab, top_edges=self.graph.top_edges)  # what the figure draws
+        vocab = self._vocab
+        self.graph.show(p, title=self._describe(sel, rows), all_edges=lambda: pathway_counts(d, rows, vocab))
         if sel["kind"] == "token" or self._path_token is None:  # the token path follows token clicks only
             pos = int(rows[0])
             self.token_path.show(d.expert_ids[pos], d.gate_weights[pos], d.layers, title=token_title(d, pos))

@@ -21,6 +21,9 @@ from dask.delayed import Delayed, delayed
 
 from workbench.analysis import kernels as K
 from workbench.analysis.inputs import MetricInputError, RoutingInputs
+from workbench.tree_reduce import tree_reduce
+
+SPLIT_EVERY = 8  # partials merged per reduction task (each a few (G, L, E) count arrays)
 
 
 @dataclass(frozen=True)
@@ -140,12 +143,6 @@ def chunk_stats(
     return part
 
 
-def _tree(parts: list[Delayed], split_every: int = 8) -> Delayed:
-    while len(parts) > 1:
-        parts = [delayed(merge)(*parts[i : i + split_every]) for i in range(0, len(parts), split_every)]
-    return parts[0]
-
-
 def accumulate(
     inputs: RoutingInputs,
     want: Want,
@@ -187,7 +184,7 @@ def accumulate(
         )
     if not tasks:
         return Partial()
-    root = _tree(tasks)
+    root = tree_reduce(tasks, merge, split_every=SPLIT_EVERY)
     if progress:
         from dask.diagnostics import ProgressBar
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from workbench.pair_counts import BLOCK, pair_counts
+
 
 def layer_major(ids: np.ndarray) -> np.ndarray:
     """(T, L, k) -> contiguous (L, T, k) copy, the layout every kernel expects."""
@@ -78,10 +80,8 @@ def weight_sums(
     return mass, ent, cnt, nan
 
 
-# Pair counts go through a uint16 (E, E) scratch matrix per layer (295 KB for E = 384: it stays in a core's
-# L2 cache, where an int32 matrix would not), flushed into the int32 result every BLOCK tokens. A token adds
-# at most 1 to a cell, so BLOCK < 65536 cannot overflow the scratch.
-BLOCK = 65535
+# Co-activation counts go through a uint16 (E, E) scratch per layer flushed every BLOCK tokens, as the
+# layer-pair kernel does (``workbench.pair_counts`` says why).
 
 
 @njit(nogil=True, cache=True)
@@ -122,21 +122,18 @@ def coactivation_counts(ids_lt: np.ndarray, group: np.ndarray, n_experts: int, a
 
 @njit(nogil=True, cache=True)
 def transition_counts(ids_lt: np.ndarray, group: np.ndarray, n_experts: int) -> np.ndarray:
-    """C[l, a, b]: tokens routed to a in layer l and to b in layer l+1 (all k x k pairs). (L-1, E, E) int32."""
-    n_layers, n_tokens, k = ids_lt.shape
-    out = np.zeros((max(n_layers - 1, 0), n_experts, n_experts), np.int32)
-    scratch = np.zeros((n_experts, n_experts), np.uint16)
+    """C[l, a, b]: tokens routed to a in layer l and to b in layer l+1 (all k x k pairs). (L-1, E, E) int32.
+
+    The k × k count is ``workbench.pair_counts.pair_counts``, the kernel reasoning graphs use too.
+    """
+    n_layers, _, k = ids_lt.shape
+    out = np.zeros((max(n_layers - 1, 0), n_experts * n_experts), np.int32)
+    keep = group >= 0
+    no_w = np.zeros((0, k))  # ids only
+    no_sums = np.zeros(0)
     for layer in range(n_layers - 1):
-        for start in range(0, n_tokens, BLOCK):
-            for t in range(start, min(n_tokens, start + BLOCK)):
-                if group[t] < 0:
-                    continue
-                for r in range(k):
-                    a = ids_lt[layer, t, r]
-                    for s in range(k):
-                        scratch[a, ids_lt[layer + 1, t, s]] += 1
-            _flush(out, layer, scratch)
-    return out
+        pair_counts(ids_lt[layer], ids_lt[layer + 1], no_w, no_w, keep, n_experts, out[layer], no_sums)
+    return out.reshape((max(n_layers - 1, 0), n_experts, n_experts))
 
 
 @njit(nogil=True, cache=True)

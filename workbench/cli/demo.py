@@ -50,9 +50,9 @@ def demo(
     from workbench.cli.compare import compare
     from workbench.cli.record import record
     from workbench.cli.replay import replay
-    from workbench.graph.demo import graph_for_demo
     from workbench.outputs import check_output_dir
     from workbench.store.io import open_store
+    from workbench.viz.graph_demo import graph_for_demo
 
     check_output_dir(out, flag="--out")  # writable, not under /proc, not inside a routing store
     console = Console(stderr=True)

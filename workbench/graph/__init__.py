@@ -7,14 +7,15 @@ Cytoscape.js JSON and circuit-tracer's graph JSON. Figures live in ``workbench.v
 
 from __future__ import annotations
 
-from workbench.graph.build import counts_to_graph, describe_selection, node_id, reasoning_graph, token_path
+from workbench.graph.build import counts_to_graph, describe_selection, reasoning_graph, token_path
 from workbench.graph.communities import expert_circuits, set_communities
-from workbench.graph.counts import EdgeTable, RoutingCounts, count_arrays, count_routing
-from workbench.graph.demo import graph_for_demo
+from workbench.graph.counts import count_arrays, count_routing
 from workbench.graph.difference import difference_graph, difference_of_selections
+from workbench.graph.ids import node_id, parse_node_id
 from workbench.graph.layout import layered_layout
 from workbench.graph.paths import heaviest_paths, path_subgraph
 from workbench.graph.prune import prune_edges, prune_graph
+from workbench.graph.tables import EdgeTable, RoutingCounts
 
 __all__ = [
     "EdgeTable",
@@ -26,10 +27,10 @@ __all__ = [
     "difference_graph",
     "difference_of_selections",
     "expert_circuits",
-    "graph_for_demo",
     "heaviest_paths",
     "layered_layout",
     "node_id",
+    "parse_node_id",
     "path_subgraph",
     "prune_edges",
     "prune_graph",

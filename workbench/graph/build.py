@@ -28,16 +28,13 @@ import networkx as nx
 import numpy as np
 import xarray as xr
 
-from workbench.graph.counts import RoutingCounts, count_routing, sorted_unique
+from workbench.graph.counts import count_routing
+from workbench.graph.ids import node_id
 from workbench.graph.prune import describe_pruning
+from workbench.graph.tables import RoutingCounts, sorted_unique
 from workbench.store.select import Selection
 
 PROMPT_TOKENS_MAX = 512  # selections up to this size keep their decoded tokens in G.graph["prompt_tokens"]
-
-
-def node_id(layer: int, expert: int) -> str:
-    """The id of the node of ``expert`` at MoE layer ``layer`` (real layer index): ``"L3:E17"``."""
-    return f"L{int(layer)}:E{int(expert)}"
 
 
 def describe_selection(selection: Selection | None) -> str:
@@ -80,12 +77,13 @@ def counts_to_graph(
     g = nx.DiGraph()
     layers = counts.layers.tolist()
     n = max(counts.n_tokens, 1)
+    mean_gate = counts.mean_gate
     for c in codes.tolist():
         li, ex = divmod(c, ne)
         tok = int(counts.node_tokens[li, ex])
         attrs: dict[str, Any] = {"layer": int(layers[li]), "expert": int(ex), "tokens": tok, "load": tok / n}
         if counts.weighted:
-            attrs["mean_gate"] = float(counts.node_gate[li, ex]) / tok if tok else 0.0
+            attrs["mean_gate"] = float(mean_gate[li, ex]) if tok else 0.0
         for d, name in enumerate(counts.domains):
             attrs[f"share_{name}"] = float(counts.node_domain[d, li, ex]) / tok if tok else 0.0
         attrs["top_tokens"] = _format_top(tops.get(c, []))

@@ -22,9 +22,12 @@ import networkx as nx
 import numpy as np
 import xarray as xr
 
-from workbench.graph.build import describe_selection, node_id
-from workbench.graph.counts import RoutingCounts, count_routing, sorted_unique
+from workbench.errors import GraphError
+from workbench.graph.build import describe_selection
+from workbench.graph.counts import count_routing
+from workbench.graph.ids import node_id
 from workbench.graph.prune import check_pruning, describe_pruning, graph_flow_totals, graph_layers, prune_pair
+from workbench.graph.tables import RoutingCounts, sorted_unique
 from workbench.store.select import Selection
 
 
@@ -178,11 +181,15 @@ def difference_of_selections(
     edge; ``flow`` and ``top_edges`` rank edges by ``|delta|`` per layer pair (see
     ``workbench.graph.prune``).
     """
+    check_pruning(min_count, top_edges, flow)
     ca = count_routing(ds, selection_a, edges=False)
     cb = count_routing(ds, selection_b, edges=False)
     if not np.array_equal(ca.layers, cb.layers):
-        raise ValueError("both selections must cover the same layers")
-    check_pruning(min_count, top_edges, flow)
+        raise GraphError(
+            f"selection_a and selection_b must cover the same layers, got {ca.layers.tolist()} and "
+            f"{cb.layers.tolist()}; give both the same layers=A:B",
+            parameter="selection_b",
+        )
     use_count = not (ca.weighted and cb.weighted)
     if use_count:  # compare like with like: count shares on both sides
         ca.weighted = cb.weighted = False

@@ -9,7 +9,10 @@ represented):
    routing flow between these two layers").
 3. ``top_edges``: keep the ``top_edges`` heaviest edges of each layer pair.
 
-Ties are broken by (source, target) expert ids, so results are deterministic.
+Ties: edges of equal weight rank by source expert id, then target expert id, ascending (the
+smaller ids are kept first). Edges are ranked in that order whatever order the tokens were counted
+in or the edges were added to a graph, so pruning is deterministic. (Weights that are sums of gate
+products can differ in the last bit when the same tokens are summed in another order; counts are exact.)
 Nodes left without an edge are dropped (except in a one-layer graph, which has no edges).
 
 The array functions here work on an ``EdgeTable``; ``prune_graph`` applies the same rules to a
@@ -23,18 +26,18 @@ import json
 import networkx as nx
 import numpy as np
 
-from workbench.errors import WorkbenchError
-from workbench.graph.counts import EdgeTable
+from workbench.errors import GraphError
+from workbench.graph.tables import EdgeTable
 
 
 def check_pruning(min_count: int | None, top_edges: int | None, flow: float | None) -> None:
-    """Raise a one-line WorkbenchError for pruning options out of range (the CLI checks before any work)."""
+    """Raise a one-line ``GraphError`` naming the pruning option out of range (the CLI checks before any work)."""
     if min_count is not None and min_count < 0:
-        raise WorkbenchError(f"--min-count must be >= 0, got {min_count}")
+        raise GraphError(f"min_count must be >= 0, got {min_count}", parameter="min_count")
     if top_edges is not None and top_edges < 1:
-        raise WorkbenchError(f"--top-edges must be >= 1, got {top_edges}")
+        raise GraphError(f"top_edges must be >= 1, got {top_edges}", parameter="top_edges")
     if flow is not None and not 0.0 < flow <= 1.0:
-        raise WorkbenchError(f"--flow must be a share in (0, 1], got {flow}")
+        raise GraphError(f"flow must be a share in (0, 1], got {flow}", parameter="flow")
 
 
 def _pair_groups(edges: EdgeTable) -> tuple[np.ndarray, np.ndarray]:
@@ -48,7 +51,10 @@ def _pair_groups(edges: EdgeTable) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _heaviest_first(weight: np.ndarray, top: int | None) -> np.ndarray:
-    """Indices of ``weight`` by weight desc, ties in index order; only the first ``top`` if given."""
+    """Indices of ``weight`` by weight desc, ties in index order; only the first ``top`` if given.
+
+    Callers pass one layer pair's edges in (src, dst) order, so ties go to the smaller expert ids.
+    """
     if top is not None and top < weight.size:
         threshold = -np.partition(-weight, top - 1)[top - 1]
         cand = np.flatnonzero(weight >= threshold)  # the top entries plus any ties at the threshold, in order

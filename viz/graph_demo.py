@@ -1,4 +1,8 @@
-"""The graphs ``workbench demo`` writes: one reasoning graph per domain and a math-minus-code difference."""
+"""The graphs ``workbench demo`` writes: one reasoning graph per domain and a math-minus-code difference.
+
+It lives with the figures (``workbench.viz``), not in ``workbench.graph``: it draws, and the graph
+layer never imports the views above it.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from pathlib import Path
 
 import networkx as nx
 import xarray as xr
+from workbench.viz.export import export_graph, static_export_session
 
 from workbench.graph.build import reasoning_graph
 from workbench.graph.communities import set_communities
@@ -43,8 +48,6 @@ def graph_for_demo(
     need Chromium; without one they are skipped with a warning, and the other files are still
     written. Returns the paths written, in order.
     """
-    from workbench.viz.export import export_graph, static_export_session  # plotly: not at import time
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     domains = sorted({str(d) for d in ds[S.SEQUENCE_DOMAIN].values})
