@@ -78,7 +78,7 @@ def generated_ids(prompt: list[int], n: int) -> list[int]:
 
 class FakeEngine(ThreadingHTTPServer):
     """engine: "vllm" | "sglang"; mode: ok | no_capture | http500 | fail_after_2 | slow | bad_layers |
-    bad_k | bad_ids | legacy_lists. ``requests`` logs every JSON body received."""
+    bad_k | bad_ids | legacy_lists | retokenized | no_echo. ``requests`` logs every JSON body received."""
 
     daemon_threads = True
 
@@ -141,25 +141,41 @@ class _Handler(BaseHTTPRequestHandler):
         return out, rows
 
     def _vllm(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``CompletionResponse`` as vLLM serialises it (``entrypoints/openai/completion/protocol.py``):
+        ``prompt_token_ids``, ``token_ids`` and ``routed_experts`` sit in each choice, the ids only
+        when the request set ``return_token_ids``."""
         prompt = list(body["prompt"])
         out, rows = self._rows(prompt, int(body["max_tokens"]))
+        mode, want_ids = self.server.mode, bool(body.get("return_token_ids"))
+        echoed = list(prompt)
+        if mode == "retokenized":  # a server that re-tokenized the prompt (e.g. text in, other tokenizer)
+            echoed = [echoed[0]] + [4 + (t + 1) % 60 for t in echoed[1:]]
         choice: dict[str, Any] = {
             "index": 0,
             "text": " ".join(VOCAB[t] for t in out),
+            "logprobs": None,
             "finish_reason": "length",
-            "token_ids": out if body.get("return_token_ids") else None,
+            "stop_reason": None,
+            "token_ids": out if want_ids else None,
+            "prompt_logprobs": None,
+            "prompt_token_ids": (None if mode == "no_echo" else echoed) if want_ids else None,
+            "routed_experts": None,
         }
         resp: dict[str, Any] = {
             "id": "cmpl-1",
             "object": "text_completion",
+            "created": 1780000000,
             "model": body["model"],
             "choices": [choice],
+            "service_tier": None,
+            "system_fingerprint": None,
+            "usage": {"prompt_tokens": len(prompt), "total_tokens": len(prompt) + len(out),
+                      "completion_tokens": len(out), "prompt_tokens_details": None},
+            "kv_transfer_params": None,
         }
-        resp["prompt_token_ids"] = prompt if body.get("return_token_ids") else None
-        mode = self.server.mode
         if mode == "no_capture":
-            choice["routed_experts"] = None
-        elif mode == "legacy_lists":  # vLLM 0.21: int16 JSON lists split at the prompt
+            pass
+        elif mode == "legacy_lists":  # vLLM 0.21: int16 JSON lists, prompt rows at response level
             resp["prompt_routed_experts"] = rows[: len(prompt)].tolist()
             choice["routed_experts"] = rows[len(prompt) :].tolist()
         else:  # vLLM >= 0.3x: base64 .npy, smallest unsigned dtype holding an expert id
@@ -172,7 +188,7 @@ class _Handler(BaseHTTPRequestHandler):
         out, rows = self._rows(prompt, int(body["sampling_params"]["max_new_tokens"]))
         meta: dict[str, Any] = {
             "id": "req-1",
-            "prompt_tokens": len(prompt),
+            "prompt_tokens": len(prompt) + (1 if self.server.mode == "retokenized" else 0),
             "completion_tokens": len(out),
             "finish_reason": {"type": "length", "length": len(out)},
         }

@@ -180,3 +180,34 @@ def test_tokenizer_attrs_hold_vocab_by_id(model_dir):
     tok = load_tokenizer(model_dir)
     attrs = tokenizer_attrs(tok, "tiny-k2")
     assert attrs["vocab"][10] == "w6" and attrs["special_tokens"]["<s>"] == 1
+
+
+def test_vllm_answer_has_upstreams_shape_and_the_echo_is_checked(config):
+    """vLLM's CompletionResponse: prompt_token_ids, token_ids, routed_experts per choice, none at the top."""
+    with fake_engine("vllm", 16) as srv:
+        client = EngineClient(srv.url, "vllm", timeout=5)
+        path, payload = vllm.request([1, 4, 5], model="tiny-k2", max_new_tokens=2, temperature=0.0)
+        resp = client.post_json(path, payload)
+        assert payload["return_token_ids"] is True
+        assert "prompt_token_ids" not in resp and "routed_experts" not in resp
+        assert resp["choices"][0]["prompt_token_ids"] == [1, 4, 5]
+        ids, raw = vllm.parse(resp, [1, 4, 5])
+        assert raw.shape == (4, N_LAYERS, TOP_K) and len(ids) == 2
+        with pytest.raises(EngineError, match="3 sent, first difference at token 1"):
+            vllm.parse(resp, [1, 5, 5])  # what a top-level-only check would never have seen
+
+
+@pytest.mark.parametrize(
+    ("engine", "mode", "message"),
+    [
+        ("vllm", "retokenized", "vllm echoed other prompt token ids than were sent"),
+        ("vllm", "no_echo", "no choices\\[0\\].prompt_token_ids"),
+        ("sglang", "retokenized", "sglang routed 4 prompt tokens but 3 were sent"),
+    ],
+)
+def test_retokenized_prompt_is_refused_in_one_line(config, engine, mode, message):
+    with fake_engine(engine, 16, mode=mode) as srv:
+        client = EngineClient(srv.url, engine, timeout=5)
+        with pytest.raises(EngineError, match=message) as info:
+            _to_record(_Engine(engine, client, config, None), _Prompt("p", "", "t", [1, 4, 5]), 2, 0.0)
+    assert "\n" not in str(info.value)
