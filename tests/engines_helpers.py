@@ -169,8 +169,12 @@ class _Handler(BaseHTTPRequestHandler):
             "choices": [choice],
             "service_tier": None,
             "system_fingerprint": None,
-            "usage": {"prompt_tokens": len(prompt), "total_tokens": len(prompt) + len(out),
-                      "completion_tokens": len(out), "prompt_tokens_details": None},
+            "usage": {
+                "prompt_tokens": len(prompt),
+                "total_tokens": len(prompt) + len(out),
+                "completion_tokens": len(out),
+                "prompt_tokens_details": None,
+            },
             "kv_transfer_params": None,
         }
         if mode == "no_capture":
