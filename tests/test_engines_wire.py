@@ -211,3 +211,22 @@ def test_retokenized_prompt_is_refused_in_one_line(config, engine, mode, message
         with pytest.raises(EngineError, match=message) as info:
             _to_record(_Engine(engine, client, config, None), _Prompt("p", "", "t", [1, 4, 5]), 2, 0.0)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("mode", ["ok", "legacy_lists"])
+def test_vllm_chat_answer_shape_reads_with_the_same_parser(model_dir, mode):
+    """ChatCompletionResponse: the echo at response level (not per choice), routing per choice; both read."""
+    tok = load_tokenizer(model_dir)
+    messages = [{"role": "user", "content": "w5 w6 w7"}]
+    ours = tok.apply_chat_template(messages, add_generation_prompt=True)
+    ours = [int(t) for t in (ours["input_ids"] if hasattr(ours, "keys") else ours)]
+    with fake_engine("vllm", 16, mode=mode, tokenizer=tok) as srv:
+        client = EngineClient(srv.url, "vllm", timeout=5)
+        body = {"model": "tiny-k2", "messages": messages, "max_completion_tokens": 2, "return_token_ids": True}
+        resp = client.post_json("/v1/chat/completions", body)
+    assert resp["object"] == "chat.completion" and resp["prompt_token_ids"] == ours
+    assert "prompt_token_ids" not in resp["choices"][0]
+    ids, raw = vllm.parse(resp, ours)
+    assert len(ids) == 2 and raw.shape == (len(ours) + 1, N_LAYERS, TOP_K)
+    with pytest.raises(EngineError, match="echoed other prompt token ids"):
+        vllm.parse(resp, [*ours[:-1], 4])
