@@ -118,5 +118,6 @@ def parse(resp: dict[str, Any], prompt_ids: list[int]) -> tuple[list[int], np.nd
             raise EngineError(f"vllm routed_experts lists are ragged: {err}") from err
         if raw.ndim != 3:
             raise EngineError(f"vllm routed_experts lists have shape {raw.shape}, expected (tokens, layers, k)")
-    check_prompt_echo(choice.get("prompt_token_ids", resp.get("prompt_token_ids")), prompt_ids)
+    echoed = choice.get("prompt_token_ids")  # completions: per choice; chat: response level
+    check_prompt_echo(resp.get("prompt_token_ids") if echoed is None else echoed, prompt_ids)
     return [int(t) for t in output_ids], raw
