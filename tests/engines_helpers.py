@@ -78,13 +78,14 @@ def generated_ids(prompt: list[int], n: int) -> list[int]:
 
 class FakeEngine(ThreadingHTTPServer):
     """engine: "vllm" | "sglang"; mode: ok | no_capture | http500 | fail_after_2 | slow | bad_layers |
-    bad_k | bad_ids | legacy_lists. ``requests`` logs every JSON body received."""
+    bad_k | bad_ids | legacy_lists | retokenized | no_echo. ``requests`` logs every JSON body received."""
 
     daemon_threads = True
 
-    def __init__(self, engine: str, n_experts: int, mode: str = "ok") -> None:
+    def __init__(self, engine: str, n_experts: int, mode: str = "ok", tokenizer: Any = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.engine, self.n_experts, self.mode = engine, n_experts, mode
+        self.tokenizer = tokenizer  # renders /v1/chat/completions messages, as the server's chat template would
         self.requests: list[dict[str, Any]] = []
 
     @property
@@ -123,6 +124,8 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(3.0)
         if srv.engine == "vllm" and self.path == "/v1/completions":
             self._send(200, self._vllm(body))
+        elif srv.engine == "vllm" and self.path == "/v1/chat/completions" and srv.tokenizer is not None:
+            self._send(200, self._vllm_chat(body))
         elif srv.engine == "sglang" and self.path == "/generate":
             self._send(200, self._sglang(body))
         else:
@@ -141,28 +144,88 @@ class _Handler(BaseHTTPRequestHandler):
         return out, rows
 
     def _vllm(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``CompletionResponse`` as vLLM serialises it (``entrypoints/openai/completion/protocol.py``):
+        ``prompt_token_ids``, ``token_ids`` and ``routed_experts`` sit in each choice, the ids only
+        when the request set ``return_token_ids``."""
         prompt = list(body["prompt"])
         out, rows = self._rows(prompt, int(body["max_tokens"]))
+        mode, want_ids = self.server.mode, bool(body.get("return_token_ids"))
+        echoed = list(prompt)
+        if mode == "retokenized":  # a server that re-tokenized the prompt (e.g. text in, other tokenizer)
+            echoed = [echoed[0]] + [4 + (t + 1) % 60 for t in echoed[1:]]
         choice: dict[str, Any] = {
             "index": 0,
             "text": " ".join(VOCAB[t] for t in out),
+            "logprobs": None,
             "finish_reason": "length",
-            "token_ids": out if body.get("return_token_ids") else None,
+            "stop_reason": None,
+            "token_ids": out if want_ids else None,
+            "prompt_logprobs": None,
+            "prompt_token_ids": (None if mode == "no_echo" else echoed) if want_ids else None,
+            "routed_experts": None,
         }
         resp: dict[str, Any] = {
             "id": "cmpl-1",
             "object": "text_completion",
+            "created": 1780000000,
             "model": body["model"],
             "choices": [choice],
+            "service_tier": None,
+            "system_fingerprint": None,
+            "usage": {
+                "prompt_tokens": len(prompt),
+                "total_tokens": len(prompt) + len(out),
+                "completion_tokens": len(out),
+                "prompt_tokens_details": None,
+            },
+            "kv_transfer_params": None,
         }
-        resp["prompt_token_ids"] = prompt if body.get("return_token_ids") else None
-        mode = self.server.mode
         if mode == "no_capture":
-            choice["routed_experts"] = None
-        elif mode == "legacy_lists":  # vLLM 0.21: int16 JSON lists split at the prompt
+            pass
+        elif mode == "legacy_lists":  # vLLM 0.21: int16 JSON lists, prompt rows at response level
             resp["prompt_routed_experts"] = rows[: len(prompt)].tolist()
             choice["routed_experts"] = rows[len(prompt) :].tolist()
         else:  # vLLM >= 0.3x: base64 .npy, smallest unsigned dtype holding an expert id
+            dtype = np.uint8 if self.server.n_experts <= 256 else np.uint16
+            choice["routed_experts"] = vllm_wire.encode_routed_experts(rows.astype(dtype))
+        return resp
+
+    def _vllm_chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``ChatCompletionResponse`` (``entrypoints/openai/chat_completion/protocol.py``): unlike completions,
+        ``prompt_token_ids`` sits at response level; ``token_ids`` and ``routed_experts`` per choice. vLLM 0.21
+        (``legacy_lists``) put ``prompt_routed_experts`` at response level too."""
+        out_ids = self.server.tokenizer.apply_chat_template(body["messages"], add_generation_prompt=True)
+        prompt = [int(t) for t in (out_ids["input_ids"] if hasattr(out_ids, "keys") else out_ids)]
+        out, rows = self._rows(prompt, int(body.get("max_completion_tokens") or body.get("max_tokens") or 16))
+        want_ids = bool(body.get("return_token_ids"))
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": " ".join(VOCAB[t] for t in out), "reasoning": None},
+            "logprobs": None,
+            "finish_reason": "length",
+            "stop_reason": None,
+            "token_ids": out if want_ids else None,
+            "routed_experts": None,
+        }
+        resp: dict[str, Any] = {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 1780000000,
+            "model": body["model"],
+            "choices": [choice],
+            "service_tier": None,
+            "system_fingerprint": None,
+            "usage": {"prompt_tokens": len(prompt), "total_tokens": len(prompt) + len(out),
+                      "completion_tokens": len(out), "prompt_tokens_details": None},
+            "prompt_logprobs": None,
+            "prompt_token_ids": prompt if want_ids else None,
+            "prompt_text": None,
+            "kv_transfer_params": None,
+        }  # fmt: skip
+        if self.server.mode == "legacy_lists":
+            resp["prompt_routed_experts"] = rows[: len(prompt)].tolist()
+            choice["routed_experts"] = rows[len(prompt) :].tolist()
+        elif self.server.mode != "no_capture":
             dtype = np.uint8 if self.server.n_experts <= 256 else np.uint16
             choice["routed_experts"] = vllm_wire.encode_routed_experts(rows.astype(dtype))
         return resp
@@ -172,8 +235,9 @@ class _Handler(BaseHTTPRequestHandler):
         out, rows = self._rows(prompt, int(body["sampling_params"]["max_new_tokens"]))
         meta: dict[str, Any] = {
             "id": "req-1",
-            "prompt_tokens": len(prompt),
+            "prompt_tokens": len(prompt) + (1 if self.server.mode == "retokenized" else 0),
             "completion_tokens": len(out),
+            "cached_tokens": 0,
             "finish_reason": {"type": "length", "length": len(out)},
         }
         if self.server.mode != "no_capture" and body.get("return_routed_experts"):
@@ -182,8 +246,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def fake_engine(engine: str, n_experts: int = 16, mode: str = "ok") -> Iterator[FakeEngine]:
-    srv = FakeEngine(engine, n_experts, mode)
+def fake_engine(engine: str, n_experts: int = 16, mode: str = "ok", tokenizer: Any = None) -> Iterator[FakeEngine]:
+    srv = FakeEngine(engine, n_experts, mode, tokenizer)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     try:

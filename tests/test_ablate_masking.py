@@ -102,6 +102,18 @@ def test_random_masks_match_layers_and_avoid_targets():
         assert not {(1, 0), (1, 1), (3, 5)} & set(mask)
 
 
+def test_default_draws_allow_p_below_005():
+    """The default draws (library and CLI) are the fewest for which the rank p can fall below 0.05."""
+    import inspect
+
+    from workbench.ablation import DEFAULT_DRAWS, smallest_rank_p
+    from workbench.cli.ablate import ablate as cli_ablate
+
+    assert smallest_rank_p(DEFAULT_DRAWS) < 0.05 <= smallest_rank_p(DEFAULT_DRAWS - 1)
+    assert inspect.signature(cli_ablate).parameters["draws"].default == DEFAULT_DRAWS
+    assert inspect.signature(ablate).parameters["draws"].default == DEFAULT_DRAWS
+
+
 def test_ablate_reports_per_domain_deltas_and_restores_the_model():
     model = tiny_deepseek(seed=3)
     enc = [("a", "math", list(range(3, 40))), ("b", "code", list(range(40, 90))), ("c", "math", list(range(5, 25)))]
@@ -111,6 +123,8 @@ def test_ablate_reports_per_domain_deltas_and_restores_the_model():
         assert v["delta"] == pytest.approx(v["targeted"] - v["base"])
         assert len(v["random_deltas"]) == 3 and 0 < v["rank_p"] <= 1
         assert v["delta"] != 0
+    assert res["min_rank_p"] == 0.25  # 3 draws: no p below 1/4, however large z is
+    assert all(v["rank_p"] >= res["min_rank_p"] for v in res["domains"].values())
     again = ablate(model, enc, [(1, 0), (2, 3), (3, 5)], draws=3, seed=1)
     assert again["domains"]["math"]["base"] == pytest.approx(res["domains"]["math"]["base"])
     assert again["random_masks"] == res["random_masks"]
@@ -128,6 +142,7 @@ def test_ablate_cli(tmp_path):
     )
     assert res.returncode == 0, res.stderr
     assert "Masking 2 experts (1:0, 2:3) vs 2 random masks" in res.stdout
+    assert "with 2 draws the smallest possible p is 0.333" in " ".join(res.stdout.split())
     data = json.loads((out / "ablation.json").read_text())
     assert set(data["domains"]) == {"math", "code", "language"} and data["experts"] == ["1:0", "2:3"]
     bad = subprocess.run([*args, "--experts", "7:0"], capture_output=True, text=True, timeout=300)

@@ -75,7 +75,9 @@ def test_loop_runs_tools_and_feeds_results_back(episode):
     assert [len(s.tool_calls) for s in ep.steps] == [1, 1, 0]
     assert ep.steps[0].results == ["42"] and ep.steps[1].results == ["42\n"]
     assert [m["role"] for m in ep.messages] == ["user", "assistant", "tool", "assistant", "tool", "assistant"]
-    assert ep.messages[2] == {"role": "tool", "content": "42", "tool_call_id": "functions.calculator:0"}
+    assert ep.messages[2] == {
+        "role": "tool", "content": "42", "tool_call_id": "functions.calculator:0", "name": "calculator"
+    }  # fmt: skip
     assert ep.messages[-1]["content"] == "The answer is 42." and ep.messages[-1]["reasoning_content"] == "Both say 42."
 
 

@@ -180,3 +180,53 @@ def test_tokenizer_attrs_hold_vocab_by_id(model_dir):
     tok = load_tokenizer(model_dir)
     attrs = tokenizer_attrs(tok, "tiny-k2")
     assert attrs["vocab"][10] == "w6" and attrs["special_tokens"]["<s>"] == 1
+
+
+def test_vllm_answer_has_upstreams_shape_and_the_echo_is_checked(config):
+    """vLLM's CompletionResponse: prompt_token_ids, token_ids, routed_experts per choice, none at the top."""
+    with fake_engine("vllm", 16) as srv:
+        client = EngineClient(srv.url, "vllm", timeout=5)
+        path, payload = vllm.request([1, 4, 5], model="tiny-k2", max_new_tokens=2, temperature=0.0)
+        resp = client.post_json(path, payload)
+        assert payload["return_token_ids"] is True
+        assert "prompt_token_ids" not in resp and "routed_experts" not in resp
+        assert resp["choices"][0]["prompt_token_ids"] == [1, 4, 5]
+        ids, raw = vllm.parse(resp, [1, 4, 5])
+        assert raw.shape == (4, N_LAYERS, TOP_K) and len(ids) == 2
+        with pytest.raises(EngineError, match="3 sent, first difference at token 1"):
+            vllm.parse(resp, [1, 5, 5])  # what a top-level-only check would never have seen
+
+
+@pytest.mark.parametrize(
+    ("engine", "mode", "message"),
+    [
+        ("vllm", "retokenized", "vllm echoed other prompt token ids than were sent"),
+        ("vllm", "no_echo", "no choices\\[0\\].prompt_token_ids"),
+        ("sglang", "retokenized", "sglang routed 4 prompt tokens but 3 were sent"),
+    ],
+)
+def test_retokenized_prompt_is_refused_in_one_line(config, engine, mode, message):
+    with fake_engine(engine, 16, mode=mode) as srv:
+        client = EngineClient(srv.url, engine, timeout=5)
+        with pytest.raises(EngineError, match=message) as info:
+            _to_record(_Engine(engine, client, config, None), _Prompt("p", "", "t", [1, 4, 5]), 2, 0.0)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("mode", ["ok", "legacy_lists"])
+def test_vllm_chat_answer_shape_reads_with_the_same_parser(model_dir, mode):
+    """ChatCompletionResponse: the echo at response level (not per choice), routing per choice; both read."""
+    tok = load_tokenizer(model_dir)
+    messages = [{"role": "user", "content": "w5 w6 w7"}]
+    ours = tok.apply_chat_template(messages, add_generation_prompt=True)
+    ours = [int(t) for t in (ours["input_ids"] if hasattr(ours, "keys") else ours)]
+    with fake_engine("vllm", 16, mode=mode, tokenizer=tok) as srv:
+        client = EngineClient(srv.url, "vllm", timeout=5)
+        body = {"model": "tiny-k2", "messages": messages, "max_completion_tokens": 2, "return_token_ids": True}
+        resp = client.post_json("/v1/chat/completions", body)
+    assert resp["object"] == "chat.completion" and resp["prompt_token_ids"] == ours
+    assert "prompt_token_ids" not in resp["choices"][0]
+    ids, raw = vllm.parse(resp, ours)
+    assert len(ids) == 2 and raw.shape == (len(ours) + 1, N_LAYERS, TOP_K)
+    with pytest.raises(EngineError, match="echoed other prompt token ids"):
+        vllm.parse(resp, [*ours[:-1], 4])

@@ -89,3 +89,36 @@ def test_replay_and_agent_on_the_mini_k2():
     assert ep.record.token_ids.tolist() == want.tolist()
     assert ep.record.expert_ids.shape == (len(want), *res.record.expert_ids.shape[1:])
     assert np.asarray(ep.record.generated).any()
+
+
+def test_tool_turns_with_and_without_name_render_as_k2s_template_does():
+    """K2's template: role_name = message.get('name') or message['role'], tool turns under <|im_system|>.
+
+    Moonshot's tool-call guidance appends tool messages with ``name``; the bundled transcripts (and the
+    mini K2's training text) have none. Both must render, read back and segment exactly; without
+    ``name`` the rendering is what the mini K2 was trained on, byte for byte.
+    """
+    from transformers import AutoTokenizer
+
+    from workbench.minik2 import chat_template as mod
+
+    tok = AutoTokenizer.from_pretrained(MINI)
+    raw = tool_loop_transcript(2)
+    calls = {c["id"]: c["function"]["name"] for m in raw["messages"] for c in m.get("tool_calls", [])}
+    bare = [{k: v for k, v in m.items() if k != "name"} for m in raw["messages"]]
+    unnamed = transcript_from_dict(dict(raw, messages=bare))
+    named = transcript_from_dict(dict(raw, messages=[
+        dict(m, name=calls[m["tool_call_id"]]) if m["role"] == "tool" else m for m in bare
+    ]))  # fmt: skip
+    assert [m.get("name") for m in named.messages if m["role"] == "tool"] == [
+        calls[m["tool_call_id"]] for m in named.messages if m["role"] == "tool"
+    ]
+    a, b = render_as_generated(tok, unnamed), render_as_generated(tok, named)
+    assert a.text == mod.render_training_text(tok, unnamed.messages, unnamed.tools)  # unchanged training format
+    for name in set(calls.values()):
+        assert f"<|im_system|>{name}<|im_middle|>## Return of functions.{name}:" in b.text
+        assert f"<|im_system|>{name}<|im_middle|>" not in a.text
+    assert "<|im_system|>tool<|im_middle|>## Return of" in a.text
+    for r, t in ((a, unnamed), (b, named)):
+        _check_exact(tok, r)
+        _expect_full_segments(r, t)

@@ -14,6 +14,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from workbench.viz import figures_many as many
+from workbench.viz.figures_many import UNORDERED_TITLE
 from workbench.viz.text import plain, plain_all
 
 MAX_PANELS = 8  # more groups than this: one heatmap row per group (figures_many)
@@ -151,8 +152,9 @@ def agreement_figure(cmp: Any) -> go.Figure:
     """Mixtral consecutive-token agreement per layer and group against the analytic random baselines."""
     if len(cmp.groups) > MAX_PANELS:
         return many.agreement_rows(cmp)
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("same first choice", "any shared top-k expert"))
     a = cmp.agreement
+    first = "same first choice" + ("" if "first_choice_note" not in a.attrs else UNORDERED_TITLE)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(first, "any shared top-k expert"))
     layers = a["layer"].values
     for i, g in enumerate(cmp.groups):
         for col, var in ((1, "first_choice"), (2, "any_topk")):

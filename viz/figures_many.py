@@ -26,6 +26,7 @@ from workbench.viz.text import plain, plain_all
 
 MAX_ROWS = 60  # groups drawn as heatmap rows; more are listed in the tables and CSVs only
 ROW_PX = 18  # height of one heatmap row in pixels
+UNORDERED_TITLE = ": not computed, ids not in router rank order"  # engine stores (workbench/rank_order.py)
 
 
 def shown_groups(cmp: Any) -> tuple[list[str], str]:
@@ -197,7 +198,10 @@ def agreement_rows(cmp: Any) -> go.Figure:
         rows=1,
         cols=2,
         horizontal_spacing=0.18,
-        subplot_titles=(f"same first choice (random 1/E = {first:.3g})", f"any shared top-k (random {anyk:.3g})"),
+        subplot_titles=(
+            f"same first choice (random 1/E = {first:.3g})" + ("first_choice_note" in a.attrs) * UNORDERED_TITLE,
+            f"any shared top-k (random {anyk:.3g})",
+        ),
     )
     for col, var in ((1, "first_choice"), (2, "any_topk")):
         _layer_rows(

@@ -180,12 +180,20 @@ def random_like(by_layer: dict[int, list[int]], n_experts: int, rng: np.random.G
     return out
 
 
+DEFAULT_DRAWS = 20  # the smallest rank p is 1 / (draws + 1): 20 draws are the fewest that allow p < 0.05
+
+
+def smallest_rank_p(draws: int) -> float:
+    """The smallest ``rank_p`` ``draws`` random masks can give, 1 / (draws + 1) (all random Δ below Δ)."""
+    return 1.0 / (draws + 1)
+
+
 def ablate(
     model: nn.Module,
     encoded: Sequence[tuple[str, str, list[int]]],
     experts: Sequence[tuple[int, int]],
     *,
-    draws: int = 5,
+    draws: int = DEFAULT_DRAWS,
     seed: int = 0,
     progress: Any = None,
 ) -> dict[str, Any]:
@@ -195,6 +203,9 @@ def ablate(
     (targeted − base), ``random_deltas`` (one per draw), their ``random_mean``/``random_std``,
     ``z`` = (delta − random_mean) / random_std and ``rank_p`` = (1 + #{random delta ≥ delta}) / (1 + draws),
     the share of random masks hurting at least as much (small = the targeted experts matter more).
+    ``min_rank_p`` = 1 / (draws + 1) is the smallest ``rank_p`` the draws allow (0.25 for 3 draws, whatever
+    ``z`` says): a Monte Carlo permutation p-value (Phipson & Smyth 2010, "Permutation p-values should
+    never be zero", Stat. Appl. Genet. Mol. Biol. 9(1)).
     """
     adapter = find_adapter(model)
     by_layer = _check(adapter, experts)
@@ -232,6 +243,7 @@ def ablate(
         "experts": [f"{layer}:{e}" for layer, e in sorted(experts)],
         "family": adapter.family,
         "draws": draws,
+        "min_rank_p": smallest_rank_p(draws),
         "seed": seed,
         "random_masks": random_masks,
         "units": "nats per predicted token (teacher-forced cross-entropy)",

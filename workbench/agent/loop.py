@@ -212,9 +212,10 @@ def run_agent(
             for call in turn.tool_calls:
                 result = toolbox.run(call["function"]["name"], call["function"]["arguments"])
                 log.results.append(result)
-                # no "name": OpenAI's tool message needs only the call id, and K2-style templates then open the
-                # turn as `tool` (what the mini K2 was trained on) rather than with the function's name
-                messages.append({"role": "tool", "tool_call_id": call["id"], "content": result})
+                # Moonshot's tool-call guidance for K2 appends {"role": "tool", "tool_call_id", "name", "content"};
+                # K2's template opens the turn with `name` (role_name = message.get('name') or message['role'])
+                name = call["function"]["name"]
+                messages.append({"role": "tool", "tool_call_id": call["id"], "name": name, "content": result})
         else:
             logs.append(log)
             if on_step:

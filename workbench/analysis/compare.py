@@ -95,7 +95,11 @@ class Comparison:
         )
 
     def summary(self) -> dict[str, Any]:
-        """Small JSON-ready summary (the CSVs hold the full tables)."""
+        """Small JSON-ready summary (the CSVs hold the full tables).
+
+        On a store not in router rank order the first-choice agreement is ``None`` and ``notes`` says why.
+        """
+        ordered = "first_choice_note" not in self.agreement.attrs
         out: dict[str, Any] = {
             "by": self.by,
             "store": self.store,
@@ -104,7 +108,9 @@ class Comparison:
                     "tokens": int(self.load["n_tokens"].sel({self.by: g})),
                     "sequences": self.n_sequences.get(g, 0),
                     "mean_load_entropy_normalized": float(self.entropy["normalized"].sel({self.by: g}).mean()),
-                    "mean_agreement_first_choice": float(self.agreement["first_choice"].sel({self.by: g}).mean()),
+                    "mean_agreement_first_choice": (
+                        float(self.agreement["first_choice"].sel({self.by: g}).mean()) if ordered else None
+                    ),
                     "mean_agreement_any_topk": float(self.agreement["any_topk"].sel({self.by: g}).mean()),
                 }
                 for g in self.groups
@@ -115,6 +121,8 @@ class Comparison:
             },
             "definitions": "docs/metrics.md",
         }
+        if not ordered:
+            out["notes"] = [str(self.agreement.attrs["first_choice_note"])]
         if self.transitions is not None:
             out["transitions_mean_top_mass"] = float(self.transitions["layer_top_mass"].mean())
             out["transitions_uniform_top_mass"] = float(self.transitions.attrs["uniform_top_mass"])

@@ -15,6 +15,7 @@ import numpy as np
 import xarray as xr
 
 from workbench.errors import SelectionError, WorkbenchError
+from workbench.rank_order import is_rank_ordered
 from workbench.routing_config import RoutingConfig
 from workbench.store import schema as S
 from workbench.store.select import Selection, layer_indexer, token_mask
@@ -46,6 +47,7 @@ class RoutingInputs:
     top_k: int
     config: RoutingConfig
     token_id: np.ndarray  # (T,) int32
+    rank_order: bool = True  # expert_ids' k axis is the router's rank order (false for engine stores)
 
     @property
     def n_groups(self) -> int:
@@ -79,6 +81,15 @@ def require_gate_weights(ds: xr.Dataset, metric: str) -> None:
         raise MetricInputError(
             f"{metric} needs gate weights, but this store holds expert ids only (capture="
             f"{ds.attrs.get('capture', '?')}); use an id-based metric or record with hooks"
+        )
+
+
+def require_rank_order(ds: xr.Dataset, metric: str) -> None:
+    """Refuse (one line) a metric that reads the k axis as router ranks on a store not in rank order."""
+    if not is_rank_ordered(ds.attrs):
+        raise MetricInputError(
+            f"{metric} reads router ranks, but the expert ids of this store are not in rank order (capture="
+            f"{ds.attrs.get('capture', '?')}); use a set-based metric or record with hooks"
         )
 
 
@@ -171,4 +182,5 @@ def prepare(
         top_k=int(ds.sizes[S.K]),
         config=config,
         token_id=np.asarray(ds[S.TOKEN_ID].values, dtype=np.int32),
+        rank_order=is_rank_ordered(ds.attrs),
     )

@@ -8,7 +8,8 @@ import numpy as np
 import xarray as xr
 
 from workbench.analysis.engine import Partial, Want, accumulate
-from workbench.analysis.inputs import MetricInputError, RoutingInputs, prepare
+from workbench.analysis.inputs import MetricInputError, RoutingInputs, prepare, require_rank_order
+from workbench.rank_order import UNORDERED_NOTE
 from workbench.store.select import Selection
 
 
@@ -42,13 +43,16 @@ def coactivation(ds: xr.Dataset, selection: Selection | None = None, *, pairs: s
     not symmetric: row i says how often Ei's tokens also use Ej. ``pairs="all"`` counts every pair in a
     token's top-k (uniform routing gives (k-1)/(E-1) off the diagonal); ``pairs="adjacent"`` only pairs
     at neighbouring ranks r, r+1 of the router's order (first with second choice, ...), a rank-adjacent
-    variant. The diagonal is 0.
+    variant, refused on stores whose ids are not in rank order (engine capture, ``attrs["rank_order"]``
+    false). The diagonal is 0.
 
     Returns an ``xr.Dataset``: ``coactivation`` (layer, expert_i, expert_j), ``pair_count`` (same dims,
     symmetric), ``count`` (layer, expert_i) = N(Ei).
     """
     if pairs not in ("all", "adjacent"):
         raise MetricInputError(f"coactivation pairs must be 'all' or 'adjacent', got {pairs!r}")
+    if pairs == "adjacent":
+        require_rank_order(ds, "coactivation(pairs='adjacent')")
     inputs = prepare(ds, selection)
     return coactivation_dataset(inputs, accumulate(inputs, Want(load=True, coactivation=pairs)), pairs)
 
@@ -67,21 +71,28 @@ def agreement_baselines(n_experts: int, top_k: int) -> dict[str, float]:
 
 
 def agreement_dataset(inputs: RoutingInputs, part: Partial) -> xr.Dataset:
-    """Consecutive agreement from reduced pair counts (shared with the comparison report)."""
+    """Consecutive agreement from reduced pair counts (shared with the comparison report).
+
+    On a store not in router rank order (engine capture) ``first_choice`` is NaN and
+    ``attrs["first_choice_note"]`` says why; ``any_topk`` is set-based and exact on every store.
+    """
     assert part.agree is not None
     a = part.agree  # (G, L, 3): pairs, same first, any shared
     n = np.maximum(a[..., 0], 1)
     dim = inputs.by or "group"
     base = agreement_baselines(inputs.n_experts, inputs.top_k)
+    first = a[..., 1] / n if inputs.rank_order else np.full(a.shape[:2], np.nan)
+    note = {} if inputs.rank_order else {"first_choice_note": f"same first choice not computed: {UNORDERED_NOTE}"}
     return xr.Dataset(
         {
-            "first_choice": ((dim, "layer"), a[..., 1] / n),
+            "first_choice": ((dim, "layer"), first),
             "any_topk": ((dim, "layer"), a[..., 2] / n),
             "n_pairs": ((dim, "layer"), a[..., 0]),
         },
         coords={dim: inputs.groups, "layer": inputs.layers},
         attrs={f"baseline_{key}": value for key, value in base.items()}
-        | {"top_k": inputs.top_k, "n_experts": inputs.n_experts},
+        | {"top_k": inputs.top_k, "n_experts": inputs.n_experts, "rank_order": int(inputs.rank_order)}
+        | note,
     )
 
 
@@ -97,6 +108,8 @@ def consecutive_agreement(ds: xr.Dataset, selection: Selection | None = None, *,
     Jiang et al. 2024, "Mixtral of Experts", arXiv:2401.04088, Sec. 5 (Routing analysis, Table 5:
     "repeated assignments" for first choice and first-or-second choice). Baselines for independent
     uniform routing in ``attrs``: 1/E and 1 - C(E-k, k)/C(E, k) (12.5% and 46.4% for top-2 of 8).
+    On a store not in router rank order (engine capture) ``first_choice`` is NaN with
+    ``attrs["first_choice_note"]``; ``any_topk`` does not depend on the order and is computed.
     """
     inputs = prepare(ds, selection, by=by)
     part = accumulate(inputs, Want(load=False, agreement=True))

@@ -67,6 +67,10 @@ def _print(result: dict[str, Any]) -> None:
         )
     Console().print(t)
     Console().print("[dim]loss: teacher-forced cross-entropy, nats per predicted token[/dim]")
+    Console().print(
+        f"[dim]p (rank) = (1 + #random Δ ≥ Δ) / (1 + draws): with {result['draws']} draws the smallest possible p is "
+        f"{result['min_rank_p']:.3g}, whatever z says; raise --draws for a smaller one[/dim]"
+    )
 
 
 def ablate(
@@ -78,7 +82,9 @@ def ablate(
     ] = None,
     domain: Annotated[str | None, typer.Option(help="With --experts-from: whose specific experts.")] = None,
     top: Annotated[int, typer.Option(help="With --experts-from: experts of rank <= TOP per layer.")] = 1,
-    draws: Annotated[int, typer.Option(help="Random masks of the same size (spread of the control).")] = 5,
+    draws: Annotated[
+        int, typer.Option(help="Random masks of the same size; p (rank) cannot go below 1/(DRAWS+1).")
+    ] = 20,  # workbench.ablation.DEFAULT_DRAWS (not imported here: it pulls in torch); fewest draws for p < 0.05
     seed: Annotated[int, typer.Option(help="Seed of the random masks.")] = 0,
     domains: Annotated[str | None, typer.Option(help="Only prompts of these domains (comma-separated).")] = None,
     max_tokens: Annotated[int, typer.Option(help="Truncate each prompt to this many tokens.")] = 1024,

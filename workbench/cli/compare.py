@@ -59,11 +59,13 @@ def _groups_table(console: Any, cmp: Any, s: dict[str, Any]) -> None:
             f"{v['tokens']:,}",
             str(v["sequences"]),
             f"{v['mean_load_entropy_normalized']:.3f}",
-            f"{v['mean_agreement_first_choice']:.3f}",
+            "n/a" if v["mean_agreement_first_choice"] is None else f"{v['mean_agreement_first_choice']:.3f}",
             f"{v['mean_agreement_any_topk']:.3f}",
         )
     t.add_row("random", "", "", "1.000", f"{base['first_choice']:.3f}", f"{base['any_topk']:.3f}", style="dim")
     console.print(t)
+    for note in s.get("notes", []):
+        console.print(f"[dim]note: {esc(note)}[/dim]")
     _more(console, MAX_TABLE_ROWS, len(groups), f"{cmp.by}s", "summary.json and per_layer.csv")
 
 

@@ -1,7 +1,8 @@
 """``record_from_engine``: send prompts to a running vLLM/SGLang server, store the routing it returns.
 
 The same routing store as hook capture, ids only: ``gate_weights`` are NaN (engines return expert
-ids, not the weights), ``attrs["capture"]`` is the engine name, ``has_gate_weights`` is false.
+ids, not the weights), ``attrs["capture"]`` is the engine name, ``has_gate_weights`` is false, and
+``rank_order`` is false (engines return each token's top-k set unsorted; ``workbench/rank_order.py``).
 
 Order of work, so that bad input writes nothing: read the model's config and tokenizer, tokenize
 every prompt, check the store would accept an append (``check_appendable``), send the first prompt

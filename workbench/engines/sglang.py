@@ -79,5 +79,11 @@ def parse(resp: Any, config: RoutingConfig, prompt_ids: list[int]) -> tuple[list
         raise EngineError(f"the sglang server returned no routed experts: restart it with {SERVER_FLAG}")
     if not isinstance(routed, str):
         raise EngineError(f"sglang meta_info.routed_experts is a {type(routed).__name__}, expected a base64 string")
+    n_prompt = resp["meta_info"].get("prompt_tokens")
+    if n_prompt is not None and int(n_prompt) != len(prompt_ids):
+        raise EngineError(
+            f"sglang routed {n_prompt} prompt tokens but {len(prompt_ids)} were sent: the server re-tokenized "
+            "the prompt; serve the same model and tokenizer as --model"
+        )
     rows = len(prompt_ids) + len(output_ids) - 1
     return [int(t) for t in output_ids], decode_routed_experts(routed, config, rows)

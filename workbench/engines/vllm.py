@@ -10,7 +10,9 @@ Wire format (vLLM ``entrypoints/openai/completion/serving.py``, ``serve_tokens``
 that holds an expert id (``uint8`` for <= 256 experts, ``uint16`` above: K2's 384 experts give
 ``uint16``; ``model_executor/layers/fused_moe/routed_experts_capturer.py``). vLLM 0.21 sent
 nested JSON lists instead, split into ``prompt_routed_experts`` (response level) and per-choice
-generated rows; both forms are read here.
+generated rows; both forms are read here. The echoed prompt ids and the generated ids sit in each
+choice too (``CompletionResponseChoice.prompt_token_ids`` / ``token_ids``, ``completion/protocol.py``,
+set when the request has ``return_token_ids``); the echo is checked against our tokenization.
 """
 
 from __future__ import annotations
@@ -69,6 +71,28 @@ def request(prompt_ids: list[int], *, model: str, max_new_tokens: int, temperatu
     return "/v1/completions", payload
 
 
+def check_prompt_echo(echoed: Any, prompt_ids: list[int]) -> None:
+    """Refuse (one line) an answer whose echoed prompt ids differ from the ids that were sent.
+
+    vLLM puts the echo in each choice (``CompletionResponseChoice.prompt_token_ids``, set when the
+    request has ``return_token_ids``); vLLM 0.21's chat answers had it at response level. The
+    routing rows are aligned to *our* tokenization, so any difference makes them wrong.
+    """
+    if echoed is None:
+        raise EngineError(
+            "vllm answer has no choices[0].prompt_token_ids: this vLLM ignores return_token_ids, "
+            "so the prompt it routed cannot be checked; upgrade it"
+        )
+    echoed = [int(t) for t in echoed]
+    if echoed != list(prompt_ids):
+        at = next((i for i, (a, b) in enumerate(zip(echoed, prompt_ids, strict=False)) if a != b), None)
+        where = f"first difference at token {at}" if at is not None else f"{len(echoed)} ids echoed"
+        raise EngineError(
+            f"vllm echoed other prompt token ids than were sent ({len(prompt_ids)} sent, {where}): the "
+            "server re-tokenized the prompt; serve the same model and tokenizer as --model"
+        )
+
+
 def parse(resp: dict[str, Any], prompt_ids: list[int]) -> tuple[list[int], np.ndarray]:
     """-> (generated token ids, raw routing (rows, layers, k)) for the first choice."""
     try:
@@ -94,7 +118,6 @@ def parse(resp: dict[str, Any], prompt_ids: list[int]) -> tuple[list[int], np.nd
             raise EngineError(f"vllm routed_experts lists are ragged: {err}") from err
         if raw.ndim != 3:
             raise EngineError(f"vllm routed_experts lists have shape {raw.shape}, expected (tokens, layers, k)")
-    prompt_back = resp.get("prompt_token_ids")
-    if prompt_back is not None and list(prompt_back) != list(prompt_ids):
-        raise EngineError("vllm echoed other prompt token ids than were sent: the server re-tokenized the prompt")
+    echoed = choice.get("prompt_token_ids")  # completions: per choice; chat: response level
+    check_prompt_echo(resp.get("prompt_token_ids") if echoed is None else echoed, prompt_ids)
     return [int(t) for t in output_ids], raw

@@ -18,6 +18,7 @@ import numpy as np
 import zarr
 
 from workbench.errors import StoreError
+from workbench.rank_order import rank_order_for_capture
 from workbench.routing_config import RoutingConfig
 from workbench.store import codecs
 from workbench.store import schema as S
@@ -102,6 +103,7 @@ def _new_attrs(
         "segment_kinds": list(S.SEGMENT_KINDS),
         "capture": capture,
         "has_gate_weights": has_gate_weights,
+        "rank_order": rank_order_for_capture(capture),  # false for engines: see workbench/rank_order.py
         "has_router_scores": with_scores,
         "versions": versions(),
         "created": now,

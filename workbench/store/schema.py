@@ -59,6 +59,8 @@ tokenizer        dict: {"name": str, "vocab": [token string by id], "special_tok
 segment_kinds    list[str], SEGMENT_KINDS
 capture          "hooks" | "vllm" | "sglang"
 has_gate_weights bool; has_router_scores bool
+rank_order       bool: expert_ids' k axis is the router's rank order (false for engine captures;
+                 absent on older stores, read by capture: see ``workbench.rank_order``)
 versions         dict of package versions that wrote the store
 committed        {"tokens": int, "sequences": int, "spans": int}: what the last commit holds
 """
