@@ -1,6 +1,7 @@
 """Open, append to and check routing stores: the store's public I/O (``workbench.open_store`` and friends).
 
-- ``open_store``: a dask-backed Dataset of the committed state, with the ``ds.routing`` accessor.
+- ``open_store``: a dask-backed Dataset of the committed state (``workbench.open_store`` is this function
+  with the ``ds.routing`` accessor registered: workbench/accessor.py, above the analysis it forwards to).
 - ``StoreWriter``: appends sequences from a background thread, one atomic commit at a time (writer.py).
 - ``check_appendable``: the writer's refusal checks without opening a writer, so a CLI fails before it
   loads a model.
@@ -19,7 +20,6 @@ import xarray as xr
 
 from workbench.errors import StoreError
 from workbench.routing_config import RoutingConfig
-from workbench.store import accessor as _accessor  # noqa: F401  (registers ds.routing)
 from workbench.store import schema as S
 from workbench.store.commit import check_root, read_json
 from workbench.store.location import StoreLocation, resolve
@@ -63,7 +63,7 @@ def open_store(
     Returns
     -------
     xr.Dataset
-        Dims token, layer, k, (expert), sequence, span; ``ds.routing`` is the workbench accessor.
+        Dims token, layer, k, (expert), sequence, span; ``ds.routing`` once ``workbench.accessor`` is imported.
 
     Raises
     ------
