@@ -30,12 +30,16 @@ PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 
 def mapped_subpackages(pyproject: Path = PYPROJECT) -> set[str]:
-    """Subpackages that ``[tool.setuptools] package-dir`` maps to a folder other than their parent's child."""
+    """Python subpackages that ``[tool.setuptools] package-dir`` maps to a folder other than their parent's child.
+
+    Folders without ``__init__.py`` (``workbench.data``, the bundled data) hold no code and are left out.
+    """
     table = tomllib.loads(pyproject.read_text())["tool"]["setuptools"].get("package-dir", {})
     out = set()
     for name, folder in table.items():
         parent, _, leaf = name.rpartition(".")
-        if parent and Path(folder) != Path(table.get(parent, parent.replace(".", "/"))) / leaf:
+        moved = Path(folder) != Path(table.get(parent, parent.replace(".", "/"))) / leaf
+        if parent and moved and (pyproject.parent / folder / "__init__.py").is_file():
             out.add(name)
     return out
 
