@@ -18,13 +18,9 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-import networkx as nx
 import numpy as np
 import xarray as xr
 
-from workbench import analysis
-from workbench.analysis.compare import compare
-from workbench.graph.build import reasoning_graph
 from workbench.routing_config import RoutingConfig
 from workbench.store import schema as S
 from workbench.store.io import open_store
@@ -62,6 +58,38 @@ def _forward(func: Callable[..., Any]) -> Callable[..., Any]:
         parameters=[*first, _WHERE, *(p for p in named if p.name != "where"), *var_kw]
     )
     return method
+
+
+def _from_analysis(name: str) -> Callable[..., Any]:
+    from workbench import analysis
+    from workbench.analysis import compare
+
+    return getattr(compare if name == "compare" else analysis, name)
+
+
+def _from_graph(name: str) -> Callable[..., Any]:
+    from workbench.graph import build
+
+    return getattr(build, name)
+
+
+class _Forwarder:
+    """A class attribute that becomes ``_forward(load(name))`` on first access.
+
+    The analysis and graph packages (numba, networkx: seconds to import) load when a method is first
+    looked up (``ds.routing.expert_load``, ``inspect.signature``), not when a store is opened. Their
+    imports are function-level, so the import checks still see this module's dependencies.
+    """
+
+    def __init__(self, load: Callable[[str], Callable[..., Any]], name: str) -> None:
+        self.load, self.name = load, name
+
+    @functools.cached_property
+    def method(self) -> Callable[..., Any]:
+        return _forward(self.load(self.name))
+
+    def __get__(self, obj: object, owner: type | None = None) -> Callable[..., Any]:
+        return self.method if obj is None else self.method.__get__(obj, owner)
 
 
 @xr.register_dataset_accessor("routing")
@@ -118,16 +146,16 @@ class RoutingAccessor:
         return select(self._ds, sel)
 
     # The metrics of workbench.analysis (formulas and sources in their docstrings and docs/metrics.md).
-    expert_load = _forward(analysis.expert_load)
-    routing_entropy = _forward(analysis.routing_entropy)
-    domain_specialization = _forward(analysis.domain_specialization)
-    vocab_specialization = _forward(analysis.vocab_specialization)
-    coactivation = _forward(analysis.coactivation)
-    consecutive_agreement = _forward(analysis.consecutive_agreement)
-    transitions = _forward(analysis.transitions)
-    domain_divergence = _forward(analysis.domain_divergence)
-    specific_experts = _forward(analysis.specific_experts)
-    compare = _forward(compare)
+    expert_load = _Forwarder(_from_analysis, "expert_load")
+    routing_entropy = _Forwarder(_from_analysis, "routing_entropy")
+    domain_specialization = _Forwarder(_from_analysis, "domain_specialization")
+    vocab_specialization = _Forwarder(_from_analysis, "vocab_specialization")
+    coactivation = _Forwarder(_from_analysis, "coactivation")
+    consecutive_agreement = _Forwarder(_from_analysis, "consecutive_agreement")
+    transitions = _Forwarder(_from_analysis, "transitions")
+    domain_divergence = _Forwarder(_from_analysis, "domain_divergence")
+    specific_experts = _Forwarder(_from_analysis, "specific_experts")
+    compare = _Forwarder(_from_analysis, "compare")
 
-    # The reasoning graph of the selection (workbench.graph.reasoning_graph; docs/graphs.md).
-    graph: Callable[..., nx.DiGraph] = _forward(reasoning_graph)
+    # The reasoning graph of the selection (workbench.graph.reasoning_graph, a networkx DiGraph; docs/graphs.md).
+    graph = _Forwarder(_from_graph, "reasoning_graph")
