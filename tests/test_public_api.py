@@ -146,9 +146,10 @@ def test_library_errors_name_parameters_and_the_cli_names_flags(
 
 def test_bundled_data_is_found_in_the_checkout() -> None:
     from workbench.models import BUNDLED, resolve_model_path
-    from workbench.paths import bundled, data_dir
+    from workbench.paths import bundled, data_dir, notebooks_dir
 
     assert data_dir() == REPO / "data"
+    assert notebooks_dir() == REPO / "notebooks"
     assert bundled("prompts/suite.jsonl").is_file()
     assert resolve_model_path("k2-mini") == REPO / "data" / "models" / "k2-mini" == BUNDLED["k2-mini"]
 
@@ -169,29 +170,21 @@ def test_missing_data_is_one_line_saying_where_to_put_it(tmp_path: Path, monkeyp
 
 @pytest.mark.slow
 def test_a_non_editable_install_finds_its_bundled_data(tmp_path: Path) -> None:
-    """Build the wheel, install it into a folder of its own and resolve the mini K2 from there."""
-    from importlib.metadata import version
-
-    setuptools_major = int(version("setuptools").split(".")[0])
-    if setuptools_major < 70 and importlib.util.find_spec("wheel") is None:  # offline: no isolated build env
-        pytest.skip(f"setuptools {version('setuptools')} cannot build wheels without the `wheel` package")
-    pip = [sys.executable, "-m", "pip"]
+    """Lay the package out as a non-editable install does (setuptools' build_py: the files a wheel holds,
+    package data included), away from the checkout, and resolve the mini K2 and the transcripts there."""
+    site = tmp_path / "site"
     build = subprocess.run(
-        [*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "wheel"), str(REPO)],
+        [sys.executable, "-c", "import setuptools; setuptools.setup()", "-q", "build_py", "-d", str(site)],
+        cwd=REPO,
         capture_output=True,
         text=True,
         timeout=900,
     )
     assert build.returncode == 0, build.stderr[-2000:]
-    (wheel,) = (tmp_path / "wheel").glob("*.whl")
-    site = tmp_path / "site"
-    inst = subprocess.run(
-        [*pip, "install", "-q", "--no-deps", "--target", str(site), str(wheel)], capture_output=True, text=True
-    )
-    assert inst.returncode == 0, inst.stderr[-2000:]
     code = (
         "import workbench, workbench.paths as p; from workbench.models import resolve_model_path\n"
         "print(workbench.__file__); print(resolve_model_path('k2-mini')); print(p.bundled('transcripts'))\n"
+        "try:\n    p.notebooks_dir()\nexcept workbench.WorkbenchError as err:\n    print(str(err).split()[1])\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
@@ -202,7 +195,8 @@ def test_a_non_editable_install_finds_its_bundled_data(tmp_path: Path) -> None:
         timeout=600,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    init, model, transcripts = out.stdout.split()
+    init, model, transcripts, notebooks_error = out.stdout.split()
+    assert notebooks_error == "notebooks"  # "the notebooks ship with the source repository, ..."
     assert Path(init).is_relative_to(site)
     assert Path(model) == site / "workbench" / "data" / "models" / "k2-mini"
     shipped = (REPO / "data" / "models" / "k2-mini" / "model.safetensors").read_bytes()
