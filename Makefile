@@ -41,6 +41,7 @@ demo: $(VENV)/.installed chromium bubblewrap
 test: $(VENV)/.installed-dev chromium bubblewrap
 	$(BIN)/ruff check .
 	$(BIN)/mypy workbench hooks viz
+	$(BIN)/python -m tools.lint_imports  # import-linter's lint-imports: the layer contracts (docs/architecture.md)
 	BROWSER_PATH=$(CHROMIUM) $(BIN)/pytest -q
 
 lab: $(VENV)/.installed

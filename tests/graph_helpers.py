@@ -80,7 +80,7 @@ def open_hand_store(path: Path) -> xr.Dataset:
     try:
         from workbench.store.io import open_store
     except ImportError:
-        import workbench.store.accessor  # noqa: F401  (registers ds.routing)
+        import workbench.accessor  # noqa: F401  (registers ds.routing)
 
         return xr.open_zarr(path)
     return open_store(str(path))

@@ -65,6 +65,6 @@ def test_metric_specific_refusals(tmp_path):
         transitions(store, parse_where("layers=1:1"))
     with pytest.raises(MetricInputError, match="no pair of consecutive tokens"):
         consecutive_agreement(store, parse_where("positions=0:1"))
-    with pytest.raises(SelectionError, match="cannot group by"):
+    with pytest.raises(SelectionError, match="by must be one of"):
         expert_load(store, by="colour")
     assert issubclass(MetricInputError, WorkbenchError)

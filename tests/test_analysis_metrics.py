@@ -172,7 +172,7 @@ def test_selection_by_domain_segment_and_layers(store):
 
 
 def test_accessor_methods(store):
-    import workbench.store  # noqa: F401  (registers ds.routing)
+    import workbench.accessor  # noqa: F401  (registers ds.routing)
 
     np.testing.assert_array_equal(
         store.routing.expert_load(by="domain")["count"].values, expert_load(store, by="domain")["count"].values

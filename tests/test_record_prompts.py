@@ -1,4 +1,4 @@
-"""read_prompts: the JSONL prompt format of DESIGN.md, errors naming file:line."""
+"""read_prompts: the JSONL prompt format of workbench/prompts.py, errors naming file:line."""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import workbench.accessor  # noqa: F401  (registers ds.routing)
 from workbench.errors import SelectionError
 from workbench.routing_config import RoutingConfig
 from workbench.store import schema as S

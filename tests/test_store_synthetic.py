@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from workbench import open_store  # registers ds.routing
 from workbench.store import schema as S
-from workbench.store.io import open_store
 from workbench.store.synthetic import DEFAULT_DOMAINS, synthetic_records, synthetic_store
 
 L, E, K = 6, 32, 4

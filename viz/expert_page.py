@@ -177,3 +177,9 @@ def write_page_html(page: ExpertPage, path: str | Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+# The page's face in Jupyter: the view layer gives the data object its HTML (the same document
+# ``--export`` writes), as xarray's accessors are registered from above, so workbench.experts never
+# imports viz. ``workbench.expert_page``, ``ds.routing.expert`` and ``workbench expert`` import this module.
+ExpertPage._repr_html_ = page_html  # type: ignore[attr-defined]

@@ -1,8 +1,32 @@
 """The one exception type the CLI turns into a single clear line and a non-zero exit."""
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+
 
 class WorkbenchError(Exception):
-    """A user-facing error: the message says what is wrong and what to do."""
+    """A user-facing error: the message says what is wrong and what to do.
+
+    The library names Python parameters, never CLI flags. When one parameter is at fault, ``param``
+    names it and the message begins with it (``WorkbenchError("min_count must be >= 0, got -1",
+    param="min_count")``); the CLI then words it with its flag (``for_cli``: ``--min-count must be ...``).
+    """
+
+    def __init__(self, message: str = "", *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+    def for_cli(self, flags: Mapping[str, str] | None = None) -> str:
+        """The message with its leading parameter name replaced by the flag for it.
+
+        The flag is ``flags[param]`` when given, else typer's spelling of the parameter (``--min-count``).
+        """
+        text = str(self)
+        if not self.param or not text.startswith(self.param):
+            return text
+        flag = (flags or {}).get(self.param, "--" + self.param.replace("_", "-"))
+        return flag + text[len(self.param) :]
 
 
 class SelectionError(WorkbenchError):
@@ -19,9 +43,5 @@ class StoreDamagedError(StoreError):
 
 class GraphError(WorkbenchError):
     """A reasoning graph cannot be built or pruned as asked: an option out of range, or routing that
-    does not match the model. ``parameter`` names the Python argument at fault, if one is (the CLI
-    maps it to its flag)."""
-
-    def __init__(self, message: str, *, parameter: str | None = None) -> None:
-        super().__init__(message)
-        self.parameter = parameter
+    does not match the model. ``param`` names the Python argument at fault, if one is (the CLI words it
+    with its flag through ``for_cli``)."""

@@ -11,29 +11,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from workbench.errors import WorkbenchError
+from workbench.paths import BUNDLED_MODELS, bundled, bundled_model
 from workbench.routing_config import RoutingConfig
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-BUNDLED = {"k2-mini": REPO_ROOT / "data" / "models" / "k2-mini"}
+# Bundled model names -> folders (workbench/paths.py finds the data in a checkout or an installed package).
+BUNDLED = {name: path for name in BUNDLED_MODELS if (path := bundled_model(name)) is not None}
 DTYPES = ("fp32", "bf16")
 # config.json fields that mark an MoE (any one present and > 0).
 _MOE_KEYS = ("n_routed_experts", "num_local_experts", "num_experts")
 
 
 def resolve_model_path(name_or_path: str | Path) -> Path:
-    """A bundled name ("k2-mini" -> <repo>/data/models/k2-mini) or a local checkpoint directory.
+    """A bundled name ("k2-mini" -> <data>/models/k2-mini, see workbench/paths.py) or a local checkpoint directory.
 
     Raises WorkbenchError when the directory or its config.json does not exist (nothing is fetched
     from a model hub: the workbench records local checkpoints).
     """
     raw = str(name_or_path)
-    path = BUNDLED.get(raw, Path(raw).expanduser())
+    path = bundled(BUNDLED_MODELS[raw]) if raw in BUNDLED_MODELS else Path(raw).expanduser()
     if not path.is_dir():
-        hint = " (the bundled mini K2 is built by `make demo`)" if raw in BUNDLED else ""
-        raise WorkbenchError(f"model {raw!r}: no such directory {path}{hint}; pass a local checkpoint directory")
+        raise WorkbenchError(f"model {raw!r}: no such directory {path}; pass a local checkpoint directory")
     if not (path / "config.json").is_file():
         raise WorkbenchError(f"model {raw!r}: {path} has no config.json; pass a transformers checkpoint directory")
     return path

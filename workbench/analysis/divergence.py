@@ -165,7 +165,7 @@ def domain_divergence(
     if inputs.n_groups < 2:
         raise MetricInputError(f"domain_divergence needs at least two {by}s in the selection, found {inputs.groups}")
     if not 0 < ci < 1:
-        raise MetricInputError(f"ci must be in (0, 1), got {ci}")
+        raise MetricInputError(f"ci must be in (0, 1), got {ci}", param="ci")
     unit, unit_group = resampling_units(inputs)
     part = accumulate(inputs, Want(load=False, per_unit=True), unit=unit)
     return divergence_dataset(inputs, part, unit_group, n_boot=n_boot, n_perm=n_perm, ci=ci, seed=seed)

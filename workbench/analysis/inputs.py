@@ -133,7 +133,7 @@ def group_codes(ds: xr.Dataset, mask: np.ndarray, by: str | None) -> tuple[np.nd
         code = np.where(np.isin(step, present_steps), code, -1).astype(np.int32)
         names = [str(s) for s in present_steps]
     else:
-        raise SelectionError(f"cannot group by {by!r}; use one of {', '.join(GROUP_BY)}")
+        raise SelectionError(f"by must be one of {', '.join(GROUP_BY)}; got {by!r}", param="by")
     code = np.where(mask, code, -1).astype(np.int32)
     return code, names
 
@@ -157,7 +157,7 @@ def prepare(
         require_gate_weights(ds, metric)
     mask = token_mask(ds, sel)  # (T,)
     if not mask.any():
-        raise SelectionError("the selection holds no tokens; widen --where or check `workbench info STORE`")
+        raise SelectionError("the selection holds no tokens; widen it (see the store's domains: `workbench info`)")
     code, names = group_codes(ds, mask, by)
     lay = layer_indexer(ds, sel)
     n_layers, k = ds.sizes[S.LAYER], ds.sizes[S.K]

@@ -127,7 +127,7 @@ def routing_entropy(
     Returns an ``xr.Dataset`` with ``entropy`` and ``normalized`` of dims (by, layer).
     """
     if kind not in ("load", "gate"):
-        raise MetricInputError(f"routing_entropy kind must be 'load' or 'gate', got {kind!r}")
+        raise MetricInputError(f"kind must be 'load' or 'gate' (routing_entropy), got {kind!r}", param="kind")
     weighted = kind == "gate"
     inputs = prepare(ds, selection, by=by, need_weights=weighted, metric="routing_entropy(kind='gate')")
     part = accumulate(inputs, Want(load=True, weights=weighted))

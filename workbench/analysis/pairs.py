@@ -50,7 +50,7 @@ def coactivation(ds: xr.Dataset, selection: Selection | None = None, *, pairs: s
     symmetric), ``count`` (layer, expert_i) = N(Ei).
     """
     if pairs not in ("all", "adjacent"):
-        raise MetricInputError(f"coactivation pairs must be 'all' or 'adjacent', got {pairs!r}")
+        raise MetricInputError(f"pairs must be 'all' or 'adjacent' (coactivation), got {pairs!r}", param="pairs")
     if pairs == "adjacent":
         require_rank_order(ds, "coactivation(pairs='adjacent')")
     inputs = prepare(ds, selection)
@@ -156,7 +156,7 @@ def transitions(ds: xr.Dataset, selection: Selection | None = None, *, top_fract
     """
     inputs = prepare(ds, selection)
     if len(inputs.layers) < 2:
-        raise MetricInputError("transitions need at least two MoE layers in the selection; widen --where layers=")
+        raise MetricInputError("transitions need at least two MoE layers in the selection; select layers=A:B, B > A")
     if not 0 < top_fraction <= 1:
-        raise MetricInputError(f"top_fraction must be in (0, 1], got {top_fraction}")
+        raise MetricInputError(f"top_fraction must be in (0, 1], got {top_fraction}", param="top_fraction")
     return transitions_dataset(inputs, accumulate(inputs, Want(load=False, transitions=True)), top_fraction)

@@ -127,12 +127,14 @@ def vocab_specialization(
     uniq, n = np.unique(tok[sel], return_counts=True)
     keep = uniq[n >= min_count]
     if keep.size == 0:
-        raise MetricInputError(f"no token id occurs at least {min_count} times in the selection")
+        raise MetricInputError(
+            f"min_count {min_count}: no token id occurs that often in the selection; lower it", param="min_count"
+        )
     size = keep.size * len(inputs.layers) * inputs.n_experts * 8
     if size > VOCAB_LIMIT_BYTES:
         raise MetricInputError(
             f"vocab_specialization would need {size / 2**30:.1f} GiB for {keep.size} distinct tokens x "
-            f"{len(inputs.layers)} layers; narrow --where layers=A:B or raise min_count"
+            f"{len(inputs.layers)} layers; select fewer layers (layers=A:B) or raise min_count"
         )
     code = np.full(tok.shape, -1, dtype=np.int32)
     pos = np.searchsorted(keep, tok)

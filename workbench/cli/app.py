@@ -1,7 +1,8 @@
 """The single `workbench` entry point. Each command lives in its own module with a ``register(app)``.
 
-Errors a user can fix (WorkbenchError) become one line on stderr and exit code 2; nothing else is
-caught here, so real bugs keep their traceback.
+Errors a user can fix (WorkbenchError) become one line on stderr and exit code 2, with the Python
+parameter the library names (``err.param``) worded as its flag; nothing else is caught here, so real
+bugs keep their traceback.
 """
 
 from __future__ import annotations
@@ -45,5 +46,5 @@ def main() -> None:
     try:
         app()
     except WorkbenchError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {err.for_cli()}", file=sys.stderr)  # a parameter named by the library -> its flag
         sys.exit(2)

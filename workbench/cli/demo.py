@@ -27,17 +27,6 @@ then open the report (demo-out/compare/report.html), the graphs (demo-out/graphs
 """
 
 
-def _bundled(relative: str) -> Path:
-    from workbench.paths import DATA_DIR
-
-    path = DATA_DIR / relative
-    if not path.exists():
-        from workbench.errors import WorkbenchError
-
-        raise WorkbenchError(f"the bundled {relative} is missing from {path.parent}; is this a full checkout?")
-    return path
-
-
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo's stores, report and graphs.")] = Path(
         "demo-out"
@@ -51,13 +40,15 @@ def demo(
     from workbench.cli.record import record
     from workbench.cli.replay import replay
     from workbench.outputs import check_output_dir
+    from workbench.paths import bundled
     from workbench.store.io import open_store
     from workbench.viz.graph_demo import graph_for_demo
 
     check_output_dir(out, flag="--out")  # writable, not under /proc, not inside a routing store
     console = Console(stderr=True)
-    prompts = _bundled("prompts/suite.jsonl")
-    transcripts = sorted(_bundled("transcripts").glob("*.jsonl"))
+    bundled("models/k2-mini")  # one clear line now, not after the first step, when the data is missing
+    prompts = bundled("prompts/suite.jsonl")
+    transcripts = sorted(bundled("transcripts").glob("*.jsonl"))
     out.mkdir(parents=True, exist_ok=True)
     suite, replayed = out / "suite.zarr", out / "transcripts.zarr"
     for store in (suite, replayed):

@@ -55,7 +55,7 @@ def graph(
     from rich.console import Console
     from rich.markup import escape
 
-    from workbench.errors import GraphError, WorkbenchError
+    from workbench.errors import WorkbenchError
     from workbench.graph import (
         difference_of_selections,
         heaviest_paths,
@@ -69,11 +69,7 @@ def graph(
     from workbench.store.io import open_store
     from workbench.store.select import Selection, parse_where
 
-    try:
-        check_pruning(min_count, top_edges, flow)
-    except GraphError as err:  # the library names the parameter; say the flag
-        flag = f"--{(err.parameter or '').replace('_', '-')}"
-        raise WorkbenchError(str(err).replace(err.parameter or "", flag, 1)) from None
+    check_pruning(min_count, top_edges, flow)  # GraphError names the parameter; main() words it as the flag
     if fmt is not None and fmt not in ("node-link", "cytoscape", "circuit-tracer"):
         raise WorkbenchError(f"--format must be node-link, cytoscape or circuit-tracer, got {fmt!r}")
     targets = []

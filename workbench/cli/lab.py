@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from workbench.errors import WorkbenchError
-from workbench.paths import REPO_ROOT
+from workbench.paths import notebooks_dir
 
 
 def lab(
@@ -21,10 +21,10 @@ def lab(
 
       workbench lab --port 8888
     """
+    notebooks = notebooks_dir()
     jupyter = shutil.which("jupyter")
     if jupyter is None:
         raise WorkbenchError("JupyterLab is not installed: pip install 'k2-routing-workbench[lab]' (or run `make lab`)")
-    notebooks = REPO_ROOT / "notebooks"
     os.execv(jupyter, [jupyter, "lab", f"--notebook-dir={notebooks}", f"--port={port}", "--ip=127.0.0.1"])
 
 

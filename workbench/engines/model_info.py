@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from workbench.engines.client import EngineError
+from workbench.paths import BUNDLED_MODELS, bundled
 from workbench.routing_config import RoutingConfig
-
-_REPO = Path(__file__).resolve().parents[2]
 
 # model_type values whose layers follow DeepSeek-V3's dense-then-MoE layout (K2 reports "kimi_k2").
 _DEEPSEEK_TYPES = ("deepseek_v3", "deepseek_v2", "kimi_k2", "kimi_k25")
@@ -25,7 +24,7 @@ _DEEPSEEK_TYPES = ("deepseek_v3", "deepseek_v2", "kimi_k2", "kimi_k25")
 
 def resolve_model_dir(name_or_path: str) -> Path:
     """``"k2-mini"`` -> the bundled mini K2; anything else is a local directory holding config.json."""
-    path = _REPO / "data" / "models" / "k2-mini" if name_or_path == "k2-mini" else Path(name_or_path).expanduser()
+    path = bundled(BUNDLED_MODELS[name_or_path]) if name_or_path in BUNDLED_MODELS else Path(name_or_path).expanduser()
     if not (path / "config.json").is_file():
         raise EngineError(
             f"--model {name_or_path!r}: no config.json in {path}; give a local directory with the served "

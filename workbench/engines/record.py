@@ -138,7 +138,7 @@ def record_from_engine(
     ----------
     engine : "vllm" | "sglang"
     url : base URL of the server, e.g. ``http://127.0.0.1:8000``.
-    prompts : a prompt JSONL path (DESIGN.md format) or records with ``id``, ``domain`` and
+    prompts : a prompt JSONL path (the format of ``workbench.prompts``) or records with ``id``, ``domain`` and
         ``text`` or ``messages`` (+ ``tools``).
     out : store path or fsspec URL; appended to if it exists (same model and routing config only).
     model : local directory (or "k2-mini") with the served model's config.json and tokenizer.

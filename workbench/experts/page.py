@@ -69,12 +69,6 @@ class ExpertPage:
     def title(self) -> str:
         return f"L{self.layer}:E{self.expert}"
 
-    def _repr_html_(self) -> str:
-        """The HTML page inline in Jupyter (the same document ``--export`` writes)."""
-        from workbench.viz.expert_page import page_html
-
-        return page_html(self)
-
 
 def _describe(sel: Selection | None) -> str:
     if sel is None:

@@ -198,7 +198,7 @@ def _ids_outside(n_experts: int) -> GraphError:
     return GraphError(
         f"expert ids outside 0..{n_experts - 1}: the routing does not match n_experts={n_experts} "
         "(the model's n_routed_experts)",
-        parameter="n_experts",
+        param="n_experts",
     )
 
 

@@ -188,7 +188,7 @@ def difference_of_selections(
         raise GraphError(
             f"selection_a and selection_b must cover the same layers, got {ca.layers.tolist()} and "
             f"{cb.layers.tolist()}; give both the same layers=A:B",
-            parameter="selection_b",
+            param="selection_b",
         )
     use_count = not (ca.weighted and cb.weighted)
     if use_count:  # compare like with like: count shares on both sides

@@ -26,7 +26,7 @@ def parse_node_id(node: str) -> tuple[int, int]:
     """``(layer, expert)`` of a node id, the inverse of ``node_id``: ``parse_node_id("L3:E17") == (3, 17)``."""
     m = _NODE_ID.fullmatch(str(node))
     if m is None:
-        raise GraphError(f"node must be an id like 'L3:E17' (layer 3, expert 17), got {node!r}", parameter="node")
+        raise GraphError(f"node must be an id like 'L3:E17' (layer 3, expert 17), got {node!r}", param="node")
     return int(m.group(1)), int(m.group(2))
 
 

@@ -33,11 +33,11 @@ from workbench.graph.tables import EdgeTable
 def check_pruning(min_count: int | None, top_edges: int | None, flow: float | None) -> None:
     """Raise a one-line ``GraphError`` naming the pruning option out of range (the CLI checks before any work)."""
     if min_count is not None and min_count < 0:
-        raise GraphError(f"min_count must be >= 0, got {min_count}", parameter="min_count")
+        raise GraphError(f"min_count must be >= 0, got {min_count}", param="min_count")
     if top_edges is not None and top_edges < 1:
-        raise GraphError(f"top_edges must be >= 1, got {top_edges}", parameter="top_edges")
+        raise GraphError(f"top_edges must be >= 1, got {top_edges}", param="top_edges")
     if flow is not None and not 0.0 < flow <= 1.0:
-        raise GraphError(f"flow must be a share in (0, 1], got {flow}", parameter="flow")
+        raise GraphError(f"flow must be a share in (0, 1], got {flow}", param="flow")
 
 
 def _pair_groups(edges: EdgeTable) -> tuple[np.ndarray, np.ndarray]:

@@ -1,6 +1,5 @@
 """The routing store: schema, in-memory datasets, selections, and zarr I/O.
 
-Importing the package registers the ``ds.routing`` accessor on xarray Datasets.
+The ``ds.routing`` accessor lives above this layer (``workbench.accessor``): the store imports nothing
+from analysis or graphs (docs/architecture.md).
 """
-
-from workbench.store import accessor as _accessor  # noqa: F401  (registers ds.routing)

@@ -1,8 +1,9 @@
 """Open, append to and check routing stores: the store's public I/O (``workbench.open_store`` and friends).
 
-- ``open_store``: a dask-backed Dataset of the committed state, with the ``ds.routing`` accessor; every chunk
-  it reads is checked (``integrity.py``), so a damaged store raises ``StoreDamagedError`` instead of
-  answering with fill values.
+- ``open_store``: a dask-backed Dataset of the committed state; every chunk it reads is checked
+  (``integrity.py``), so a damaged store raises ``StoreDamagedError`` instead of answering with fill values.
+  ``workbench.open_store`` is this function with the ``ds.routing`` accessor registered (workbench/accessor.py,
+  above the analysis it forwards to).
 - ``StoreWriter``: appends sequences from a background thread, one atomic commit at a time (writer.py).
 - ``check_appendable``: the writer's refusal checks without opening a writer, so a CLI fails before it
   loads a model.
@@ -21,7 +22,6 @@ import xarray as xr
 
 from workbench.errors import StoreError
 from workbench.routing_config import RoutingConfig
-from workbench.store import accessor as _accessor  # noqa: F401  (registers ds.routing)
 from workbench.store import schema as S
 from workbench.store.commit import check_root, read_json
 from workbench.store.integrity import CheckedStore
@@ -66,7 +66,7 @@ def open_store(
     Returns
     -------
     xr.Dataset
-        Dims token, layer, k, (expert), sequence, span; ``ds.routing`` is the workbench accessor.
+        Dims token, layer, k, (expert), sequence, span; ``ds.routing`` once ``workbench.accessor`` is imported.
 
     Raises
     ------
