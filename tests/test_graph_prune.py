@@ -211,7 +211,7 @@ def test_pruning_options_out_of_range_name_the_parameter():
     ):
         with pytest.raises(GraphError, match=message) as err:
             prune_edges(_table([0], [1.0]), **kwargs)
-        assert err.value.parameter == next(iter(kwargs))
+        assert err.value.param == next(iter(kwargs))
         assert "--" not in str(err.value)
 
 
