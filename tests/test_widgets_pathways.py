@@ -11,8 +11,9 @@ import pytest
 from widgets_helpers import open_test_store, transcript_store
 from workbench.viz.widgets import TranscriptGraphWidget
 from workbench.viz.widgets.pathways import pathway_counts, pathway_graph
-from workbench.viz.widgets.sequence_data import SequenceData, display_tokens
+from workbench.viz.widgets.sequence_data import SequenceData
 
+from workbench.experts.vocab import text_vocab
 from workbench.graph import reasoning_graph
 from workbench.store.select import Selection
 
@@ -141,5 +142,5 @@ def test_ids_only_widget_export_has_count_weights_like_workbench_graph(tmp_path:
 
 
 def test_display_tokens_undo_byte_level_and_sentencepiece_markers() -> None:
-    assert display_tokens(["Ġthe", "Ċ", "cat", "<|im_end|>", "Ã©"]) == [" the", "\n", "cat", "<|im_end|>", "é"]
-    assert display_tokens(["▁the", "cat"]) == [" the", "cat"]
+    assert text_vocab(["Ġthe", "Ċ", "cat", "<|im_end|>", "Ã©"]) == [" the", "\n", "cat", "<|im_end|>", "é"]
+    assert text_vocab(["▁the", "cat"]) == [" the", "cat"]

@@ -15,6 +15,7 @@ Changing a control does not recompute: the bootstrap takes seconds on big stores
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import ipywidgets as widgets
@@ -22,6 +23,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import xarray as xr
+from workbench.viz.text import plain
 
 from workbench.errors import WorkbenchError
 from workbench.store import schema as S
@@ -155,7 +157,7 @@ class DomainComparisonWidget(widgets.VBox):
         try:
             self.compare()
         except WorkbenchError as err:  # shown in the widget: a callback has no cell to raise into
-            self.status.value = f"<span style='color:#b00'>{err}</span>"
+            self.status.value = f"<span style='color:#b00'>{html.escape(str(err))}</span>"
 
     def _draw_heatmap(self) -> None:
         if self.load is None or self.heatmap_of.value is None:
@@ -176,7 +178,7 @@ class DomainComparisonWidget(widgets.VBox):
             hm.y = layers
             hm.x = np.arange(z.shape[1])
             hm.zmid = zmid
-            self.heatmap.layout.title.text = title
+            self.heatmap.layout.title.text = plain(title)
             self.heatmap.layout.yaxis.type = "category"
         render_into(self.heatmap_output, self.heatmap)
 
@@ -194,7 +196,7 @@ class DomainComparisonWidget(widgets.VBox):
                     x=layers,
                     y=jsd,
                     mode="lines+markers",
-                    name=str(pair).replace("|", " vs "),
+                    name=plain(str(pair).replace("|", " vs ")),
                     line={"color": colour},
                     error_y={"type": "data", "symmetric": False, "array": hi - jsd, "arrayminus": jsd - lo},
                 )
@@ -205,7 +207,7 @@ class DomainComparisonWidget(widgets.VBox):
                     y=div["null_mean"].sel(pair=pair).values,
                     mode="lines",
                     line={"color": colour, "dash": "dot", "width": 1},
-                    name=f"{pair} null",
+                    name=plain(f"{pair} null"),
                     showlegend=False,
                 )
             )

@@ -9,6 +9,7 @@ Output widget with its arrays base64-encoded (render.py says why not a FigureWid
 from __future__ import annotations
 
 import copy
+import html
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import ipywidgets as widgets
 import networkx as nx
 import numpy as np
 import plotly.graph_objects as go
+from workbench.viz.text import plain
 
 from workbench.errors import WorkbenchError
 from workbench.graph.export import write_graph_data
@@ -155,7 +157,7 @@ class GraphPane(widgets.VBox):
         nodes["marker"]["size"] = size.astype(np.float64)
         nodes["marker"]["color"] = colour.astype(np.float64)
         nodes["marker"]["colorbar"] = {"title": {"text": "mean gate" if p.weighted else "tokens"}}
-        self._layout["title"]["text"] = title
+        self._layout["title"]["text"] = plain(title)  # sequence ids and token text, shown literally
         self._layout["yaxis"]["range"] = [-1, p.n_experts]
         self.bundle = render_dict_into(self.output, self._data, self._layout)
 
@@ -193,6 +195,6 @@ class GraphPane(widgets.VBox):
         try:
             written = self.export(self.path.value, self.format.value)
         except Exception as err:  # shown in the widget: a button callback has no cell to raise into
-            self.status.value = f"<span style='color:#b00'>export failed: {err}</span>"
+            self.status.value = f"<span style='color:#b00'>export failed: {html.escape(str(err))}</span>"
         else:
-            self.status.value = f"wrote <code>{written}</code>"
+            self.status.value = f"wrote <code>{html.escape(str(written))}</code>"

@@ -8,51 +8,15 @@ attrs, so no tokenizer or model is needed to look at a store.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
 from workbench.errors import WorkbenchError
+from workbench.experts.vocab import text_vocab
+from workbench.rank_order import is_rank_ordered
 from workbench.store import schema as S
-
-
-@cache
-def _byte_decoder() -> dict[str, int]:
-    """Inverse of the byte-to-printable-character table of byte-level BPE (GPT-2, tokenizers' ByteLevel).
-
-    Printable Latin-1 bytes map to themselves; the other 68 bytes map to code points from 256 up, in
-    byte order.
-    """
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table: dict[str, int] = {chr(b): b for b in printable}
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            table[chr(256 + extra)] = b
-            extra += 1
-    return table
-
-
-def display_tokens(vocab: list[str]) -> list[str]:
-    """Readable text for each vocabulary entry (byte-level BPE and SentencePiece markers undone).
-
-    A vocabulary is treated as byte-level when its entries use the ByteLevel space marker ``Ġ``;
-    pieces that are not valid UTF-8 alone (half of a multi-byte character) show as U+FFFD.
-    """
-    if any("Ġ" in v for v in vocab[:5000]):
-        dec = _byte_decoder()
-        out = []
-        for v in vocab:
-            if all(c in dec for c in v):
-                out.append(bytes(dec[c] for c in v).decode("utf-8", errors="replace"))
-            else:
-                out.append(v)  # special tokens such as <|im_end|> are stored as they are
-        return out
-    if any("▁" in v for v in vocab[:5000]):
-        return [v.replace("▁", " ") for v in vocab]
-    return list(vocab)
 
 
 @dataclass(frozen=True)
@@ -75,6 +39,7 @@ class SequenceData:
     layers: np.ndarray  # (L,) real layer indices
     n_experts: int
     segment_kinds: list[str]
+    rank_ordered: bool = True  # False for engine captures: the k axis is a slot, not the router's rank
 
     @property
     def n_tokens(self) -> int:
@@ -125,7 +90,7 @@ def load_sequence(ds: xr.Dataset, sequence: str | None = None) -> SequenceData:
     order = np.argsort(span_start, kind="stable")
     sp = sp[order]
     vocab = list(ds.attrs.get("tokenizer", {}).get("vocab", []))
-    display = display_tokens(vocab)
+    display = text_vocab(vocab)  # the one byte-level BPE decoder (workbench.experts.vocab)
     token_ids = np.asarray(loaded[S.TOKEN_ID].values, dtype=np.int32)
     text = [display[t] if 0 <= t < len(display) else f"<{t}>" for t in token_ids.tolist()]
     cfg = ds.attrs.get("model", {})
@@ -147,4 +112,5 @@ def load_sequence(ds: xr.Dataset, sequence: str | None = None) -> SequenceData:
         layers=np.asarray(ds[S.LAYER].values),
         n_experts=n_experts,
         segment_kinds=list(ds.attrs.get("segment_kinds", S.SEGMENT_KINDS)),
+        rank_ordered=is_rank_ordered(ds.attrs),
     )

@@ -14,6 +14,7 @@ import ipywidgets as widgets
 import numpy as np
 import plotly.graph_objects as go
 import xarray as xr
+from workbench.viz.text import plain
 
 from workbench.errors import WorkbenchError
 
@@ -34,7 +35,7 @@ class TokenPathFigure:
                     texttemplate="%{text}",
                     colorscale="Blues",
                     colorbar={"title": {"text": "gate"}},
-                    hovertemplate="layer %{y}, rank %{x}<br>expert %{text}<br>gate %{z:.3f}<extra></extra>",
+                    hovertemplate="layer %{y}, k %{x}<br>expert %{text}<br>gate %{z:.3f}<extra></extra>",
                 )
             ],
             layout={
@@ -47,8 +48,14 @@ class TokenPathFigure:
             },
         )
 
-    def show(self, expert_ids: np.ndarray, gate_weights: np.ndarray, layers: np.ndarray, *, title: str) -> None:
-        """Draw one token: ``expert_ids`` and ``gate_weights`` of shape (L, k), ``layers`` (L,)."""
+    def show(
+        self, expert_ids: np.ndarray, gate_weights: np.ndarray, layers: np.ndarray, *, title: str,
+        rank_ordered: bool = True,
+    ) -> None:  # fmt: skip
+        """Draw one token: ``expert_ids`` and ``gate_weights`` of shape (L, k), ``layers`` (L,).
+
+        ``rank_ordered=False`` (an engine capture, whose ids are not in the router's rank order) labels
+        the k axis as top-k slots, not ranks."""
         ids = np.asarray(expert_ids)  # (L, k)
         w = np.asarray(gate_weights, dtype=np.float64)  # (L, k), NaN for ids-only
         z = np.where(np.isfinite(w), w, 0.0)
@@ -58,7 +65,10 @@ class TokenPathFigure:
             hm.text = ids.astype(str)
             hm.x = np.arange(ids.shape[1])
             hm.y = [str(int(x)) for x in layers]
-            self.figure.layout.title.text = title + ("" if np.isfinite(w).any() else " (ids only: no gate weights)")
+            self.figure.layout.title.text = plain(title) + (
+                "" if np.isfinite(w).any() else " (ids only: no gate weights)"
+            )
+            self.figure.layout.xaxis.title.text = "router rank" if rank_ordered else "top-k slot (unordered capture)"
         render_into(self.output, self.figure)
 
 
@@ -114,7 +124,9 @@ class TokenPathWidget(widgets.VBox):
     def _draw(self) -> None:
         p = int(self.position.value)
         d = self.data
-        self.path_figure.show(d.expert_ids[p], d.gate_weights[p], d.layers, title=token_title(d, p))
+        self.path_figure.show(
+            d.expert_ids[p], d.gate_weights[p], d.layers, title=token_title(d, p), rank_ordered=d.rank_ordered
+        )
 
     def _sequence_changed(self, change: dict) -> None:
         self.data = load_sequence(self._ds, change["new"])

@@ -10,6 +10,7 @@ costs one numpy aggregation and one figure restyle (``benchmarks/bench_widgets.p
 
 from __future__ import annotations
 
+import html
 import time
 from pathlib import Path
 from typing import Any
@@ -156,7 +157,9 @@ class TranscriptGraphWidget(widgets.VBox):
         self.graph.show(p, title=self._describe(sel, rows), all_edges=lambda: pathway_counts(d, rows, vocab))
         if sel["kind"] == "token" or self._path_token is None:  # the token path follows token clicks only
             pos = int(rows[0])
-            self.token_path.show(d.expert_ids[pos], d.gate_weights[pos], d.layers, title=token_title(d, pos))
+            self.token_path.show(
+                d.expert_ids[pos], d.gate_weights[pos], d.layers, title=token_title(d, pos), rank_ordered=d.rank_ordered
+            )
             self._path_token = pos
         self.last_update_s = time.perf_counter() - t0
 
@@ -164,7 +167,7 @@ class TranscriptGraphWidget(widgets.VBox):
         try:
             self._update()
         except WorkbenchError as err:  # e.g. a stale selection after switching transcripts
-            self.graph.status.value = f"<span style='color:#b00'>{err}</span>"
+            self.graph.status.value = f"<span style='color:#b00'>{html.escape(str(err))}</span>"
 
     def _sequence_changed(self, change: dict) -> None:
         self.data = load_sequence(self._ds, change["new"])
