@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from workbench.viz.widgets.token_path import TokenPathFigure
 
 LINK = '<a href="https://evil.example/">math</a>'
