@@ -11,3 +11,18 @@ class SelectionError(WorkbenchError):
 
 class StoreError(WorkbenchError):
     """A routing store cannot be opened, appended to or written as asked."""
+
+
+class ParameterError(WorkbenchError):
+    """A bad value of a named parameter. The message names the Python parameter; a CLI renames it.
+
+    ``ParameterError("{max_new_tokens} must be 0 or more", "max_new_tokens")`` reads "max_new_tokens must be
+    0 or more"; ``err.renamed({"max_new_tokens": "--max-new-tokens"})`` gives the CLI's line.
+    """
+
+    def __init__(self, template: str, *params: str) -> None:
+        self.template, self.params = template, params
+        super().__init__(template.format(**{p: p for p in params}))
+
+    def renamed(self, names: dict[str, str]) -> str:
+        return self.template.format(**{p: names.get(p, p) for p in self.params})
