@@ -206,7 +206,8 @@ def check_weights(path: Path) -> None:
 def context_length(name_or_path: str | Path) -> int | None:
     """The model's context window in tokens (config.json's ``max_position_embeddings``), None if it sets none."""
     config = read_model_config(resolve_model_path(name_or_path))
-    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    nested = config.get("text_config")
+    text: dict[str, Any] = nested if isinstance(nested, dict) else config
     value = text.get("max_position_embeddings") or config.get("max_position_embeddings")
     return int(value) if isinstance(value, int | float) and value > 0 else None
 
