@@ -14,12 +14,13 @@ is loaded. The same checks apply to prompts given in memory (``parse_prompts``).
 Special-token strings: by default prompt text is plain text. ``"<|im_end|>"`` written in a prompt is
 tokenized as the characters it consists of, never as the tokenizer's end-of-turn token (a prompt could
 otherwise end a turn or open a fake one). ``allow_special=True`` (``--allow-special``) parses them as
-special tokens. Chat prompts are rendered by the chat template, whose output is parsed with its special
-tokens, so a message that holds a special-token string is refused unless ``allow_special`` is set.
+special tokens. Chat prompts: only the tokens the chat template writes itself are special; the same
+strings inside messages or tool declarations are plain text (transformers' ``sanitize_control_tokens``).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,8 +177,8 @@ def encode_text(tokenizer: Any, text: str, *, allow_special: bool = False, where
     for empty text) and refused rather than trusted.
     """
     if allow_special:
-        return [int(i) for i in tokenizer(text)["input_ids"]]
-    ids = [int(i) for i in tokenizer(text, split_special_tokens=True)["input_ids"]]
+        return [int(i) for i in tokenizer(text, verbose=False)["input_ids"]]
+    ids = [int(i) for i in tokenizer(text, split_special_tokens=True, verbose=False)["input_ids"]]
     specials = special_strings(tokenizer)
     if any(s in text for s in specials):
         special_ids = set(getattr(tokenizer, "all_special_ids", []) or [])
@@ -195,18 +196,23 @@ def encode_text(tokenizer: Any, text: str, *, allow_special: bool = False, where
 def encode_prompt(tokenizer: Any, prompt: PromptRecord, *, allow_special: bool = False) -> list[int]:
     """Token ids of a prompt: plain text via ``encode_text``, chat prompts via the chat template.
 
-    Chat prompts get the generation prompt (the model answers next). Raises PromptFileError for a
-    prompt that encodes to no tokens, and for special-token strings in messages unless ``allow_special``.
+    Chat prompts get the generation prompt (the model answers next); special-token strings inside their
+    messages and tools are plain text (transformers' ``sanitize_control_tokens``) unless ``allow_special``.
+    Raises PromptFileError for a prompt that encodes to no tokens.
     """
     where = prompt.source or prompt.id
     if prompt.messages is not None:
         if not getattr(tokenizer, "chat_template", None):
             raise PromptFileError(f"{where}: a chat prompt needs a tokenizer with a chat template")
+        kwargs: dict[str, Any] = {"tokenizer_kwargs": {"verbose": False}}
         if not allow_special:
-            refuse_special_strings(tokenizer, prompt.messages, "messages", where)
-            refuse_special_strings(tokenizer, prompt.tools or [], "tools", where)
+            if "sanitize_control_tokens" in inspect.signature(tokenizer.apply_chat_template).parameters:
+                kwargs["sanitize_control_tokens"] = True  # control tokens inside messages/tools become plain text
+            else:  # an older transformers: refuse what cannot be read as plain text
+                refuse_special_strings(tokenizer, prompt.messages, "messages", where)
+                refuse_special_strings(tokenizer, prompt.tools or [], "tools", where)
         out = tokenizer.apply_chat_template(
-            prompt.messages, tools=prompt.tools, add_generation_prompt=True, tokenize=True
+            prompt.messages, tools=prompt.tools, add_generation_prompt=True, tokenize=True, **kwargs
         )
         ids = out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out
         ids = [int(i) for i in ids]
