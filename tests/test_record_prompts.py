@@ -68,7 +68,7 @@ def test_unreadable_lines_are_named(tmp_path: Path) -> None:
 
     p = tmp_path / "prompts.jsonl"
     p.write_bytes(b'{"id": "a", "domain": "m", "text": "ok"}\n{"id": "b", "domain": "m", "text": "caf\xe9"}\n')
-    with pytest.raises(PromptFileError, match=r"^prompts\.jsonl:2: not UTF-8 text \(byte 0xe9 at byte 40 of the line\)"):
+    with pytest.raises(PromptFileError, match=r"^prompts\.jsonl:2: not UTF-8 text \(byte 0xe9 at byte 40"):
         read_prompts(p)
     p.write_text('{"id": "a", "domain": "m", "messages": [{"role": "user", "content": "x \\udc00"}]}\n')
     with pytest.raises(PromptFileError, match=r"^prompts\.jsonl:1: messages\[0\]\.content holds a lone surrogate"):
