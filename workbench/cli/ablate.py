@@ -81,7 +81,7 @@ def ablate(
     draws: Annotated[int, typer.Option(help="Random masks of the same size (spread of the control).")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of the random masks.")] = 0,
     domains: Annotated[str | None, typer.Option(help="Only prompts of these domains (comma-separated).")] = None,
-    max_tokens: Annotated[int, typer.Option(help="Truncate each prompt to this many tokens.")] = 1024,
+    max_tokens: Annotated[int, typer.Option(help="Truncate each prompt to this many tokens (and the context).")] = 1024,
     dtype: Annotated[str, typer.Option(help="fp32 or bf16.")] = "fp32",
     device_map: Annotated[str | None, typer.Option(help="e.g. auto (accelerate).")] = None,
     trust_remote_code: Annotated[bool, typer.Option(help="Load the checkpoint's own modeling code (K2).")] = False,
@@ -122,9 +122,9 @@ def ablate(
         raise AblationError(f"--out {out} exists and is not a folder")
     planned = planned_routing_config(model, trust_remote_code=trust_remote_code)  # config only, no weights
     check_experts(planned.moe_layers, planned.n_routed_experts, planned.top_k, chosen)
-    context = context_length(model)
-    if max_tokens < 2 or (context is not None and max_tokens > context):
-        raise AblationError(f"--max-tokens must be 2..{context or 'the context window'}, got {max_tokens}")
+    if max_tokens < 2:
+        raise AblationError(f"--max-tokens must be at least 2 (the loss needs a token to predict), got {max_tokens}")
+    max_tokens = min(max_tokens, context_length(model) or max_tokens)  # never past the model's context window
     tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code)
     encoded = [(r.id, r.domain, encode_prompt(tokenizer, r, allow_special=allow_special)[:max_tokens]) for r in records]
     check_weights(resolve_model_path(model))
