@@ -1,5 +1,10 @@
 """Record per-token expert routing of MoE models with forward hooks (needs the ``[model]`` extra).
 
+Modules: ``adapters`` (find the MoE layers of a family), ``capture`` (the device-side hooks and their
+``RouterCapture``), ``stitch`` (host side: rank, split rows, drop padding), ``recorder`` (the
+``RoutingRecorder`` context manager joining the two), ``routing`` (``Routing``, what a row is),
+``batch`` (run left-padded batches with ``generate``). Recording into a store: ``workbench.recording``.
+
 >>> from workbench.hooks import RoutingRecorder              # doctest: +SKIP
 >>> with RoutingRecorder(model, scores=True) as rec:
 ...     model.generate(**batch, max_new_tokens=32)
@@ -9,6 +14,7 @@
 from __future__ import annotations
 
 from workbench.hooks.adapters import SUPPORTED, Adapter, MoESite, UnsupportedModelError, find_adapter, routing_config
+from workbench.hooks.capture import RouterCapture
 from workbench.hooks.recorder import RoutingRecorder, route_tokens
 from workbench.hooks.routing import Routing
 
@@ -16,6 +22,7 @@ __all__ = [
     "SUPPORTED",
     "Adapter",
     "MoESite",
+    "RouterCapture",
     "Routing",
     "RoutingRecorder",
     "UnsupportedModelError",

@@ -1,54 +1,17 @@
-"""Record a list of prompts with a loaded model into a routing store (what ``workbench record`` runs).
+"""Run a batch of token sequences through a model so a ``RoutingRecorder`` sees every token once.
 
-Prompts are tokenised, left-padded into batches and run with ``generate`` (or one forward when
-``max_new_tokens`` is 0) inside a ``RoutingRecorder``; each finished sequence goes to the store's
-background writer as one ``SequenceRecord``: segment "text" for the prompt tokens, "completion" for
-the generated ones.
+Rows are left-padded with position ids that ignore the padding (as ``generate`` forms them), then run
+with ``generate`` (greedy; or one forward when ``max_new_tokens`` is 0) plus one cached step that routes
+the last generated token. ``workbench.recording`` drives this per batch of prompts.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import nn
-from workbench.hooks.recorder import RoutingRecorder
-from workbench.hooks.routing import Routing
-
-from workbench.errors import WorkbenchError
-from workbench.prompts import PromptRecord
-from workbench.store.dataset import SequenceRecord, SpanRecord
-
-
-@dataclass
-class RecordSummary:
-    """What a recording run wrote."""
-
-    sequences: int
-    tokens: int
-    generated_tokens: int
-    store: str
-
-
-def encode_prompt(tokenizer: Any, prompt: PromptRecord) -> list[int]:
-    """Token ids of a prompt: plain text with the tokenizer's specials, chat prompts via the chat template."""
-    if prompt.messages is not None:
-        if not getattr(tokenizer, "chat_template", None):
-            raise WorkbenchError(f"{prompt.source}: a chat prompt needs a tokenizer with a chat template")
-        out = tokenizer.apply_chat_template(
-            prompt.messages, tools=prompt.tools, add_generation_prompt=True, tokenize=True
-        )
-        ids = out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out
-    else:
-        ids = tokenizer(prompt.text)["input_ids"]
-    ids = [int(i) for i in ids]
-    if not ids:
-        raise WorkbenchError(f"{prompt.source}: prompt {prompt.id!r} encodes to no tokens")
-    return ids
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,7 +31,8 @@ def positions(mask: torch.Tensor) -> torch.Tensor:
     return pos.masked_fill(mask == 0, 0)
 
 
-def _cache_kwarg(model: nn.Module) -> str:
+def cache_kwarg(model: nn.Module) -> str:
+    """The forward's KV-cache argument: ``cache`` in newer transformers 5.x, ``past_key_values`` before."""
     params = inspect.signature(type(model).forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 
@@ -112,68 +76,5 @@ def run_batch(
             attention_mask=full,
             position_ids=positions(full)[:, -1:],
             use_cache=True,
-            **{_cache_kwarg(model): cache},
+            **{cache_kwarg(model): cache},
         )
-
-
-def to_sequence_record(prompt: PromptRecord, routing: Routing, n_prompt: int) -> SequenceRecord:
-    """One store sequence: spans "text" for the prompt tokens and "completion" for the generated ones."""
-    n = routing.n_tokens
-    spans = [SpanRecord("text", 0, min(n_prompt, n))]
-    if n > n_prompt:
-        spans.append(SpanRecord("completion", n_prompt, n))
-    return SequenceRecord(
-        id=prompt.id,
-        domain=prompt.domain,
-        source=prompt.source,
-        token_ids=routing.token_ids,
-        expert_ids=routing.expert_ids,
-        gate_weights=routing.gate_weights,
-        router_scores=routing.router_scores,
-        generated=routing.generated,
-        spans=spans,
-    )
-
-
-def record_prompts(
-    model: nn.Module,
-    tokenizer: Any,
-    prompts: Sequence[PromptRecord],
-    add: Callable[[SequenceRecord], None],
-    recorder: RoutingRecorder,
-    *,
-    batch_size: int = 8,
-    max_new_tokens: int = 0,
-    progress: Callable[[int], None] | None = None,
-) -> RecordSummary:
-    """Record ``prompts`` in batches; ``add`` receives each finished SequenceRecord (e.g. ``writer.add``).
-
-    ``recorder`` must be active (inside its ``with``). ``progress(n)`` is called with the number of
-    prompts finished in each batch.
-    """
-    if not recorder.active:
-        raise WorkbenchError("record_prompts needs an active RoutingRecorder (call it inside `with recorder:`)")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    pad_id = 0 if pad_id is None else int(pad_id)
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if eos is None:
-        eos = tokenizer.eos_token_id
-    encoded = [encode_prompt(tokenizer, p) for p in prompts]
-    tokens = generated = 0
-    for start in range(0, len(prompts), max(1, batch_size)):
-        batch = list(range(start, min(start + batch_size, len(prompts))))
-        ids, mask = left_pad([encoded[i] for i in batch], pad_id)
-        run_batch(model, ids, mask, max_new_tokens=max_new_tokens, pad_id=pad_id, eos_id=eos)
-        routes = recorder.routing(reset=True)
-        if len(routes) != len(batch):
-            raise WorkbenchError(f"recorded {len(routes)} sequences for a batch of {len(batch)}; nothing was written")
-        for i, routing in zip(batch, routes, strict=True):
-            n_prompt = len(encoded[i])
-            if not np.array_equal(routing.token_ids[:n_prompt], np.asarray(encoded[i])):
-                raise WorkbenchError(f"{prompts[i].source}: recorded tokens do not match the prompt's tokens")
-            add(to_sequence_record(prompts[i], routing, n_prompt))
-            tokens += routing.n_tokens
-            generated += int(routing.generated.sum())
-        if progress is not None:
-            progress(len(batch))
-    return RecordSummary(len(prompts), tokens, generated, "")

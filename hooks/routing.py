@@ -36,6 +36,37 @@ class Routing:
     def n_tokens(self) -> int:
         return int(self.expert_ids.shape[0])
 
+    @classmethod
+    def empty(cls, layers: tuple[int, ...], top_k: int, n_experts: int | None = None) -> Routing:
+        """A routing of no tokens; ``router_scores`` (0, L, E) when ``n_experts`` is given, else None."""
+        n = len(layers)
+        scores = np.zeros((0, n, n_experts), np.float32) if n_experts is not None else None
+        return cls(np.zeros((0, n, top_k), np.int16), np.zeros((0, n, top_k), np.float32), scores, layers=layers)
+
+    @classmethod
+    def concat(cls, parts: list[Routing]) -> Routing:
+        """The pieces of one sequence, in token order, as one Routing (the single piece itself, uncopied)."""
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+        scores = None if first.router_scores is None else np.concatenate([p.router_scores for p in parts])  # type: ignore[misc]
+        return cls(
+            np.concatenate([p.expert_ids for p in parts]),
+            np.concatenate([p.gate_weights for p in parts]),
+            scores,
+            np.concatenate([p.token_ids for p in parts]),
+            np.concatenate([p.generated for p in parts]),
+            first.layers,
+        )
+
+    def window(self, start: int, stop: int | None = None) -> Routing:
+        """The tokens ``start:stop`` of this routing (views, no copy)."""
+        sl = slice(start, stop)
+        scores = None if self.router_scores is None else self.router_scores[sl]
+        return Routing(
+            self.expert_ids[sl], self.gate_weights[sl], scores, self.token_ids[sl], self.generated[sl], self.layers
+        )
+
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """Numerically stable logistic function, float32."""

@@ -162,3 +162,27 @@ def test_routing_reset_and_separate_calls() -> None:
 def test_route_tokens_rejects_a_batch() -> None:
     with pytest.raises(WorkbenchError, match="one sequence"):
         route_tokens(tiny_deepseek(), torch.zeros(2, 3, dtype=torch.long))
+
+
+def test_captures_are_named_and_shapes_checked_once_on_the_host() -> None:
+    from workbench.hooks import RouterCapture
+    from workbench.hooks.capture import ForwardCapture
+    from workbench.hooks.stitch import RowStitcher
+
+    assert RouterCapture._fields == ("expert_ids", "gate_weights", "selected_logits", "router_logits")
+    model = tiny_deepseek()
+    with RoutingRecorder(model, scores=True) as rec, torch.no_grad():
+        model(input_ids=torch.arange(3, 9)[None])
+    (r,) = rec.routing()
+    assert r.expert_ids.shape == (6, 3, 2)
+
+    stitcher = RowStitcher((1, 2), top_k=2, n_experts=8, scoring="sigmoid", bias=[None, None], scores=False,
+                           eos=np.zeros(0, np.int64))  # fmt: skip
+    good = RouterCapture(torch.zeros(6, 2, dtype=torch.long), torch.ones(6, 2), None, None)
+    bad = RouterCapture(torch.zeros(5, 2, dtype=torch.long), torch.ones(5, 2), None, None)
+    with pytest.raises(WorkbenchError, match=r"MoE layer 2: captured expert ids \(5, 2\) .* expected \(6, 2\)"):
+        stitcher.add(ForwardCapture(1, 6, False, torch.arange(6)[None], None, {0: good, 1: bad}))
+    assert stitcher.routing() == []
+    stitcher.add(ForwardCapture(1, 6, False, torch.arange(6)[None], None, {0: good, 1: good}))
+    (row,) = stitcher.routing()
+    assert row.expert_ids.dtype == np.int16 and row.expert_ids.shape == (6, 2, 2) and row.layers == (1, 2)

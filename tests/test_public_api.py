@@ -22,7 +22,6 @@ from workbench.store.select import parse_where
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "plotly", "dask.distributed", "dask", "zarr", "xarray", "numba", "networkx")
-NO_RECORDING = importlib.util.find_spec("workbench.recording") is None
 
 
 def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -57,21 +56,7 @@ def test_all_is_the_lazy_table_and_dir_lists_it() -> None:
         _ = workbench.nope  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            n,
-            marks=pytest.mark.xfail(
-                n in ("record", "replay") and NO_RECORDING,
-                reason="workbench.recording comes with the recording-API branch",
-                strict=True,
-                raises=ModuleNotFoundError,
-            ),
-        )
-        for n in sorted(set(workbench.__all__) - {"__version__"})
-    ],
-)
+@pytest.mark.parametrize("name", sorted(set(workbench.__all__) - {"__version__"}))
 def test_every_public_name_resolves_to_its_definition(name: str) -> None:
     value = getattr(workbench, name)
     module = importlib.import_module(workbench._LAZY[name])

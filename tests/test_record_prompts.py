@@ -1,4 +1,4 @@
-"""read_prompts: the JSONL prompt format of workbench/prompts.py, errors naming file:line."""
+"""read_prompts: the JSONL prompt format (workbench.prompts), errors naming file:line."""
 
 from __future__ import annotations
 
@@ -61,3 +61,21 @@ def test_missing_empty_and_duplicate(tmp_path: Path) -> None:
     dup = _write(tmp_path, '{"id": "a", "domain": "m", "text": "x"}', '{"id": "a", "domain": "m", "text": "y"}')
     with pytest.raises(PromptFileError, match=r"prompts\.jsonl:2: duplicate id 'a' \(first at prompts\.jsonl:1\)"):
         read_prompts(dup)
+
+
+def test_unreadable_lines_are_named(tmp_path: Path) -> None:
+    from workbench.jsonl import json_lines
+
+    p = tmp_path / "prompts.jsonl"
+    p.write_bytes(b'{"id": "a", "domain": "m", "text": "ok"}\n{"id": "b", "domain": "m", "text": "caf\xe9"}\n')
+    with pytest.raises(PromptFileError, match=r"^prompts\.jsonl:2: not UTF-8 text \(byte 0xe9 at byte 40"):
+        read_prompts(p)
+    p.write_text('{"id": "a", "domain": "m", "messages": [{"role": "user", "content": "x \\udc00"}]}\n')
+    with pytest.raises(PromptFileError, match=r"^prompts\.jsonl:1: messages\[0\]\.content holds a lone surrogate"):
+        read_prompts(p)
+    long = '{"id": "b", "domain": "m", "text": "' + "x" * 100 + '"}\n'
+    p.write_text('{"id": "a", "domain": "m", "text": "short"}\n' + long)
+    lines = json_lines(p, PromptFileError, max_line_bytes=80)
+    assert next(lines)[1]["id"] == "a"  # the short line is read; the long one is refused, not read whole
+    with pytest.raises(PromptFileError, match=r"^prompts\.jsonl:2: the line is longer than 80 bytes"):
+        next(lines)

@@ -14,6 +14,7 @@ name                   what                                                     
 ``open_store``         a routing store as a lazy Dataset, with ``ds.routing``      core
 ``record``             record prompts with routing hooks into a store              ``[model]`` (torch)
 ``replay``             replay transcripts through a model into a store             ``[model]`` (torch)
+``record_agent``       run the live agent loop on a task, recording every step     ``[model]`` (torch)
 ``RoutingRecorder``    the forward hooks themselves, as a context manager          ``[model]`` (torch)
 ``reasoning_graph``    the reasoning graph of a selection (networkx)               core
 ``graph_figure``       a reasoning graph as a plotly figure                        core
@@ -43,7 +44,7 @@ if TYPE_CHECKING:  # what editors and mypy see; at run time each name is importe
     from workbench.experts.search import find
     from workbench.graph.build import reasoning_graph
     from workbench.hooks import RoutingRecorder
-    from workbench.recording import record, replay  # type: ignore[import-not-found,unused-ignore]
+    from workbench.recording import record, record_agent, replay
     from workbench.routing_config import RoutingConfig
     from workbench.store.select import Selection, parse_where
     from workbench.store.synthetic import synthetic_store
@@ -56,6 +57,7 @@ _LAZY: dict[str, str] = {
     "open_store": "workbench.accessor",
     "record": "workbench.recording",
     "replay": "workbench.recording",
+    "record_agent": "workbench.recording",
     "RoutingRecorder": "workbench.hooks",
     "reasoning_graph": "workbench.graph.build",
     "graph_figure": "workbench.viz.graph_figure",
@@ -85,6 +87,7 @@ __all__ = [  # a literal list, so linters and editors read it; tests check it eq
     "parse_where",
     "reasoning_graph",
     "record",
+    "record_agent",
     "replay",
     "synthetic_store",
 ]

@@ -45,3 +45,21 @@ class GraphError(WorkbenchError):
     """A reasoning graph cannot be built or pruned as asked: an option out of range, or routing that
     does not match the model. ``param`` names the Python argument at fault, if one is (the CLI words it
     with its flag through ``for_cli``)."""
+
+
+class ParameterError(WorkbenchError):
+    """A bad value of one or more named parameters. The message names the Python parameters; a CLI
+    words them as its flags (``for_cli``).
+
+    ``ParameterError("{max_new_tokens} must be 0 or more", "max_new_tokens")`` reads "max_new_tokens must be
+    0 or more"; ``err.for_cli()`` gives "--max-new-tokens must be 0 or more".
+    """
+
+    def __init__(self, template: str, *params: str) -> None:
+        self.template, self.params = template, params
+        super().__init__(template.format(**{p: p for p in params}), param=params[0] if len(params) == 1 else None)
+
+    def for_cli(self, flags: Mapping[str, str] | None = None) -> str:
+        """The message with every parameter named by its flag (``flags[p]``, else ``--`` + dashed name)."""
+        names = {p: (flags or {}).get(p, "--" + p.replace("_", "-")) for p in self.params}
+        return self.template.format(**names)

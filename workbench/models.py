@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench.errors import WorkbenchError
+from workbench.errors import ParameterError, WorkbenchError
+from workbench.model_checks import require_trust_remote_code
 from workbench.paths import BUNDLED_MODELS, bundled, bundled_model
 from workbench.routing_config import RoutingConfig
 
@@ -63,7 +64,7 @@ def _torch_dtype(dtype: str) -> Any:
     import torch
 
     if dtype not in DTYPES:
-        raise WorkbenchError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+        raise ParameterError(f"unknown {{dtype}} {dtype!r}; use one of {', '.join(DTYPES)}", "dtype")
     return torch.float32 if dtype == "fp32" else torch.bfloat16
 
 
@@ -79,11 +80,14 @@ def resolve_device_map(device_map: str | dict[str, Any] | None) -> str | dict[st
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise WorkbenchError(
-            f"--device-map {device_map}: cannot read it as JSON ({err}); give a file with a module -> device map"
+        raise ParameterError(
+            f"{{device_map}} {device_map}: cannot read it as JSON ({err}); give a file with a module -> device map",
+            "device_map",
         ) from err
     if not isinstance(data, dict) or not data:
-        raise WorkbenchError(f"--device-map {device_map}: expected a JSON object of module name -> device")
+        raise ParameterError(
+            f"{{device_map}} {device_map}: expected a JSON object of module name -> device", "device_map"
+        )
     return data
 
 
@@ -95,6 +99,7 @@ def load_model(
     trust_remote_code: bool = False,
     offload_folder: str | Path | None = None,
     stream_int4: bool = True,
+    tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer for recording, in eval mode.
 
@@ -114,16 +119,24 @@ def load_model(
         each INT4 projection only while it runs (``workbench.hooks.int4_stream``) instead of letting
         compressed-tensors decompress the whole model on the first forward. The installed
         ``StreamDecompression`` is ``model.workbench_int4_stream``.
+    tokenizer
+        A tokenizer already loaded with ``load_tokenizer`` (not loaded again).
 
     Raises
     ------
     WorkbenchError
-        Missing path, not an MoE, or no supported router family (``workbench.hooks.find_adapter``).
+        Missing path, not an MoE, a truncated or unreadable weights file, or no supported router family
+        (``workbench.hooks.find_adapter``).
     """
     path = resolve_model_path(name_or_path)
     check_moe_config(path, read_model_config(path))
+    require_trust_remote_code(path, trust_remote_code=trust_remote_code)  # K2's kimi_k2 needs its own code
     torch_dtype = _torch_dtype(dtype)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    check_weights(path)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
+    from safetensors import SafetensorError
+    from transformers import AutoModelForCausalLM
 
     from workbench.hooks import find_adapter
 
@@ -135,7 +148,8 @@ def load_model(
             kwargs["offload_folder"] = str(offload_folder)
     try:
         model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except SafetensorError as err:
+        raise WorkbenchError(f"cannot load model {path}: a weights file is damaged ({err}); replace it") from err
     except (OSError, ValueError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         hint = " (remote-code checkpoints need --trust-remote-code)" if "trust_remote_code" in str(err) else ""
@@ -149,6 +163,55 @@ def load_model(
         if stream.stats.packed_modules:
             model.workbench_int4_stream = stream.install()
     return model, tokenizer
+
+
+def load_tokenizer(name_or_path: str | Path, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """The checkpoint's tokenizer alone (seconds at most), so prompts can be measured before weights load."""
+    path = resolve_model_path(name_or_path)
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        hint = " (remote-code checkpoints need --trust-remote-code)" if "trust_remote_code" in str(err) else ""
+        raise WorkbenchError(f"cannot load the tokenizer of {path}: {first}{hint}") from err
+
+
+def check_weights(path: Path) -> None:
+    """Refuse a checkpoint whose ``*.safetensors`` files are truncated or not safetensors, naming the file.
+
+    Reads each file's header only (8-byte little-endian length, then JSON with every tensor's
+    ``data_offsets``) and checks the file holds the bytes the header promises: milliseconds, no weight read.
+    """
+    for file in sorted(path.glob("*.safetensors")):
+        try:
+            size = file.stat().st_size
+            with file.open("rb") as fh:
+                head = fh.read(8)
+                n = int.from_bytes(head, "little") if len(head) == 8 else -1
+                if n < 2 or 8 + n > size:
+                    raise ValueError("its header is cut off")
+                header = json.loads(fh.read(n))
+            ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+        except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
+            why = str(err) if isinstance(err, ValueError) and "cut off" in str(err) else "not a safetensors file"
+            raise WorkbenchError(f"model weights {file}: {why}; the download or copy is damaged, replace it") from None
+        need = 8 + n + max(ends, default=0)
+        if size < need:
+            raise WorkbenchError(
+                f"model weights {file}: truncated ({size:,} of {need:,} bytes); the download or copy is incomplete, "
+                "replace it"
+            )
+
+
+def context_length(name_or_path: str | Path) -> int | None:
+    """The model's context window in tokens (config.json's ``max_position_embeddings``), None if it sets none."""
+    config = read_model_config(resolve_model_path(name_or_path))
+    nested = config.get("text_config")
+    text: dict[str, Any] = nested if isinstance(nested, dict) else config
+    value = text.get("max_position_embeddings") or config.get("max_position_embeddings")
+    return int(value) if isinstance(value, int | float) and value > 0 else None
 
 
 def tokenizer_attrs(tokenizer: PreTrainedTokenizerBase, name: str | None = None) -> dict[str, Any]:
@@ -180,6 +243,7 @@ def planned_routing_config(name_or_path: str | Path, *, trust_remote_code: bool 
     """
     path = resolve_model_path(name_or_path)
     check_moe_config(path, read_model_config(path))
+    require_trust_remote_code(path, trust_remote_code=trust_remote_code)
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 

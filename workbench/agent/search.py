@@ -14,7 +14,6 @@ with k1 = 1.5, b = 0.75, f(t, d) the term count, n(t) the number of documents ho
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import Counter
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
+from workbench.jsonl import json_lines, read_text
 
 DEFAULT_DOCS = Path(__file__).parent / "documents"
 _WORD = re.compile(r"[a-z0-9]+")
@@ -42,17 +42,13 @@ def load_documents(path: str | Path | None = None) -> list[Document]:
     p = Path(path) if path is not None else DEFAULT_DOCS
     docs: list[Document] = []
     if p.is_file() and p.suffix == ".jsonl":
-        for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                docs.append(Document(str(obj.get("title", f"{p.name}:{lineno}")), str(obj["text"])))
-            except (json.JSONDecodeError, KeyError, AttributeError):
-                raise WorkbenchError(f"{p.name} line {lineno}: expected {{'title': ..., 'text': ...}}") from None
+        for where, obj in json_lines(p, WorkbenchError, "{name} line {line}"):  # UTF-8, bounded lines, one-line errors
+            if not isinstance(obj, dict) or "text" not in obj:
+                raise WorkbenchError(f"{where}: expected {{'title': ..., 'text': ...}}")
+            docs.append(Document(str(obj.get("title", where)), str(obj["text"])))
     elif p.is_dir():
         for f in sorted([*p.glob("*.md"), *p.glob("*.txt")]):
-            for para in re.split(r"\n\s*\n", f.read_text(encoding="utf-8")):
+            for para in re.split(r"\n\s*\n", read_text(f, WorkbenchError)):
                 if para.strip() and not para.lstrip().startswith("#"):
                     docs.append(Document(f.stem, " ".join(para.split())))
     else:

@@ -87,20 +87,30 @@ def ablate(
     ] = 20,  # workbench.ablation.DEFAULT_DRAWS (not imported here: it pulls in torch); fewest draws for p < 0.05
     seed: Annotated[int, typer.Option(help="Seed of the random masks.")] = 0,
     domains: Annotated[str | None, typer.Option(help="Only prompts of these domains (comma-separated).")] = None,
-    max_tokens: Annotated[int, typer.Option(help="Truncate each prompt to this many tokens.")] = 1024,
+    max_tokens: Annotated[int, typer.Option(help="Truncate each prompt to this many tokens (and the context).")] = 1024,
     dtype: Annotated[str, typer.Option(help="fp32 or bf16.")] = "fp32",
     device_map: Annotated[str | None, typer.Option(help="e.g. auto (accelerate).")] = None,
     trust_remote_code: Annotated[bool, typer.Option(help="Load the checkpoint's own modeling code (K2).")] = False,
     out: Annotated[Path | None, typer.Option(help="Folder for ablation.json.")] = None,
+    allow_special: Annotated[
+        bool,
+        typer.Option("--allow-special", help='Parse special-token strings in prompt text (e.g. "<|im_end|>").'),
+    ] = False,
 ) -> None:
     """Mask chosen experts and report the per-domain loss change against masking random experts."""
     from rich.progress import Progress
 
     from workbench.ablation import AblationError, check_experts, parse_experts
     from workbench.ablation import ablate as run_ablate
-    from workbench.hooks.batch import encode_prompt
-    from workbench.models import load_model, planned_routing_config
-    from workbench.prompts import read_prompts
+    from workbench.models import (
+        check_weights,
+        context_length,
+        load_model,
+        load_tokenizer,
+        planned_routing_config,
+        resolve_model_path,
+    )
+    from workbench.prompts import encode_prompt, read_prompts
 
     if (experts is None) == (experts_from is None):
         raise AblationError("give exactly one of --experts LAYER:EXPERT,... or --experts-from specific_experts.csv")
@@ -118,8 +128,15 @@ def ablate(
         raise AblationError(f"--out {out} exists and is not a folder")
     planned = planned_routing_config(model, trust_remote_code=trust_remote_code)  # config only, no weights
     check_experts(planned.moe_layers, planned.n_routed_experts, planned.top_k, chosen)
-    lm, tokenizer = load_model(model, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code)
-    encoded = [(r.id, r.domain, encode_prompt(tokenizer, r)[:max_tokens]) for r in records]
+    if max_tokens < 2:
+        raise AblationError(f"--max-tokens must be at least 2 (the loss needs a token to predict), got {max_tokens}")
+    max_tokens = min(max_tokens, context_length(model) or max_tokens)  # never past the model's context window
+    tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code)
+    encoded = [(r.id, r.domain, encode_prompt(tokenizer, r, allow_special=allow_special)[:max_tokens]) for r in records]
+    check_weights(resolve_model_path(model))
+    lm, _ = load_model(
+        model, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code, tokenizer=tokenizer
+    )
     with Progress(transient=True) as bar:
         task = bar.add_task("forward passes", total=2 + draws)
         result = run_ablate(lm, encoded, chosen, draws=draws, seed=seed, progress=lambda: bar.advance(task))

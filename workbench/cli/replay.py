@@ -1,7 +1,5 @@
-"""``workbench replay``: record the routing of whole chat transcripts (teacher forced) into a routing store.
-
-Checked before any weight is read: every transcript line (line number and field), the model directory
-and its MoE family, that the store accepts this model, and that no transcript id is already stored.
+"""``workbench replay``: argument parsing and printing around ``workbench.recording.replay`` (whole chat
+transcripts, teacher forced, into a routing store; everything is checked there before the weights load).
 """
 
 from __future__ import annotations
@@ -55,70 +53,32 @@ def replay(
     trust_remote_code: Annotated[
         bool, typer.Option("--trust-remote-code", help="Run the checkpoint's own modeling code (K2 remote code).")
     ] = False,
+    allow_special: Annotated[
+        bool,
+        typer.Option("--allow-special", help='Read special-token strings in messages (e.g. "<|im_end|>") as tokens.'),
+    ] = False,
 ) -> None:
     """Replay chat transcripts through a model in one teacher-forced pass each; store segments and steps."""
     from rich.console import Console
-    from tqdm import tqdm
 
-    from workbench.errors import StoreError, WorkbenchError
-    from workbench.models import DTYPES, load_model, planned_routing_config, tokenizer_attrs
-    from workbench.store.io import check_appendable, open_store
-    from workbench.transcripts.messages import read_transcripts
+    from workbench.cli.params import cli_flags
+    from workbench.recording import replay as run
 
     console = Console(stderr=True)
-    if dtype not in DTYPES:
-        raise WorkbenchError(f"unknown --dtype {dtype!r}; use one of {', '.join(DTYPES)}")
-    if chunk_tokens < 1:
-        raise WorkbenchError(f"--chunk-tokens must be at least 1, got {chunk_tokens}")
-    kwargs = parse_template_kwargs(template_kwarg)
-    items = read_transcripts(transcripts)  # 1. every line, before the model
-    planned = planned_routing_config(model, trust_remote_code=trust_remote_code)  # 2. the model directory
-    check_appendable(out, planned)  # 3. the store accepts this model
-    try:
-        existing = set(map(str, open_store(out).sequence.values))
-    except StoreError:
-        existing = set()
-    clash = sorted(existing.intersection(t.id for t in items))
-    if clash:
-        raise WorkbenchError(f"transcript id(s) already in {out}: {', '.join(clash[:5])}; use another --out or new ids")
-
-    console.print(f"loading {model} ({dtype}) ...")
-    loaded, tokenizer = load_model(model, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code)
-    if getattr(tokenizer, "chat_template", None) is None:
-        raise WorkbenchError(f"the tokenizer of {model} has no chat template; transcripts cannot be rendered")
-    from workbench.hooks import RoutingRecorder
-    from workbench.store.io import StoreWriter
-    from workbench.transcripts.as_generated import render_as_generated
-    from workbench.transcripts.replay import replay_transcript
-
-    for t in items:  # 4. every transcript renders with this template, before anything is written
-        render_as_generated(tokenizer, t, **kwargs)
-    recorder = RoutingRecorder(loaded, scores=scores, eos_token_id=[])
-    if recorder.config.signature() != planned.signature():
-        diff = recorder.config.describe_difference(planned)
-        raise WorkbenchError(f"the loaded model's routing config differs from its config.json ({diff})")
-    tokens = truncated = 0
-    dropped: list[str] = []
-    with (
-        StoreWriter(out, recorder.config, tokenizer_attrs(tokenizer, name=recorder.config.model_name),
-                    capture="hooks", with_scores=scores) as writer,
-        tqdm(total=len(items), desc="replay", unit="transcript", disable=None) as bar,
-    ):  # fmt: skip
-        for t in items:
-            res = replay_transcript(
-                loaded, tokenizer, t, scores=scores, chunk_tokens=chunk_tokens, window=window,
-                template_kwargs=kwargs, recorder=recorder,
-            )  # fmt: skip
-            writer.add(res.record)
-            tokens += res.record.n_tokens
-            truncated += res.truncated_context_tokens
-            dropped += [f"{t.id}: {what}" for what in res.rendered.not_rendered]
-            bar.update(1)
-    console.print(f"replayed {len(items)} transcripts, {tokens} tokens -> {out}")
-    if truncated:
-        console.print(f"{truncated} tokens lay beyond the context window and were routed with half-window context")
-    if dropped:
-        console.print(f"the chat template leaves out (as the model saw it): {'; '.join(dropped[:5])}")
+    with cli_flags(template_kwargs="--template-kwarg"):
+        summary = run(
+            model, transcripts, out, scores=scores, chunk_tokens=chunk_tokens, window=window,
+            template_kwargs=parse_template_kwargs(template_kwarg), device_map=device_map, dtype=dtype,
+            trust_remote_code=trust_remote_code, allow_special=allow_special, progress=None, log=console.print,
+        )  # fmt: skip
+    console.print(str(summary))
+    if summary.truncated_context_tokens:
+        console.print(
+            f"{summary.truncated_context_tokens} tokens lay beyond the context window and were routed with "
+            "half-window context"
+        )
+    if summary.not_rendered:
+        console.print(f"the chat template leaves out (as the model saw it): {'; '.join(summary.not_rendered[:5])}")
 
 
 def register(app: typer.Typer) -> None:

@@ -47,7 +47,7 @@ def _field(rec: Any, name: str, default: Any = None) -> Any:
     return getattr(rec, name, default)
 
 
-def _tokenize(rec: Any, tokenizer: Any, max_new_tokens: int, default_source: str) -> _Prompt:
+def _tokenize(rec: Any, tokenizer: Any, max_new_tokens: int, default_source: str, allow_special: bool) -> _Prompt:
     rid = _field(rec, "id")
     if rid is None:
         raise EngineError(f"a prompt has no id: {str(rec)[:80]}")
@@ -63,7 +63,9 @@ def _tokenize(rec: Any, tokenizer: Any, max_new_tokens: int, default_source: str
         )
         ids = out["input_ids"] if isinstance(out, Mapping) else out
     elif text is not None:
-        ids = tokenizer(str(text))["input_ids"]
+        from workbench.prompts import encode_text  # plain text unless allow_special, as with hook capture
+
+        ids = encode_text(tokenizer, str(text), allow_special=allow_special, where=f"prompt {rid!r}")
     else:
         raise EngineError(f"prompt {rid!r} has neither text nor messages")
     if len(ids) == 0:
@@ -131,6 +133,7 @@ def record_from_engine(
     trust_remote_code: bool = False,
     storage_options: dict[str, Any] | None = None,
     progress: bool = True,
+    allow_special: bool = False,
 ) -> dict[str, Any]:
     """Record expert routing captured by a running vLLM or SGLang server into a routing store.
 
@@ -138,14 +141,15 @@ def record_from_engine(
     ----------
     engine : "vllm" | "sglang"
     url : base URL of the server, e.g. ``http://127.0.0.1:8000``.
-    prompts : a prompt JSONL path (the format of ``workbench.prompts``) or records with ``id``, ``domain`` and
-        ``text`` or ``messages`` (+ ``tools``).
+    prompts : a prompt JSONL path (the format of ``workbench.prompts``) or records with ``id``, ``domain``
+        and ``text`` or ``messages`` (+ ``tools``).
     out : store path or fsspec URL; appended to if it exists (same model and routing config only).
     model : local directory (or "k2-mini") with the served model's config.json and tokenizer.
     max_new_tokens : 0 records the prompts teacher-forced; N > 0 also records N decoded tokens
         (all but the last, which no router saw).
     served_model : vLLM model name for requests; default: the first of ``GET /v1/models``.
     concurrency : requests in flight at once (the server batches them).
+    allow_special : parse special-token strings in prompt text as special tokens (default: plain text).
 
     Returns
     -------
@@ -168,7 +172,7 @@ def record_from_engine(
     records, source = _read_prompts(prompts)
     if not records:
         raise EngineError("no prompts to send")
-    todo = [_tokenize(r, tokenizer, max_new_tokens, f"{engine}:{source}") for r in records]
+    todo = [_tokenize(r, tokenizer, max_new_tokens, f"{engine}:{source}", allow_special) for r in records]
     ids = [p.id for p in todo]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)

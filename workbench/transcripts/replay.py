@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from workbench.errors import WorkbenchError
+from workbench.hooks.batch import cache_kwarg
+from workbench.hooks.routing import Routing
 from workbench.store.dataset import SequenceRecord
 from workbench.transcripts.as_generated import render_as_generated
 from workbench.transcripts.messages import Transcript
@@ -30,22 +32,12 @@ from workbench.transcripts.render import RenderedTranscript
 
 
 @dataclass
-class RoutedTokens:
-    """Routing of a token sequence. Shapes: ids (T, L, k), weights (T, L, k), scores (T, L, E) or None."""
+class RoutedTokens(Routing):
+    """The ``Routing`` of a whole sequence (ids (T, L, k), weights (T, L, k), scores (T, L, E) or None), with
+    how it was computed: tokens routed with half-window context, and forwards run."""
 
-    expert_ids: np.ndarray
-    gate_weights: np.ndarray
-    router_scores: np.ndarray | None
     truncated_context_tokens: int = 0
     forwards: int = 0
-
-
-def cache_kwarg(model: Any) -> str:
-    """The forward's KV-cache argument: ``cache`` in newer transformers 5.x, ``past_key_values`` before."""
-    import inspect
-
-    params = inspect.signature(type(model).forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
 
 
 def _cached_pass(model: Any, ids: np.ndarray, rec: Any, chunk: int) -> tuple[Any, int]:
@@ -90,7 +82,7 @@ def route_sequence(
         raise WorkbenchError(f"window must be at least 2 tokens, got {window}")
     chunk = max(1, min(chunk_tokens, window))
     rec = recorder or RoutingRecorder(model, scores=scores, eos_token_id=[])
-    parts_ids, parts_w, parts_s = [], [], []
+    parts: list[Routing] = []
     truncated, forwards = 0, 0
     context = window // 2
     with rec:
@@ -100,20 +92,15 @@ def route_sequence(
             stop = min(t, start - lead + window)
             r, n = _cached_pass(model, ids[start - lead : stop], rec, chunk)
             forwards += n
-            parts_ids.append(r.expert_ids[lead:])
-            parts_w.append(r.gate_weights[lead:])
-            if r.router_scores is not None:
-                parts_s.append(r.router_scores[lead:])
+            parts.append(r.window(lead))
             if start > 0:
                 truncated += stop - start
             start = stop
+    whole = Routing.concat(parts)
     return RoutedTokens(
-        np.concatenate(parts_ids),
-        np.concatenate(parts_w),
-        np.concatenate(parts_s) if parts_s else None,
-        truncated,
-        forwards,
-    )
+        whole.expert_ids, whole.gate_weights, whole.router_scores, whole.token_ids, whole.generated, whole.layers,
+        truncated_context_tokens=truncated, forwards=forwards,
+    )  # fmt: skip
 
 
 @dataclass
@@ -134,9 +121,12 @@ def replay_transcript(
     window: int | None = None,
     template_kwargs: dict[str, Any] | None = None,
     recorder: Any = None,
+    rendered: RenderedTranscript | None = None,
 ) -> ReplayResult:
-    """Render ``transcript`` as the model processed it and record its routing as one store sequence."""
-    rendered = render_as_generated(tokenizer, transcript, **(template_kwargs or {}))
+    """Render ``transcript`` as the model processed it (or take ``rendered``, rendered so already) and record
+    its routing as one store sequence."""
+    if rendered is None:
+        rendered = render_as_generated(tokenizer, transcript, **(template_kwargs or {}))
     routed = route_sequence(
         model, rendered.token_ids, scores=scores, chunk_tokens=chunk_tokens, window=window, recorder=recorder
     )

@@ -1,0 +1,250 @@
+"""Device side of the recorder: the forward hooks and what they capture, as references to device tensors.
+
+Hooks are global state: they live on the model's modules, not on any recorder. ``CaptureHooks.attach``
+registers every one of them (and only it does); ``detach`` removes every handle, also after the body
+of a ``with`` raised. Per MoE layer the hooks keep one ``RouterCapture``, whose fields are the stable,
+documented capture names:
+
+    RouterCapture.expert_ids       (N, k) int64   hook_expert_indices: the top-k ids that reach the experts
+    RouterCapture.gate_weights     (N, k) float   hook_expert_weights: the weights the MoE applies to them
+    RouterCapture.selected_logits  (N, k) float   the router's logits of the chosen experts (rank order)
+    RouterCapture.router_logits    (N, E) float   hook_router_logits: all logits (kept only with scores)
+
+(N = batch x new tokens of one forward.) The hot path inside each MoE layer only keeps references to
+tensors the model made anyway, plus one (N, k) gather of the chosen logits: no ``.cpu()``, ``.item()``
+or sync per layer. When the decoder's forward returns, the finished ``ForwardCapture`` goes to a
+callback (the host side, ``hooks/stitch.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+from workbench.hooks.adapters import Adapter, MoESite
+
+from workbench.errors import WorkbenchError
+
+
+class RouterCapture(NamedTuple):
+    """What one MoE layer's router decided in one forward; shapes (N, k) and (N, E), see the module doc."""
+
+    expert_ids: torch.Tensor
+    gate_weights: torch.Tensor
+    selected_logits: torch.Tensor | None
+    router_logits: torch.Tensor | None
+
+
+@dataclass
+class ForwardCapture:
+    """What one decoder forward captured: its input layout and one ``RouterCapture`` per MoE site."""
+
+    batch: int
+    length: int  # new tokens per row in this forward
+    append: bool  # a decode/continuation step (the KV cache already holds tokens)
+    input_ids: torch.Tensor | None  # (B, T) or None when the forward got embeddings
+    mask: torch.Tensor | None  # (B, T) 1 = real token, for the T new positions
+    layers: dict[int, RouterCapture] = field(default_factory=dict)  # site position -> capture
+
+    @property
+    def on_meta(self) -> bool:
+        return bool(self.layers) and self.layers[0].expert_ids.is_meta
+
+
+class CaptureHooks:
+    """The forward hooks of one model's MoE sites.
+
+    ``on_forward(capture)`` is called once per decoder forward in which every MoE site captured;
+    ``open_rows()`` says how many rows the KV cache currently holds (decode steps append to them).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        adapter: Adapter,
+        sites: list[MoESite],
+        *,
+        keep_logits: bool,
+        on_forward: Callable[[ForwardCapture], None],
+        open_rows: Callable[[], int],
+    ) -> None:
+        self.model, self.adapter, self.sites, self.keep_logits = model, adapter, sites, keep_logits
+        self._on_forward, self._open_rows = on_forward, open_rows
+        self._handles: list[RemovableHandle] = []
+        self._pending: ForwardCapture | None = None
+        self._logits: dict[int, torch.Tensor] = {}
+        self._offloaded: dict[int, torch.Tensor] = {}  # router weights fetched from accelerate's offload
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._handles)
+
+    def attach(self) -> None:
+        decoder = decoder_of(self.model, self.sites)
+        try:
+            self._handles.append(decoder.register_forward_pre_hook(self._begin_forward, with_kwargs=True))
+            self._handles.append(decoder.register_forward_hook(self._end_forward, always_call=True))
+            for pos, site in enumerate(self.sites):
+                if site.experts is not None:
+                    self._handles.append(site.gate.register_forward_hook(self._gate_logits_hook(pos)))
+                    self._handles.append(
+                        site.experts.register_forward_pre_hook(self._experts_pre_hook(pos), with_kwargs=True)
+                    )
+                else:
+                    self._handles.append(site.gate.register_forward_hook(self._remote_gate_hook(pos)))
+        except BaseException:
+            self.detach()
+            raise
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._pending = None
+        self._logits.clear()
+        self._offloaded.clear()
+
+    def _begin_forward(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        embeds = kwargs.get("inputs_embeds")
+        source = input_ids if isinstance(input_ids, torch.Tensor) else embeds
+        if not isinstance(source, torch.Tensor):
+            return  # neither ids nor embeddings: not a forward the recorder understands
+        batch, length = int(source.shape[0]), int(source.shape[1])
+        mask = kwargs.get("attention_mask")
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        past = 0
+        if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+            past = int(mask.shape[1]) - length  # generate passes the mask of past + new tokens
+            mask = mask[:, -length:]
+        else:
+            mask = None
+        if past == 0 and cache is not None and hasattr(cache, "get_seq_length"):
+            past = int(cache.get_seq_length())  # a shape for DynamicCache: no device sync
+        append = past > 0 and self._open_rows() == batch
+        ids = input_ids if isinstance(input_ids, torch.Tensor) else None
+        self._pending = ForwardCapture(batch, length, append, ids, mask)
+        self._logits.clear()
+
+    def _gate_logits_hook(self, pos: int) -> Any:
+        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            logits = output[0] if isinstance(output, tuple) else output
+            n_experts = self.adapter.n_experts
+            if not (isinstance(logits, torch.Tensor) and logits.shape[-1] == n_experts and logits.is_floating_point()):
+                # a router that returns no logits (other 5.x versions): recompute them from its weight
+                hidden = args[0]
+                weight = self._router_weight(pos, module, hidden)
+                if weight is None:
+                    return
+                logits = F.linear(hidden.reshape(-1, hidden.shape[-1]).float(), weight.float())
+            self._logits[pos] = logits.reshape(-1, n_experts)  # hook_router_logits (N, E)
+
+        return hook
+
+    def _experts_pre_hook(self, pos: int) -> Any:
+        site = self.sites[pos]
+
+        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            if self._pending is None:
+                return
+            named = dict(zip(site.experts_params, args, strict=False)) | kwargs
+            self._capture(pos, named[site.index_param], named[site.weights_param], self._logits.pop(pos, None))
+
+        return hook
+
+    def _remote_gate_hook(self, pos: int) -> Any:
+        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            if self._pending is None:
+                return
+            hidden = args[0]
+            weight = self._router_weight(pos, module, hidden)
+            # The remote MoEGate returns no logits; recomputing them (an (N, H) x (H, E) product, <1% of the
+            # layer's FLOPs) gives the rank order and the optional scores.
+            logits = None if weight is None else F.linear(hidden.reshape(-1, hidden.shape[-1]).float(), weight.float())
+            self._capture(pos, output[0], output[1], logits)
+
+        return hook
+
+    def _router_weight(self, pos: int, module: nn.Module, hidden: torch.Tensor) -> torch.Tensor | None:
+        """The router's (E, H) weight where ``hidden`` lives; offloaded (meta) weights come from accelerate's
+        weights map once and are kept. None when there is nothing to compute with (meta-device runs)."""
+        weight = _weight(module)
+        if hidden.is_meta or not weight.is_meta:
+            return None if hidden.is_meta else weight
+        if pos not in self._offloaded:
+            stored = offloaded(module, "weight")
+            if stored is None:
+                return None
+            self._offloaded[pos] = stored.to(hidden.device)
+        return self._offloaded[pos]
+
+    def _capture(self, pos: int, idx: torch.Tensor, weights: torch.Tensor, logits: torch.Tensor | None) -> None:
+        assert self._pending is not None
+        k = idx.shape[-1]
+        idx = idx.reshape(-1, k)  # hook_expert_indices (N, k)
+        selected = logits.gather(1, idx.to(logits.device)) if logits is not None else None  # (N, k)
+        self._pending.layers[pos] = RouterCapture(
+            idx, weights.reshape(-1, k), selected, logits if self.keep_logits else None
+        )
+
+    def _end_forward(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        pending, self._pending = self._pending, None
+        self._logits.clear()
+        if pending is None or output is None or len(pending.layers) != len(self.sites):
+            return  # the forward raised before every MoE layer ran: nothing half-recorded is kept
+        self._on_forward(pending)
+
+
+def to_host(capture: ForwardCapture) -> tuple[list[RouterCapture], torch.Tensor | None, torch.Tensor | None]:
+    """Copy a forward's captures to the host with one synchronisation per device.
+
+    The copies are started ``non_blocking`` (into pinned memory for CUDA sources), then each device the
+    captures live on is synchronised once. Returns the per-site captures (site order), the input ids
+    (B, T) and the mask (B, T) on the CPU.
+    """
+
+    def host(t: torch.Tensor | None) -> torch.Tensor | None:
+        return t.detach().to("cpu", non_blocking=True) if t is not None else None
+
+    sites = [RouterCapture(*(host(t) for t in capture.layers[pos])) for pos in range(len(capture.layers))]  # type: ignore[arg-type]
+    ids, mask = host(capture.input_ids), host(capture.mask)
+    devices = {t.device for layer in capture.layers.values() for t in layer if t is not None}
+    for device in devices:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        elif device.type not in ("cpu", "meta") and hasattr(torch, device.type):
+            getattr(torch, device.type).synchronize(device)
+    return sites, ids, mask  # type: ignore[return-value]
+
+
+def offloaded(module: nn.Module, name: str) -> torch.Tensor | None:
+    """A parameter accelerate offloaded (meta in the module), read from its hook's weights map."""
+    weights_map = getattr(getattr(module, "_hf_hook", None), "weights_map", None)
+    if weights_map is None:
+        return None
+    try:
+        value = weights_map[name]
+    except KeyError:
+        return None
+    return value if isinstance(value, torch.Tensor) else None
+
+
+def _weight(module: nn.Module) -> torch.Tensor:
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        raise WorkbenchError(f"router {type(module).__name__} has no weight tensor to compute its logits from")
+    return weight
+
+
+def decoder_of(model: nn.Module, sites: list[MoESite]) -> nn.Module:
+    """The module whose forward runs every decoder layer once (``model.model`` for *ForCausalLM)."""
+    names = [name for name, _ in model.named_modules()]
+    layers_parent = sites[0].name.split(".layers.")[0] if ".layers." in sites[0].name else ""
+    if layers_parent in names:
+        return model.get_submodule(layers_parent) if layers_parent else model
+    return model
