@@ -4,6 +4,10 @@
 class WorkbenchError(Exception):
     """A user-facing error: the message says what is wrong and what to do."""
 
+    def _render_traceback_(self) -> list[str]:
+        """IPython/Jupyter show this one line instead of a traceback (as the CLI prints ``error: ...``)."""
+        return [f"\x1b[31m{type(self).__name__}\x1b[0m: {self}"]
+
 
 class SelectionError(WorkbenchError):
     """A selection names an unknown domain/segment/sequence, is out of range, or selects no tokens."""
