@@ -11,7 +11,7 @@ TORCH_INDEX ?=
 CHROMIUM ?= /usr/bin/chromium
 OUT ?= demo-out
 
-.PHONY: demo test lab lint typecheck bench chromium clean
+.PHONY: demo test test-load lab lint typecheck bench chromium clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ test: $(VENV)/.installed-dev chromium
 	$(BIN)/ruff check .
 	$(BIN)/mypy workbench hooks viz
 	BROWSER_PATH=$(CHROMIUM) $(BIN)/pytest -q
+
+# The notebook and browser tests with three CPU burners beside them (stopped when the tests end, or
+# after an hour at most): a loaded machine must make them slower, never stuck or failing.
+test-load: $(VENV)/.installed-dev chromium
+	BROWSER_PATH=$(CHROMIUM) $(BIN)/python tests/under_load.py --burners 3 -- \
+		$(BIN)/pytest -q tests/test_notebooks.py tests/test_browser.py
 
 lab: $(VENV)/.installed
 	$(BIN)/jupyter lab notebooks/

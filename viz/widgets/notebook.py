@@ -70,10 +70,11 @@ def run_cli(*args: str, how: str | None = None) -> None:
     print("$ workbench " + " ".join(args), flush=True)
     decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
     tail = ""
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL) as proc:
+    out, err, no_input = subprocess.PIPE, subprocess.STDOUT, subprocess.DEVNULL
+    with subprocess.Popen(cmd, stdout=out, stderr=err, stdin=no_input, bufsize=0) as proc:
         assert proc.stdout is not None
-        # pass chunks through as they come: Jupyter renders a progress bar's "\r" updates in place
-        while chunk := proc.stdout.read1(1 << 16):
+        # unbuffered: each read returns what has come so far; Jupyter renders "\r" progress updates in place
+        while chunk := proc.stdout.read(1 << 16):
             text = decode(chunk)
             sys.stdout.write(text)
             sys.stdout.flush()
