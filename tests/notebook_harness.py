@@ -41,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from queue import Empty
 from typing import Any
@@ -79,6 +80,37 @@ def inject_parameters(nb: nbformat.NotebookNode, parameters: dict[str, Any]) -> 
     nb.cells.insert(index + 1, cell)
 
 
+def harden_channel(channel: Any, on_recheck: Callable[[], None] = lambda: None) -> None:
+    """Make a lost wake-up on a jupyter_client asyncio channel cost at most RECHECK_S (see the module docstring).
+
+    ``send`` re-arms pyzmq's reader after jupyter_client's raw send; ``get_msg`` waits in steps of
+    RECHECK_S, each ending in a direct poll of the socket. ``on_recheck`` is called when a message was
+    found only by such a poll (a wake-up was lost despite the re-arm).
+    """
+    send, get_msg = channel.send, channel.get_msg
+
+    def send_and_rearm(msg: dict[str, Any]) -> None:
+        send(msg)
+        channel.socket.get(zmq.EVENTS)  # pyzmq's asyncio socket re-schedules its reader if a message waits
+
+    async def get_msg_polling(timeout: float | None = None) -> dict[str, Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = RECHECK_S if deadline is None else max(0.0, min(RECHECK_S, deadline - time.monotonic()))
+            started = time.monotonic()
+            try:
+                msg = await get_msg(timeout=step)
+            except Empty:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+                continue
+            if step and time.monotonic() - started >= 0.98 * step:
+                on_recheck()
+            return msg
+
+    channel.send, channel.get_msg = send_and_rearm, get_msg_polling
+
+
 def _tree_cpu(proc: psutil.Process) -> float:
     """CPU seconds of a process, its reaped children and its live descendants."""
     total = 0.0
@@ -115,33 +147,11 @@ class WatchedClient(NotebookClient):
     async def async_start_new_kernel_client(self) -> Any:
         kc = await super().async_start_new_kernel_client()
         for channel in (kc.shell_channel, kc.iopub_channel):
-            self._recheck(channel)
+            harden_channel(channel, self._count_recheck)
         return kc
 
-    def _recheck(self, channel: Any) -> None:
-        """Make a lost wake-up on ``channel`` cost at most RECHECK_S (see the module docstring)."""
-        send, get_msg = channel.send, channel.get_msg
-
-        def send_and_rearm(msg: dict[str, Any]) -> None:
-            send(msg)
-            channel.socket.get(zmq.EVENTS)  # pyzmq re-schedules its reader if a message is waiting
-
-        async def get_msg_polling(timeout: float | None = None) -> dict[str, Any]:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while True:
-                step = RECHECK_S if deadline is None else max(0.0, min(RECHECK_S, deadline - time.monotonic()))
-                started = time.monotonic()
-                try:
-                    msg = await get_msg(timeout=step)
-                except Empty:
-                    if deadline is not None and time.monotonic() >= deadline:
-                        raise
-                    continue
-                if step and time.monotonic() - started >= 0.98 * step:
-                    self.rechecked += 1  # found by the direct poll at the end of a wait, not by a wake-up
-                return msg
-
-        channel.send, channel.get_msg = send_and_rearm, get_msg_polling
+    def _count_recheck(self) -> None:
+        self.rechecked += 1
 
     def log_message(self, text: str) -> None:
         self.messages.append(f"{time.strftime('%H:%M:%S')} {text}")
