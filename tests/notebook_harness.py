@@ -225,8 +225,11 @@ def probe_channels(client: WatchedClient) -> str:
         lines.append(f"kernel_info on a second connection: no answer ({type(err).__name__})")
     finally:
         second.stop_channels()
-    time.sleep(10)
-    arrived = [m for m in list(client.messages)[before:] if "execute_reply" in m]
+    deadline = time.monotonic() + 10  # give the stuck reply a chance to come through after the nudge
+    while not (arrived := [m for m in list(client.messages)[before:] if "execute_reply" in m]):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     lines.append("after that nudge the stuck execute_reply " + ("arrived" if arrived else "still did not arrive"))
     return "\n".join(lines)
 
