@@ -42,7 +42,7 @@ test: $(VENV)/.installed-dev chromium
 # after an hour at most): a loaded machine must make them slower, never stuck or failing.
 test-load: $(VENV)/.installed-dev chromium
 	BROWSER_PATH=$(CHROMIUM) $(BIN)/python tests/under_load.py --burners 3 -- \
-		$(BIN)/pytest -q tests/test_notebooks.py tests/test_browser.py
+		$(BIN)/pytest -q tests/test_notebooks.py tests/test_notebook_harness.py tests/test_browser.py
 
 lab: $(VENV)/.installed
 	$(BIN)/jupyter lab notebooks/
