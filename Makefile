@@ -12,7 +12,7 @@ CHROMIUM ?= /usr/bin/chromium
 BWRAP ?= /usr/bin/bwrap
 OUT ?= demo-out
 
-.PHONY: demo test lab lint typecheck bench chromium bubblewrap clean
+.PHONY: demo test test-load lab lint typecheck bench chromium bubblewrap clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,12 @@ test: $(VENV)/.installed-dev chromium bubblewrap
 	$(BIN)/mypy workbench hooks viz
 	$(BIN)/python -m tools.lint_imports  # import-linter's lint-imports: the layer contracts (docs/architecture.md)
 	BROWSER_PATH=$(CHROMIUM) $(BIN)/pytest -q
+
+# The notebook and browser tests with three CPU burners beside them (stopped when the tests end, or
+# after an hour at most): a loaded machine must make them slower, never stuck or failing.
+test-load: $(VENV)/.installed-dev chromium bubblewrap
+	BROWSER_PATH=$(CHROMIUM) $(BIN)/python tests/under_load.py --burners 3 -- \
+		$(BIN)/pytest -q tests/test_notebooks.py tests/test_notebook_harness.py tests/test_browser.py
 
 lab: $(VENV)/.installed
 	$(BIN)/jupyter lab notebooks/

@@ -1,21 +1,30 @@
 """The notebooks run headless (nbclient, a real ipykernel) with no error.
 
+- each has one cell tagged ``parameters`` (papermill's convention) that the tests override, and one
+  import cell right below it; outputs are stripped in git;
 - on the bundled mini K2, in order (01 records the suite that 02 and 03 read; 04 replays a
   transcript and runs the live agent; 05 analyses a small K2-shaped store): slow, skipped with the
   reason when the mini K2 is not built;
-- on synthetic stores (02, 03, 04): fast, always;
-- without any store: each shows a clear message in the cell, not a traceback;
-- outputs are stripped in git.
+- on synthetic stores (02, 03, 04);
+- without their store or model: each stops at the one cell that needs it, with one line saying what
+  to run first, not a traceback.
+
+Cells are run by ``notebook_harness.run_notebook``: no wall-clock limit per cell, but a stall
+watchdog (no output and no kernel CPU progress for ``WORKBENCH_NB_STALL_S`` seconds) that fails with
+the cell, its last output, the kernel's message log and every kernel thread's stack.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+from notebook_harness import run_notebook
 from widgets_helpers import domain_store, transcript_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,13 +40,17 @@ MINI_K2 = REPO / "data" / "models" / "k2-mini"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
-def run(name: str, monkeypatch: pytest.MonkeyPatch, **env: str) -> nbformat.NotebookNode:
-    """Execute a notebook from notebooks/ with WORKBENCH_* variables set; raises on any cell error."""
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+def declared(name: str) -> set[str]:
+    """Names assigned in the notebook's ``parameters`` cell."""
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
-    return nb
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    return set(re.findall(r"^([A-Z_][A-Z0-9_]*) =", cell.source, flags=re.M))
+
+
+def run(name: str, parameters: dict[str, Any]) -> nbformat.NotebookNode:
+    """Execute a notebook from notebooks/ with those of ``parameters`` it declares; raises on any cell error."""
+    own = {k: v for k, v in parameters.items() if k in declared(name)}
+    return run_notebook(NOTEBOOKS / name, own)
 
 
 def outputs(nb: nbformat.NotebookNode) -> tuple[str, set[str]]:
@@ -53,71 +66,83 @@ def outputs(nb: nbformat.NotebookNode) -> tuple[str, set[str]]:
     return "\n".join(text), mimes
 
 
-def test_notebooks_are_stripped_in_git() -> None:
+def test_notebooks_are_stripped_with_one_parameters_cell_and_one_import_cell() -> None:
     for name in NAMES:
         nb = nbformat.read(NOTEBOOKS / name, as_version=4)
         nbformat.validate(nb)
-        for cell in nb.cells:
-            if cell.cell_type == "code":
-                assert cell.outputs == [] and cell.execution_count is None, f"{name} has outputs"
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        for cell in code:
+            assert cell.outputs == [] and cell.execution_count is None, f"{name} has outputs"
+        tagged = [i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", [])]
+        assert tagged == [0], f"{name}: the first code cell, and only it, is tagged 'parameters'"
+        assert declared(name), name
+        for i, cell in enumerate(code):
+            assert "os.environ" not in cell.source, f"{name}: parameters, not environment variables"
+            assert "is not None:" not in cell.source, f"{name}: a guard; let the cell that needs it stop instead"
+            top_imports = re.findall(r"^(?:import|from \S+ import) ", cell.source, flags=re.M)
+            assert not top_imports or i == 1, f"{name}: imports belong in the one import cell (code cell 1)"
 
 
 @pytest.mark.slow
-def test_graph_domain_and_tool_loop_notebooks_on_synthetic_stores(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    suite = domain_store(tmp_path / "suite.zarr")
-    tools = transcript_store(tmp_path / "tools.zarr", n_steps=3, n_transcripts=1)
-    env = {
-        "WORKBENCH_STORES": str(tmp_path / "stores"),
-        "WORKBENCH_EXPORT_DIR": str(tmp_path / "exports"),
-        "WORKBENCH_SUITE_STORE": str(suite),
-        "WORKBENCH_TOOLS_STORE": str(tools),
-        "WORKBENCH_RUN_AGENT": "0",
+def test_graph_domain_and_tool_loop_notebooks_on_synthetic_stores(tmp_path: Path) -> None:
+    params = {
+        "STORES": str(tmp_path / "stores"),
+        "EXPORTS": str(tmp_path / "exports"),
+        "SUITE_STORE": str(domain_store(tmp_path / "suite.zarr")),
+        "TOOLS_STORE": str(transcript_store(tmp_path / "tools.zarr", n_steps=3, n_transcripts=1)),
+        "RUN_AGENT": False,
     }
-    text, mimes = outputs(run("02_reasoning_graphs.ipynb", monkeypatch, **env))
+    text, mimes = outputs(run("02_reasoning_graphs.ipynb", params))
     assert "application/vnd.plotly.v1+json" in mimes and WIDGET_VIEW in mimes
     assert (tmp_path / "exports" / "math_graph.graphml").exists()
     assert "candidate circuits" in text
 
-    text, mimes = outputs(run("03_comparing_domains.ipynb", monkeypatch, **env))
+    text, mimes = outputs(run("03_comparing_domains.ipynb", params))
     assert WIDGET_VIEW in mimes and "ci_low" in text
 
-    text, mimes = outputs(run("04_tool_loops.ipynb", monkeypatch, **env))
+    text, mimes = outputs(run("04_tool_loops.ipynb", params))
     assert WIDGET_VIEW in mimes
     assert "step 1" in text and (tmp_path / "exports" / "tool_step.graphml").exists()
+    assert not (tmp_path / "stores").exists(), "nothing recorded or replayed when the stores are given"
+
+
+def stops_with(name: str, parameters: dict[str, Any]) -> str:
+    """Run a notebook that must stop at one cell; return nbclient's report (cell source and error)."""
+    with pytest.raises(CellExecutionError) as info:
+        run(name, parameters)
+    report = re.sub(r"\x1b\[[0-9;]*m", "", str(info.value))  # without the error's colour codes
+    assert "Traceback (most recent call last)" not in report and "File " not in report, report
+    return report
 
 
 @pytest.mark.slow
-def test_notebooks_without_a_store_explain_instead_of_failing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    env = {
-        "WORKBENCH_STORES": str(tmp_path / "empty"),
-        "WORKBENCH_REPO": str(tmp_path),  # no data/ here: nothing to record or replay
-        "WORKBENCH_MODEL": str(tmp_path / "no-model"),
-        "WORKBENCH_RUN_AGENT": "0",
-    }
-    for name in ("02_reasoning_graphs.ipynb", "03_comparing_domains.ipynb", "04_tool_loops.ipynb"):
-        text, mimes = outputs(run(name, monkeypatch, **env))
-        assert "No routing store at" in text, name
-        assert WIDGET_VIEW not in mimes
-    text, _ = outputs(run("01_quickstart.ipynb", monkeypatch, **env))
-    assert "Cannot load the model" in text and "No routing store at" in text
+def test_notebooks_without_their_store_stop_at_one_cell_saying_what_to_run(tmp_path: Path) -> None:
+    params = {"REPO": str(tmp_path), "STORES": str(tmp_path / "empty"), "MODEL": str(tmp_path / "no-model")}
+    for name in ("02_reasoning_graphs.ipynb", "03_comparing_domains.ipynb"):
+        report = stops_with(name, params)
+        assert "StoreError: No routing store at" in report and "Run 01_quickstart.ipynb first" in report, report
+        assert "require_store(" in report, report  # the one cell that needs the store
+    report = stops_with("04_tool_loops.ipynb", params)  # no transcripts under REPO, nothing to replay
+    assert "WorkbenchError: No transcripts in" in report, report
+    report = stops_with("01_quickstart.ipynb", params)
+    assert "load_model(MODEL)" in report and "no such directory" in report, report
 
 
 @pytest.mark.slow
-def test_all_notebooks_on_the_mini_k2(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    env = {
-        "WORKBENCH_STORES": str(tmp_path / "stores"),
-        "WORKBENCH_EXPORT_DIR": str(tmp_path / "exports"),
-        "WORKBENCH_PER_DOMAIN": "3",
-        "WORKBENCH_MAX_NEW_TOKENS": "4",
-        "WORKBENCH_MAX_TRANSCRIPTS": "1",
-        "WORKBENCH_K2_TOKENS": "3000",
+def test_all_notebooks_on_the_mini_k2(tmp_path: Path) -> None:
+    if not (MINI_K2 / "config.json").exists():
+        pytest.skip("the mini K2 is not built (data/models/k2-mini): run `workbench mini-k2 train`")
+    params = {
+        "STORES": str(tmp_path / "stores"),
+        "EXPORTS": str(tmp_path / "exports"),
+        "PER_DOMAIN": 3,
+        "MAX_NEW_TOKENS": 4,
+        "MAX_TRANSCRIPTS": 1,
+        "N_TOKENS": 3000,
     }
-    text, _ = outputs(run("01_quickstart.ipynb", monkeypatch, **env))
+    text, _ = outputs(run("01_quickstart.ipynb", params))
     assert "expert_ids (" in text and "prompts per domain" in text
     assert (tmp_path / "stores" / "suite.zarr").exists(), text[-2000:]
     for name in NAMES[1:]:
-        text, _ = outputs(run(name, monkeypatch, **env))
-        assert "No routing store at" not in text and "failed:" not in text, (name, text[-3000:])
-    assert (tmp_path / "stores" / "tools.zarr").exists()
+        outputs(run(name, params))
+    assert (tmp_path / "stores" / "tools.zarr").exists() and (tmp_path / "stores" / "agent.zarr").exists()

@@ -28,6 +28,10 @@ class WorkbenchError(Exception):
         flag = (flags or {}).get(self.param, "--" + self.param.replace("_", "-"))
         return flag + text[len(self.param) :]
 
+    def _render_traceback_(self) -> list[str]:
+        """IPython/Jupyter show this one line instead of a traceback (as the CLI prints ``error: ...``)."""
+        return [f"\x1b[31m{type(self).__name__}\x1b[0m: {self}"]
+
 
 class SelectionError(WorkbenchError):
     """A selection names an unknown domain/segment/sequence, is out of range, or selects no tokens."""

@@ -5,15 +5,15 @@
 - ``DomainComparisonWidget``: expert usage by domain, divergence per layer with intervals, most
   domain-specific experts.
 - ``TokenPathWidget``: one token's experts and gate weights across all MoE layers.
-- ``open_or_explain``: open a store in a notebook, or show what to run first instead of a traceback.
+- ``require_store``: open the store a notebook needs, or stop with one line saying what to run first.
 """
 
 from __future__ import annotations
 
 from .domains import DomainComparisonWidget
-from .notebook import open_or_explain
+from .notebook import require_store
 from .token_path import TokenPathWidget
 from .transcript_graph import TranscriptGraphWidget
 from .transcript_view import TranscriptView
 
-__all__ = ["DomainComparisonWidget", "TokenPathWidget", "TranscriptGraphWidget", "TranscriptView", "open_or_explain"]
+__all__ = ["DomainComparisonWidget", "TokenPathWidget", "TranscriptGraphWidget", "TranscriptView", "require_store"]
