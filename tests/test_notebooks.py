@@ -140,8 +140,10 @@ def test_all_notebooks_on_the_mini_k2(tmp_path: Path) -> None:
         "MAX_TRANSCRIPTS": 1,
         "N_TOKENS": 3000,
     }
-    text, _ = outputs(run("01_quickstart.ipynb", params))
+    text, mimes = outputs(run("01_quickstart.ipynb", params))
     assert "expert_ids (" in text and "prompts per domain" in text
+    # recorded in the kernel by workbench.record (not a subprocess), with tqdm's notebook progress bar
+    assert "recorded 9 sequences" in text and WIDGET_VIEW in mimes, text[-2000:]
     assert (tmp_path / "stores" / "suite.zarr").exists(), text[-2000:]
     for name in NAMES[1:]:
         outputs(run(name, params))
