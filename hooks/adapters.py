@@ -179,7 +179,8 @@ def find_adapter(model: nn.Module) -> Adapter:
     what = f"model_type {model_type!r}" if model_type else f"{type(model).__name__}"
     raise UnsupportedModelError(
         f"{what} has no MoE router the workbench can record; supported families: {SUPPORTED}. "
-        "Pass an MoE checkpoint of one of these (remote-code K2 checkpoints need --trust-remote-code)."
+        "Pass an MoE checkpoint of one of these (remote-code K2 checkpoints need trust_remote_code=True, "
+        "--trust-remote-code)."
     )
 
 

@@ -141,7 +141,7 @@ def test_teacher_forced_keeps_prompt_tokens_only(config):
     [
         ("no_capture", "returned no routed experts: restart it with --enable-return-routed-experts"),
         ("http500", "HTTP 500: CUDA out of memory"),
-        ("bad_layers", "5 layers per token but --model tiny-k2 has 4 decoder layers"),
+        ("bad_layers", "5 layers per token but the model tiny-k2 has 4 decoder layers"),
         ("bad_k", "top-3 per layer but"),
         ("bad_ids", "ids outside 0..15"),
     ],
@@ -149,7 +149,7 @@ def test_teacher_forced_keeps_prompt_tokens_only(config):
 @pytest.mark.parametrize("engine", ["vllm", "sglang"])
 def test_server_faults_become_one_line_errors(config, engine, mode, message):
     if engine == "sglang" and mode == "bad_k":  # a flat buffer cannot tell a wrong k from a wrong layer count
-        message = "6 layers per token but --model tiny-k2 has 4 decoder layers"
+        message = "6 layers per token but the model tiny-k2 has 4 decoder layers"
     with fake_engine(engine, 16, mode=mode) as srv:
         client = EngineClient(srv.url, engine, timeout=5)
         with pytest.raises(EngineError, match=message) as info:
@@ -160,7 +160,7 @@ def test_server_faults_become_one_line_errors(config, engine, mode, message):
 def test_timeout_is_reported_with_what_to_do(config):
     with fake_engine("sglang", 16, mode="slow") as srv:
         client = EngineClient(srv.url, "sglang", timeout=0.5)
-        with pytest.raises(EngineError, match=r"did not answer POST /generate within 0.5 s: raise --timeout"):
+        with pytest.raises(EngineError, match=r"did not answer POST /generate within 0.5 s: raise timeout"):
             client.post_json("/generate", {"input_ids": [1], "sampling_params": {"max_new_tokens": 1}})
 
 

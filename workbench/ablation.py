@@ -40,10 +40,10 @@ class AblationError(WorkbenchError):
     """The asked ablation cannot be run (unknown layer/expert, too many experts masked, router family)."""
 
 
-def parse_experts(text: str) -> list[tuple[int, int]]:
+def parse_experts(experts: str) -> list[tuple[int, int]]:
     """``"3:17,3:42,5:8"`` -> [(3, 17), (3, 42), (5, 8)] (layer = the model's real layer index)."""
     out: list[tuple[int, int]] = []
-    for item in (t.strip() for t in text.split(",")):
+    for item in (t.strip() for t in experts.split(",")):
         if not item:
             continue
         layer, sep, expert = item.partition(":")
@@ -52,9 +52,11 @@ def parse_experts(text: str) -> list[tuple[int, int]]:
                 raise ValueError
             out.append((int(layer), int(expert)))
         except ValueError:
-            raise AblationError(f"--experts takes LAYER:EXPERT pairs like 3:17,5:8; got {item!r}") from None
+            raise AblationError(
+                f"experts takes LAYER:EXPERT pairs like 3:17,5:8; got {item!r}", param="experts"
+            ) from None
     if not out:
-        raise AblationError("--experts is empty; give LAYER:EXPERT pairs like 3:17,5:8")
+        raise AblationError("experts is empty; give LAYER:EXPERT pairs like 3:17,5:8", param="experts")
     return sorted(set(out))
 
 

@@ -50,7 +50,7 @@ def parse_local(address: str) -> int | None:
         except ValueError:
             n = 0
         if n < 1:
-            raise SchedulerError(f"--scheduler {address!r}: write local:N with N >= 1 worker processes")
+            raise SchedulerError(f"address {address!r}: write local:N with N >= 1 worker processes", param="address")
         return n
     return None
 
@@ -60,7 +60,9 @@ def connect(address: str, *, timeout: float = 20.0) -> Client:
     try:
         from distributed import Client, LocalCluster
     except ImportError as err:
-        raise SchedulerError("--scheduler needs dask.distributed: pip install 'k2-routing-workbench[engines]'") from err
+        raise SchedulerError(
+            "a dask scheduler needs dask.distributed: pip install 'k2-routing-workbench[engines]'"
+        ) from err
     n_local = parse_local(address)
     if n_local is not None:
         cluster = LocalCluster(
@@ -73,7 +75,7 @@ def connect(address: str, *, timeout: float = 20.0) -> Client:
     except (OSError, TimeoutError) as err:
         raise SchedulerError(
             f"cannot reach the dask scheduler at {target} within {timeout:g} s: start one with `dask scheduler` "
-            f"and workers with `dask worker {target}`, or use --scheduler local:2"
+            f"and workers with `dask worker {target}`, or use the address local:2 (local worker processes)"
         ) from err
     try:
         client.wait_for_workers(1, timeout=timeout)

@@ -25,6 +25,10 @@ DTYPES = ("fp32", "bf16")
 _MOE_KEYS = ("n_routed_experts", "num_local_experts", "num_experts")
 
 
+# CLI users pass the flag, Python users the parameter; the hint is raised before a CLI could map it
+_REMOTE_CODE_HINT = " (remote-code checkpoints need trust_remote_code=True, --trust-remote-code)"
+
+
 def resolve_model_path(name_or_path: str | Path) -> Path:
     """A bundled name ("k2-mini" -> <data>/models/k2-mini, see workbench/paths.py) or a local checkpoint directory.
 
@@ -152,7 +156,7 @@ def load_model(
         raise WorkbenchError(f"cannot load model {path}: a weights file is damaged ({err}); replace it") from err
     except (OSError, ValueError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        hint = " (remote-code checkpoints need --trust-remote-code)" if "trust_remote_code" in str(err) else ""
+        hint = _REMOTE_CODE_HINT if "trust_remote_code" in str(err) else ""
         raise WorkbenchError(f"cannot load model {path}: {first}{hint}") from err
     model.eval()
     find_adapter(model)  # refuse families the hooks cannot record, before any work starts
@@ -174,7 +178,7 @@ def load_tokenizer(name_or_path: str | Path, *, trust_remote_code: bool = False)
         return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        hint = " (remote-code checkpoints need --trust-remote-code)" if "trust_remote_code" in str(err) else ""
+        hint = _REMOTE_CODE_HINT if "trust_remote_code" in str(err) else ""
         raise WorkbenchError(f"cannot load the tokenizer of {path}: {first}{hint}") from err
 
 
@@ -255,6 +259,6 @@ def planned_routing_config(name_or_path: str | Path, *, trust_remote_code: bool 
             model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        hint = " (remote-code checkpoints need --trust-remote-code)" if "trust_remote_code" in str(err) else ""
+        hint = _REMOTE_CODE_HINT if "trust_remote_code" in str(err) else ""
         raise WorkbenchError(f"cannot read model {path}: {first}{hint}") from err
     return routing_config(model, find_adapter(model))

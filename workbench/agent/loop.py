@@ -25,7 +25,7 @@ import numpy as np
 
 from workbench.agent.output import parse_assistant_output
 from workbench.agent.tools import ToolBox
-from workbench.errors import WorkbenchError
+from workbench.errors import ParameterError, WorkbenchError
 from workbench.store.dataset import SequenceRecord
 from workbench.transcripts.as_generated import render_as_generated
 from workbench.transcripts.messages import normalize_messages
@@ -158,9 +158,9 @@ def run_agent(
     import torch
 
     if not task.strip():
-        raise WorkbenchError("the task is empty; pass --task TEXT")
+        raise ParameterError("{task} is empty; give the user's task as text", "task")
     if max_steps < 1:
-        raise WorkbenchError(f"--max-steps must be at least 1, got {max_steps}")
+        raise ParameterError(f"{{max_steps}} must be at least 1, got {max_steps}", "max_steps")
     kw = dict(template_kwargs or {})
     tools = toolbox.declarations()
     messages: list[dict[str, Any]] = ([{"role": "system", "content": system}] if system else []) + [
@@ -174,7 +174,7 @@ def run_agent(
         torch.manual_seed(seed)
     gen.update(generate_kwargs or {})
     stream, logs, malformed_steps = _Stream(), [], set()
-    rerouted, bad_in_row, reason = 0, 0, f"reached --max-steps {max_steps} without a final answer"
+    rerouted, bad_in_row, reason = 0, 0, f"reached max_steps {max_steps} without a final answer"
     for step in range(max_steps):
         prompt = render_transcript(tokenizer, messages, tools, add_generation_prompt=True, **kw).token_ids
         before = len(stream.ids)
@@ -220,7 +220,7 @@ def run_agent(
             logs.append(log)
             if on_step:
                 on_step(log)
-            reason = "answered" if new.size and np.isin(new[-1], stop) else "answered (cut at --max-new-tokens)"
+            reason = "answered" if new.size and np.isin(new[-1], stop) else "answered (cut at max_new_tokens)"
             break
         logs.append(log)
         if on_step:

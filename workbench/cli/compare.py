@@ -159,6 +159,7 @@ def compare(
 
     from workbench.analysis.compare import compare as run_compare
     from workbench.analysis.inputs import GROUP_BY
+    from workbench.cli.params import cli_flags
     from workbench.distributed import check_store_visible, cluster_summary, dask_client
     from workbench.errors import WorkbenchError
     from workbench.outputs import check_output_dir
@@ -175,7 +176,7 @@ def compare(
     check_output_dir(out, flag="--out")  # before any work: writable, not under /proc, not inside a store
     selection = parse_where(where)
     ds = open_store(store)
-    with dask_client(scheduler) as client:
+    with cli_flags(address="--scheduler"), dask_client(scheduler) as client:
         if client is not None:
             check_store_visible(client, store)
             info = cluster_summary(client)

@@ -55,6 +55,7 @@ def graph(
     from rich.console import Console
     from rich.markup import escape
 
+    from workbench.cli.params import cli_flags
     from workbench.errors import WorkbenchError
     from workbench.graph import (
         difference_of_selections,
@@ -89,7 +90,8 @@ def graph(
     ds = open_store(store)
     with console.status("counting expert pathways"):
         if diff:
-            sel_b = parse_where(diff, sel_a)
+            with cli_flags(where="--diff"):
+                sel_b = parse_where(diff, sel_a)
             g = difference_of_selections(
                 ds, sel_a, sel_b, min_count=min_count, top_edges=top_edges, flow=flow, top_tokens=top_tokens
             )

@@ -28,8 +28,8 @@ def select_moe_layers(raw: np.ndarray, config: RoutingConfig, engine: str) -> np
     _rows, n_layers, k_raw = raw.shape
     if k_raw != k:
         raise EngineError(
-            f"{engine} routed experts have top-{k_raw} per layer but --model {config.model_name} routes top-{k}: "
-            "is the server running the same model as --model?"
+            f"{engine} routed experts have top-{k_raw} per layer but the model {config.model_name} routes top-{k}: "
+            "is the server running the same model?"
         )
     if n_layers == config.num_hidden_layers:
         moe = raw[:, list(config.moe_layers), :]  # (rows, L_moe, k): dense layers dropped
@@ -37,7 +37,7 @@ def select_moe_layers(raw: np.ndarray, config: RoutingConfig, engine: str) -> np
         moe = raw
     else:
         raise EngineError(
-            f"{engine} routed experts have {n_layers} layers per token but --model {config.model_name} has "
+            f"{engine} routed experts have {n_layers} layers per token but the model {config.model_name} has "
             f"{config.num_hidden_layers} decoder layers ({n_moe} MoE): is the server running the same model?"
         )
     moe = moe.astype(np.int64, copy=False)
@@ -73,7 +73,7 @@ def align_to_tokens(
         raise EngineError(
             f"{engine} returned routing for {rows} tokens for sequence {seq_id!r} of {n} tokens "
             f"({len(prompt_ids)} prompt + {len(output_ids)} generated); expected {n - 1}: is the server running "
-            "the same model as --model (layers x top-k), without routed_experts_start_len / prompt_start?"
+            "the same model (layers x top-k), without routed_experts_start_len / prompt_start?"
         )
     generated = np.arange(rows) >= len(prompt_ids)
     return tokens[:rows], moe, generated

@@ -12,11 +12,15 @@ from typing import Any
 
 import requests
 
-from workbench.errors import WorkbenchError
+from workbench.errors import ParameterError, WorkbenchError
 
 
 class EngineError(WorkbenchError):
     """An inference server cannot be reached, answers with an error, or answers without routing."""
+
+
+class EngineParameterError(EngineError, ParameterError):
+    """An ``EngineError`` whose message names Python parameters (``{timeout}``); a CLI words them as flags."""
 
 
 def _server_message(resp: requests.Response) -> str:
@@ -57,7 +61,7 @@ class EngineClient:
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
-            raise EngineError(f"--url {self.url!r} is not an HTTP URL: give e.g. http://127.0.0.1:8000")
+            raise EngineError(f"url {self.url!r} is not an HTTP URL: give e.g. http://127.0.0.1:8000", param="url")
         self.url = self.url.rstrip("/")
         self._session = requests.Session()
 
@@ -75,26 +79,31 @@ class EngineClient:
         try:
             resp = self._session.request(method, where, json=payload, timeout=(self.connect_timeout, self.timeout))
         except requests.exceptions.ConnectTimeout as err:
-            raise EngineError(
+            raise EngineParameterError(
                 f"{self.engine} server at {self.url} did not accept a connection within "
-                f"{self.connect_timeout:g} s: check --url and that the server is up"
+                f"{self.connect_timeout:g} s: check {{url}} and that the server is up",
+                "url",
             ) from err
         except requests.exceptions.ReadTimeout as err:
-            raise EngineError(
+            raise EngineParameterError(
                 f"{self.engine} server at {self.url} did not answer {method} {path} within {self.timeout:g} s: "
-                "raise --timeout or lower --max-new-tokens"
+                "raise {timeout} or lower {max_new_tokens}",
+                "timeout",
+                "max_new_tokens",
             ) from err
         except requests.exceptions.ConnectionError as err:
-            raise EngineError(
+            raise EngineParameterError(
                 f"cannot reach the {self.engine} server at {self.url} ({type(err).__name__}): start it with "
-                f"--enable-return-routed-experts (see docs/engines.md) or fix --url"
+                "--enable-return-routed-experts (see docs/engines.md) or fix {url}",
+                "url",
             ) from err
         except requests.exceptions.RequestException as err:
             raise EngineError(f"{method} {where} failed: {err}") from err
         if resp.status_code == 404:
-            raise EngineError(
-                f"{self.engine} server at {self.url} has no {path} endpoint (HTTP 404): is --engine right "
-                f"for this server?"
+            raise EngineParameterError(
+                f"{self.engine} server at {self.url} has no {path} endpoint (HTTP 404): is {{engine}} right "
+                "for this server?",
+                "engine",
             )
         if resp.status_code >= 400:
             raise EngineError(

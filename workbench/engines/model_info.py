@@ -27,8 +27,9 @@ def resolve_model_dir(name_or_path: str) -> Path:
     path = bundled(BUNDLED_MODELS[name_or_path]) if name_or_path in BUNDLED_MODELS else Path(name_or_path).expanduser()
     if not (path / "config.json").is_file():
         raise EngineError(
-            f"--model {name_or_path!r}: no config.json in {path}; give a local directory with the served "
-            "model's config.json and tokenizer files (weights are not needed for --engine)"
+            f"model {name_or_path!r}: no config.json in {path}; give a local directory with the served "
+            "model's config.json and tokenizer files (weights are not needed to record from a server)",
+            param="model",
         )
     return path
 
@@ -123,7 +124,7 @@ def load_tokenizer(path: Path, *, trust_remote_code: bool = False) -> Any:
     try:
         return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except Exception as err:  # transformers raises many types here; all mean "cannot load"
-        hint = "" if trust_remote_code else " (K2's tokenizer needs --trust-remote-code)"
+        hint = "" if trust_remote_code else " (K2's tokenizer needs trust_remote_code=True, --trust-remote-code)"
         raise EngineError(f"cannot load the tokenizer from {path}{hint}: {type(err).__name__}: {err}") from err
 
 

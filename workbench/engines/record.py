@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from workbench.engines import sglang, vllm
 from workbench.engines.align import align_to_tokens, select_moe_layers
-from workbench.engines.client import EngineClient, EngineError
+from workbench.engines.client import EngineClient, EngineError, EngineParameterError
 from workbench.engines.model_info import load_tokenizer, resolve_model_dir, routing_config_from_dir, tokenizer_attrs
 from workbench.routing_config import RoutingConfig
 from workbench.store.dataset import SequenceRecord
@@ -163,9 +163,13 @@ def record_from_engine(
     from workbench.store.io import StoreWriter, check_appendable
 
     if engine not in ENGINES:
-        raise EngineError(f"--engine {engine!r}: choose one of {', '.join(ENGINES)}")
+        raise EngineError(f"engine {engine!r}: choose one of {', '.join(ENGINES)}", param="engine")
     if max_new_tokens < 0 or concurrency < 1:
-        raise EngineError("--max-new-tokens must be >= 0 and concurrency >= 1")
+        raise EngineParameterError(
+            f"{{max_new_tokens}} must be >= 0 and {{concurrency}} >= 1, got {max_new_tokens} and {concurrency}",
+            "max_new_tokens",
+            "concurrency",
+        )
     model_dir = resolve_model_dir(model)
     config = routing_config_from_dir(model_dir, model_name=model if model == "k2-mini" else model_dir.name)
     tokenizer = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)

@@ -46,7 +46,7 @@ def decode_routed_experts(b64: str, config: RoutingConfig, rows: int | None = No
             return flat.reshape(-1, n_layers, k)  # (rows, layers, k)
     raise EngineError(
         f"sglang routed_experts holds {flat.size} ids, not a multiple of {config.num_hidden_layers} layers x "
-        f"top-{k} for --model {config.model_name}: is the server running the same model?"
+        f"top-{k} for the model {config.model_name}: is the server running the same model?"
     )
 
 
@@ -83,7 +83,7 @@ def parse(resp: Any, config: RoutingConfig, prompt_ids: list[int]) -> tuple[list
     if n_prompt is not None and int(n_prompt) != len(prompt_ids):
         raise EngineError(
             f"sglang routed {n_prompt} prompt tokens but {len(prompt_ids)} were sent: the server re-tokenized "
-            "the prompt; serve the same model and tokenizer as --model"
+            "the prompt; serve the same model and tokenizer as the local model directory"
         )
     rows = len(prompt_ids) + len(output_ids) - 1
     return [int(t) for t in output_ids], decode_routed_experts(routed, config, rows)

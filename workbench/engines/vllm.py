@@ -89,7 +89,7 @@ def check_prompt_echo(echoed: Any, prompt_ids: list[int]) -> None:
         where = f"first difference at token {at}" if at is not None else f"{len(echoed)} ids echoed"
         raise EngineError(
             f"vllm echoed other prompt token ids than were sent ({len(prompt_ids)} sent, {where}): the "
-            "server re-tokenized the prompt; serve the same model and tokenizer as --model"
+            "server re-tokenized the prompt; serve the same model and tokenizer as the local model directory"
         )
 
 

@@ -74,7 +74,9 @@ def load_rows(ds: xr.Dataset, layer: int, expert: int, selection: Selection | No
     mask = token_mask(ds, selection or Selection())
     rows = np.nonzero(mask)[0]
     if rows.size == 0:
-        raise SelectionError("the selection holds no tokens; widen --where or check `workbench info`")
+        raise SelectionError(
+            "the selection holds no tokens; widen its where clauses or check what the store holds (`workbench info`)"
+        )
     whole = rows.size == mask.size
     near = [i for i in (li - 1, li, li + 1) if 0 <= i < len(layers)]
     ids_da = ds[S.EXPERT_IDS].isel({S.LAYER: near})

@@ -83,7 +83,9 @@ def check_compatible(
             "write to a new store instead"
         )
     if with_scores and not attrs.get("has_router_scores"):
-        raise StoreError(f"{where} was recorded without router scores; record --scores into a new store")
+        raise StoreError(
+            f"{where} was recorded without router scores; record with router scores into a new store instead"
+        )
 
 
 def _new_attrs(
@@ -162,7 +164,7 @@ def check_writable(
         if (root or {}).get("attributes", {}).get("schema_version") not in (None, *S.READABLE_VERSIONS):
             check_root(root, loc.where)  # raises the schema-version error
         if not _is_debris(loc, root):
-            raise StoreError(f"{loc.where} exists and is not a routing store; choose a new --out path")
+            raise StoreError(f"{loc.where} exists and is not a routing store; choose a new path")
         return None
     attrs = check_root(root, loc.where)
     check_compatible(attrs, config, loc.where, capture=capture, with_scores=with_scores)

@@ -43,21 +43,19 @@ def _range(text: str, what: str) -> tuple[int, int]:
         raise SelectionError(f"{what} must look like A:B with integers, got {text!r}") from None
 
 
-def parse_where(exprs: list[str] | tuple[str, ...] | str | None, base: Selection | None = None) -> Selection:
-    """Parse ``--where`` clauses such as ``domain=math,code`` or ``segment=think`` into a Selection.
+def parse_where(where: list[str] | tuple[str, ...] | str | None, base: Selection | None = None) -> Selection:
+    """Parse ``where`` clauses such as ``domain=math,code`` or ``segment=think`` into a Selection.
 
     Keys: domain, sequence, segment, step, tokens (A:B), positions (A:B), layers (A:B).
     """
     sel = base or Selection()
-    if exprs is None:
+    if where is None:
         return sel
-    if isinstance(exprs, str):
-        exprs = [exprs]
-    for expr in exprs:
+    for expr in [where] if isinstance(where, str) else where:
         key, sep, value = expr.partition("=")
         key, value = key.strip(), value.strip()
         if not sep or not value:
-            raise SelectionError(f"--where needs KEY=VALUE (e.g. domain=math), got {expr!r}")
+            raise SelectionError(f"where needs KEY=VALUE (e.g. domain=math), got {expr!r}", param="where")
         values = tuple(v.strip() for v in value.split(",") if v.strip())
         if key == "domain":
             sel = sel.merged(domains=values)
@@ -150,7 +148,9 @@ def select(ds: xr.Dataset, sel: Selection) -> xr.Dataset:
     mask = token_mask(ds, sel)
     rows = np.nonzero(mask)[0]
     if rows.size == 0:
-        raise SelectionError("the selection holds no tokens; widen --where/--tokens or check `workbench info`")
+        raise SelectionError(
+            "the selection holds no tokens; widen its where clauses or check what the store holds (`workbench info`)"
+        )
     out = ds
     if rows.size < ds.sizes[S.TOKEN]:
         out = out.isel({S.TOKEN: rows})
