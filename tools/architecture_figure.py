@@ -17,9 +17,9 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 REPO = Path(__file__).resolve().parents[1]
-LAYER_NAMES = ["CLI", "apps: views, recording, agent, engines", "graph · analysis", "store · hooks", "core"]
+LAYER_NAMES = ["CLI", "apps: views, recording, agent, engines", "graph · analysis · experts", "store · hooks", "core"]
 INK, MUTED, FILL, EDGE = "#1f2933", "#52606d", "#eef2f7", "#9aa5b1"
-SIDE = {"graph": "#e3f0ff", "analysis": "#e3f0ff", "store": "#fff3d6", "hooks": "#ffe3e3"}
+SIDE = {"graph": "#e3f0ff", "analysis": "#e3f0ff", "experts": "#e3f0ff", "store": "#fff3d6", "hooks": "#ffe3e3"}
 
 
 def contract_layers(pyproject: Path = REPO / "pyproject.toml") -> list[tuple[list[str], bool]]:
