@@ -64,10 +64,11 @@ def planted_records(n_seq: int = 12, length: int = 60, weights: bool = True) -> 
     return out
 
 
-def planted_store(path: Path, weights: bool = True):
-    """Write the planted store at ``path`` and open it (lazy xarray Dataset)."""
+def planted_store(path: Path, weights: bool = True, capture: str = "hooks"):
+    """Write the planted store at ``path`` and open it (lazy xarray Dataset); ``capture="vllm"`` marks
+    its top-k ids as unordered, as an engine capture's are."""
     tokenizer = {"name": "planted", "vocab": VOCAB, "special_tokens": {"<s>": 0}}
-    with StoreWriter(path, planted_config(), tokenizer, has_gate_weights=weights) as writer:
+    with StoreWriter(path, planted_config(), tokenizer, capture=capture, has_gate_weights=weights) as writer:
         for rec in planted_records(weights=weights):
             writer.add(rec)
     return open_store(path)

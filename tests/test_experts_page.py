@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from experts_helpers import CAT, PLANT, planted_records, planted_store
+from workbench.viz.expert_page import page_html
 
 from workbench.errors import SelectionError
 from workbench.experts import ExpertPageError, expert_page
@@ -122,6 +123,15 @@ def test_ids_only_store_falls_back_and_says_so(tmp_path: Path) -> None:
     assert page.weight_hist.size == 0 and page.rank_hist[0] == page.n_routed
     assert page.contexts[0].token_id == CAT  # rank ties, then the most frequent token of the expert
     assert np.isnan(page.contexts[0].gate_weight)
+
+
+def test_unordered_engine_store_orders_by_frequency_and_says_slot(tmp_path: Path) -> None:
+    ds = planted_store(tmp_path / "engine.zarr", weights=False, capture="vllm")
+    page = expert_page(ds, 2, PLANT, top=5, min_count=2)
+    assert not page.rank_ordered and page.context_order.startswith("token frequency")
+    assert any("not in router rank order" in n for n in page.notes)
+    html = page_html(page)
+    assert "top-k slot" in html and "router rank (1 = first choice)" not in html
 
 
 def test_selection_and_bad_input(store) -> None:

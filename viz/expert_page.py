@@ -126,7 +126,8 @@ def page_html(page: ExpertPage) -> str:
              f"<span class='ctx'>{_e(c.before)}<span class='hit'>{_e(c.token)}</span>{_e(c.after)}</span>",
              _e(c.sequence), _e(c.domain), _e(c.segment), c.step if c.step >= 0 else "–", c.copies]
             for c in p.contexts]  # fmt: skip
-    out.append(_table(["gate weight", "rank", "context", "sequence", "domain", "segment", "step", "copies"], rows,
+    rank_col = "rank" if p.rank_ordered else "slot"
+    out.append(_table(["gate weight", rank_col, "context", "sequence", "domain", "segment", "step", "copies"], rows,
                       {0, 1, 6, 7}))  # fmt: skip
 
     def tok_rows(items: list) -> list[list[Any]]:
@@ -147,7 +148,11 @@ def page_html(page: ExpertPage) -> str:
     wl = [f"{(edges[i] + edges[i + 1]) / 2:.2f}" for i in range(edges.size - 1)]
     weights = _histogram(p.weight_hist, wl, "gate weight", "Gate weight of its routed tokens")
     rl = [str(i + 1) for i in range(p.rank_hist.size)]
-    ranks = _histogram(p.rank_hist, rl, "router rank (1 = first choice)", "Router rank of this expert")
+    ranks = (
+        _histogram(p.rank_hist, rl, "router rank (1 = first choice)", "Router rank of this expert")
+        if p.rank_ordered
+        else _histogram(p.rank_hist, rl, "top-k slot (unordered capture: not a rank)", "Top-k slot of this expert")
+    )
     out.append(f"<h2>How strongly it is chosen</h2><div class='cols'><div>{weights}</div><div>{ranks}</div></div>")
 
     def nb_rows(items: list) -> list[list[Any]]:

@@ -49,7 +49,7 @@ def print_page(page: ExpertPage) -> None:
     for note in page.notes:
         con.print(f"[yellow]note:[/] {escape(note)}")
     t = Table(title=f"Top contexts (by {page.context_order})", show_lines=False, expand=True)
-    for col in ("weight", "rank", "context", "sequence · domain · segment", "×"):
+    for col in ("weight", "rank" if page.rank_ordered else "slot", "context", "sequence · domain · segment", "×"):
         t.add_column(col, overflow="fold")
     for c in page.contexts[:12]:
         w = f"{c.gate_weight:.3f}" if page.has_gate_weights else "–"
@@ -72,7 +72,7 @@ def print_page(page: ExpertPage) -> None:
                       f"{r.base:.1%}", f"{r.ratio:.2f}")  # fmt: skip
         con.print(t)
     ranks = " ".join(f"{i + 1}:{n}" for i, n in enumerate(page.rank_hist.tolist()))
-    con.print(f"router rank (1 = first choice): {ranks}")
+    con.print(f"{'router rank (1 = first choice)' if page.rank_ordered else 'top-k slot (unordered capture)'}: {ranks}")
     if page.weight_hist.size:
         e = page.weight_edges
         con.print(f"gate weight: {page.weight_hist.sum()} tokens in [{e[0]:.2f}, {e[-1]:.2f}], "

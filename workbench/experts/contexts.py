@@ -2,10 +2,11 @@
 
 Order: by gate weight (descending) when the store has gate weights. On an ids-only store (engine
 captures) the stated fallback is router rank (1st choice before 2nd ...), then how often the token id
-occurs among the expert's tokens (typical tokens first), then token row. Near-duplicates are collapsed:
-two occurrences with the same token id *and* the same ``dedupe`` token ids on either side (within the
-sequence) count as one context shown once with its number of copies, so one chat-template token that
-recurs in every prompt cannot fill the list.
+occurs among the expert's tokens (typical tokens first), then token row; where the store's top-k ids are
+not in router rank order (``rank_order`` false: vLLM / SGLang captures), frequency, then token row.
+Near-duplicates are collapsed: two occurrences with the same token id *and* the same ``dedupe`` token
+ids on either side (within the sequence) count as one context shown once with its number of copies, so
+one chat-template token that recurs in every prompt cannot fill the list.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from workbench.experts.vocab import text_of, visible
 
 ORDER_BY_WEIGHT = "gate weight (highest first)"
 ORDER_FALLBACK = "router rank, then token frequency in the expert"
+ORDER_UNRANKED = "token frequency in the expert (this store's top-k ids are not in router rank order)"
 
 _LINE = str.maketrans({"\n": "↵", "\t": "⇥", "\r": "␍"})
 
@@ -55,19 +57,23 @@ def window_ids(tok: np.ndarray, seq: np.ndarray, rows: np.ndarray, lo: int, hi: 
     return np.where(ok, tok[gc], -1)
 
 
-def context_order(token_id: np.ndarray, weight: np.ndarray | None, rank: np.ndarray) -> np.ndarray:
-    """Order of routed tokens for the top-context list (see the module docstring). Returns indices (n,)."""
+def context_order(
+    token_id: np.ndarray, weight: np.ndarray | None, rank: np.ndarray, *, ranked: bool = True
+) -> np.ndarray:
+    """Order of routed tokens for the top-context list (see the module docstring). Returns indices (n,).
+
+    ``ranked=False``: the k slots are not the router's ranks, so they play no part in the order."""
     n = token_id.size
     if weight is not None:
         return np.lexsort((np.arange(n), -weight.astype(np.float64)))
     _, inv, counts = np.unique(token_id, return_inverse=True, return_counts=True)
-    return np.lexsort((np.arange(n), -counts[inv], rank))
+    return np.lexsort((np.arange(n), -counts[inv], rank if ranked else np.zeros_like(rank)))
 
 
 def top_contexts(
     rows: np.ndarray, token_id: np.ndarray, weight: np.ndarray | None, rank: np.ndarray,
     store_tok: np.ndarray, store_seq: np.ndarray, texts: list[str], describe: dict[str, np.ndarray | list[str]],
-    *, top: int = 20, width: int = 8, dedupe: int = 2,
+    *, top: int = 20, width: int = 8, dedupe: int = 2, ranked: bool = True,
 ) -> list[Context]:  # fmt: skip
     """The ``top`` contexts of the routed tokens, near-duplicates collapsed.
 
@@ -77,7 +83,7 @@ def top_contexts(
     """
     if rows.size == 0:
         return []
-    order = context_order(token_id, weight, rank)
+    order = context_order(token_id, weight, rank, ranked=ranked)
     keys = window_ids(store_tok, store_seq, rows[order], -dedupe, dedupe)  # (n, 2d+1), centre = token id
     _, first, inv = np.unique(keys, axis=0, return_index=True, return_inverse=True)
     copies = np.bincount(inv.reshape(-1))

@@ -17,12 +17,13 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from workbench.experts.contexts import ORDER_BY_WEIGHT, ORDER_FALLBACK, Context, top_contexts
+from workbench.experts.contexts import ORDER_BY_WEIGHT, ORDER_FALLBACK, ORDER_UNRANKED, Context, top_contexts
 from workbench.experts.lift import TokenLift, lift_table
 from workbench.experts.neighbours import Neighbour, neighbours
 from workbench.experts.rows import ExpertPageError, ExpertRows, load_rows
 from workbench.experts.shares import GroupShare, group_shares
 from workbench.experts.vocab import token_texts
+from workbench.rank_order import is_rank_ordered
 from workbench.store import schema as S
 from workbench.store.select import Selection
 
@@ -53,11 +54,12 @@ class ExpertPage:
     segment_shares: list[GroupShare]
     weight_edges: np.ndarray  # (bins+1,)
     weight_hist: np.ndarray  # (bins,)
-    rank_hist: np.ndarray  # (k,)
+    rank_hist: np.ndarray  # (k,): by router rank, or by top-k slot where ``rank_ordered`` is False
     co_activated: list[Neighbour]
     predecessors: list[Neighbour]
     successors: list[Neighbour]
     notes: list[str] = field(default_factory=list)
+    rank_ordered: bool = True  # False for engine captures: k is a slot, not the router's rank
     logit_effect: Any = None  # reserved: the expert's direct logit attribution with a model (not built yet)
 
     @property
@@ -100,8 +102,12 @@ def page_from_rows(
     seq_ids = [str(s) for s in np.asarray(ds[S.SEQUENCE].values)]
     seq_domain = [str(d) for d in np.asarray(ds[S.SEQUENCE_DOMAIN].values)]
     notes = []
+    ranked = is_rank_ordered(ds.attrs)
+    order = ORDER_BY_WEIGHT if weight is not None else ORDER_FALLBACK if ranked else ORDER_UNRANKED
     if weight is None:
-        notes.append(f"this store has no gate weights: contexts are ordered by {ORDER_FALLBACK}")
+        notes.append(f"this store has no gate weights: contexts are ordered by {order}")
+    if not ranked:
+        notes.append("this store's top-k ids are not in router rank order (an engine capture): ranks are top-k slots")
     if idx.size == 0:
         notes.append("no selected token is routed to this expert")
     describe: dict[str, np.ndarray | list[str]] = {
@@ -110,7 +116,7 @@ def page_from_rows(
     }  # fmt: skip
     contexts = top_contexts(
         r.rows[idx], r.token_id[idx], weight, rank, r.store_token_id, r.store_seq, texts, describe,
-        top=top, width=width,
+        top=top, width=width, ranked=ranked,
     )  # fmt: skip
     lift, frequent = lift_table(r.token_id[idx], r.token_id, texts, top=top, smoothing=smoothing, min_count=min_count)
     dom_names, dom_of_seq = np.unique(np.asarray(seq_domain, dtype=object), return_inverse=True)  # per sequence
@@ -128,7 +134,7 @@ def page_from_rows(
         layer=r.layer, expert=r.expert, model=str(ds.attrs.get("model", {}).get("model_name", "?")),
         n_experts=r.n_experts, top_k=r.top_k, n_selected=int(r.rows.size), n_routed=int(idx.size),
         selection=_describe(selection), has_gate_weights=weight is not None,
-        context_order=ORDER_BY_WEIGHT if weight is not None else ORDER_FALLBACK, contexts=contexts,
+        context_order=order, contexts=contexts, rank_ordered=ranked,
         lift=lift, frequent=frequent, domain_shares=domain_shares, segment_shares=segment_shares,
         weight_edges=edges, weight_hist=w_hist, rank_hist=np.bincount(rank, minlength=r.top_k),
         co_activated=neighbours(r.ids[:, 1], routed, r.layer, exclude=r.expert, n_experts=r.n_experts),
