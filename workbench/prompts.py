@@ -95,16 +95,21 @@ def read_prompts(path: str | Path) -> list[PromptRecord]:
     p = Path(path)
     if not p.is_file():
         raise PromptFileError(f"prompts file {p} does not exist")
+    return _checked(json_lines(p, PromptFileError), f"prompts file {p} holds no prompts")
+
+
+def _checked(lines: Iterable[tuple[str, Any]], empty: str) -> list[PromptRecord]:
+    """``PromptRecord``s of (where, object) pairs: each line's format checked, ids unique, at least one."""
     records: list[PromptRecord] = []
     seen: dict[str, str] = {}
-    for where, obj in json_lines(p, PromptFileError):
+    for where, obj in lines:
         rec = _parse_line(obj, where)
         if rec.id in seen:
             raise PromptFileError(f"{where}: duplicate id {rec.id!r} (first at {seen[rec.id]})")
         seen[rec.id] = where
         records.append(rec)
     if not records:
-        raise PromptFileError(f"prompts file {p} holds no prompts")
+        raise PromptFileError(empty)
     return records
 
 
@@ -113,27 +118,24 @@ def parse_prompts(prompts: Iterable[PromptRecord | Mapping[str, Any]], source: s
 
     Errors name ``prompts[i]`` instead of ``file:line``.
     """
-    records: list[PromptRecord] = []
-    seen: dict[str, str] = {}
-    for i, item in enumerate(prompts):
-        where = f"{source}[{i}]"
-        if isinstance(item, PromptRecord):
-            obj: Any = {"id": item.id, "domain": item.domain, "text": item.text, "messages": item.messages,
-                        "tools": item.tools, **item.extra}  # fmt: skip
-            obj = {k: v for k, v in obj.items() if v is not None}
-        else:
-            obj = dict(item) if isinstance(item, Mapping) else item
-        bad = find_surrogate(obj)
-        if bad is not None:
-            raise PromptFileError(f"{where}: {bad} holds a lone surrogate (e.g. '\\ud800'), which is not a character")
-        rec = _parse_line(obj, where)
-        if rec.id in seen:
-            raise PromptFileError(f"{where}: duplicate id {rec.id!r} (first at {seen[rec.id]})")
-        seen[rec.id] = where
-        records.append(rec)
-    if not records:
-        raise PromptFileError(f"{source}: no prompts given")
-    return records
+
+    def lines() -> Iterator[tuple[str, Any]]:
+        for i, item in enumerate(prompts):
+            where = f"{source}[{i}]"
+            if isinstance(item, PromptRecord):
+                obj: Any = {"id": item.id, "domain": item.domain, "text": item.text, "messages": item.messages,
+                            "tools": item.tools, **item.extra}  # fmt: skip
+                obj = {k: v for k, v in obj.items() if v is not None}
+            else:
+                obj = dict(item) if isinstance(item, Mapping) else item
+            bad = find_surrogate(obj)
+            if bad is not None:
+                raise PromptFileError(
+                    f"{where}: {bad} holds a lone surrogate (e.g. '\\ud800'), which is not a character"
+                )
+            yield where, obj
+
+    return _checked(lines(), f"{source}: no prompts given")
 
 
 def special_strings(tokenizer: Any) -> list[str]:
