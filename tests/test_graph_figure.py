@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+import plotly.graph_objects as go
 import pytest
 from graph_helpers import open_hand_store, write_store
 from workbench.viz import export_graph, graph_figure
@@ -76,3 +77,35 @@ def test_static_export_without_browser_fails_cleanly(ds, tmp_path, monkeypatch):
     with pytest.raises(ExportError, match=r"static export to g\.png failed"):
         export_graph(reasoning_graph(ds), tmp_path / "g.png")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(system_browser() is None, reason="no Chromium for kaleido (run `make chromium`)")
+def test_static_export_retries_kaleidos_page_not_ready_race(ds, tmp_path, monkeypatch):
+    """kaleido's "kaleido_scopes is not defined" (its tab's JS context taken before the page loaded, seen
+    under load) is retried with a fresh browser inside an open session; other errors are not retried."""
+    real, calls = go.Figure.write_image, []
+
+    def flaky(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("JavascriptError: ReferenceError: kaleido_scopes is not defined")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(go.Figure, "write_image", flaky)
+    g = reasoning_graph(ds, parse_where("domain=math"))
+    with static_export_session():
+        png = export_graph(g, tmp_path / "g.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(calls) == 2
+        svg = export_graph(g, tmp_path / "g.svg")  # the restarted session still serves later exports
+    assert ET.parse(svg).getroot().tag.endswith("svg")
+
+    def broken(self, *args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("something else")
+
+    monkeypatch.setattr(go.Figure, "write_image", broken)
+    calls.clear()
+    with pytest.raises(ExportError, match="something else"):
+        export_graph(g, tmp_path / "h.png")
+    assert len(calls) == 1 and not (tmp_path / "h.png").exists()

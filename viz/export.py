@@ -21,6 +21,7 @@ import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import networkx as nx
 import plotly.graph_objects as go
@@ -95,14 +96,7 @@ def export_figure(fig: go.Figure, path: str | Path, fmt: str | None = None, *, s
             )
         if not os.environ.get("BROWSER_PATH"):
             os.environ["BROWSER_PATH"] = browser
-        try:
-            with warnings.catch_warnings():  # with a session open, kaleido says it ignores per-call options
-                warnings.filterwarnings("ignore", message="The kopts argument is ignored")
-                fig.write_image(tmp, format=kind, scale=scale if kind == "png" else 1.0)
-        except Exception as err:  # kaleido/choreographer raise many types; report one line
-            raise ExportError(
-                f"static export to {target.name} failed in kaleido ({type(err).__name__}: {err})"
-            ) from err
+        _write_image(fig, tmp, kind, scale, target.name)
     return target
 
 
@@ -117,3 +111,37 @@ def export_graph(g: nx.DiGraph, path: str | Path, *, fmt: str | None = None, tit
     if kind in DATA_FORMATS:
         return write_graph_data(g, path, kind)
     return export_figure(graph_figure(g, title=title), path, kind)
+
+
+# kaleido 1.x asks for the page's JavaScript context right after navigating its tab; on a loaded machine it
+# can get the blank page's context first, and the render then fails with "kaleido_scopes is not defined"
+# although nothing is wrong with the figure (seen once in a full `make test` beside three CPU burners). A
+# fresh browser does not repeat it, so that one failure is retried, a bounded number of times, after
+# restarting an open export session's browser; every other error is reported at once.
+_PAGE_NOT_READY = "kaleido_scopes is not defined"
+_ATTEMPTS = 3
+
+
+def _write_image(fig: go.Figure, tmp: Path, kind: str, scale: float, name: str) -> None:
+    import kaleido
+
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            with warnings.catch_warnings():  # with a session open, kaleido says it ignores per-call options
+                warnings.filterwarnings("ignore", message="The kopts argument is ignored")
+                fig.write_image(tmp, format=kind, scale=scale if kind == "png" else 1.0)
+            return
+        except Exception as err:  # kaleido/choreographer raise many types; report one line
+            if _PAGE_NOT_READY in str(err) and attempt < _ATTEMPTS:
+                _restart_open_session(kaleido)
+                continue
+            raise ExportError(f"static export to {name} failed in kaleido ({type(err).__name__}: {err})") from err
+
+
+def _restart_open_session(kaleido: Any) -> None:
+    """A new browser for ``static_export_session``'s server, if one is open (else each export starts its own)."""
+    server = kaleido._global_server  # kaleido's sync-server singleton; it has no public "is it running?"
+    if server.is_running():
+        with contextlib.suppress(Exception):
+            kaleido.stop_sync_server(silence_warnings=True)
+            kaleido.start_sync_server(silence_warnings=True)
