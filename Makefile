@@ -11,8 +11,12 @@ TORCH_INDEX ?=
 CHROMIUM ?= /usr/bin/chromium
 BWRAP ?= /usr/bin/bwrap
 OUT ?= demo-out
+# JavaScript the viewer tests load into Chromium (circuit-tracer's frontend needs d3, jetpack, dagre, pako;
+# the Cytoscape.js test needs cytoscape), pinned, from the npm registry into a cache folder.
+VIEWER_JS ?= .cache/viewer-js
+VIEWER_JS_PACKAGES := d3@7.9.0 d3-collection@1.0.7 d3-jetpack@2.1.0 dagre@0.8.5 pako@2.1.0 cytoscape@3.30.2
 
-.PHONY: demo test test-load lab lint typecheck bench chromium bubblewrap clean
+.PHONY: demo test test-load lab lint typecheck bench chromium bubblewrap nodejs viewer-js clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +29,9 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/pip install -q -e ".[dev]" "$(TORCH_SPEC)"
+	# circuit-tracer's frontend and local server for the viewer test; its own dependencies (CUDA torch,
+	# transformers 4) are not needed to serve the frontend and would clash, hence --no-deps
+	$(BIN)/pip install -q --no-deps "circuit-tracer==0.5.0"
 	touch $@
 
 # Static figure export (kaleido) and the browser test need a Chromium: Debian's package, never a download.
@@ -35,14 +42,21 @@ chromium:
 bubblewrap:
 	@test -x $(BWRAP) || { command -v apt-get >/dev/null && (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null) || echo "warning: no bubblewrap at $(BWRAP); the agent's python tool will refuse to run and its sandbox tests will be skipped"; }
 
+# The viewer tests load pinned npm packages; npm comes from Debian's nodejs/npm packages where missing.
+nodejs:
+	@command -v npm >/dev/null || { command -v apt-get >/dev/null && (apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null) || echo "warning: no npm; the viewer browser tests will be skipped"; }
+
+viewer-js: nodejs
+	@test "$$(cat $(VIEWER_JS)/.packages 2>/dev/null)" = "$(VIEWER_JS_PACKAGES)" || { command -v npm >/dev/null && mkdir -p $(VIEWER_JS) && npm install --prefix $(VIEWER_JS) --no-audit --no-fund --silent $(VIEWER_JS_PACKAGES) && echo "$(VIEWER_JS_PACKAGES)" > $(VIEWER_JS)/.packages; } || echo "warning: npm install failed; the viewer browser tests will be skipped"
+
 demo: $(VENV)/.installed chromium bubblewrap
 	BROWSER_PATH=$(CHROMIUM) $(BIN)/workbench demo --out $(OUT)
 
-test: $(VENV)/.installed-dev chromium bubblewrap
+test: $(VENV)/.installed-dev chromium bubblewrap viewer-js
 	$(BIN)/ruff check .
 	$(BIN)/mypy workbench hooks viz
 	$(BIN)/python -m tools.lint_imports  # import-linter's lint-imports: the layer contracts (docs/architecture.md)
-	BROWSER_PATH=$(CHROMIUM) $(BIN)/pytest -q
+	BROWSER_PATH=$(CHROMIUM) VIEWER_JS=$(VIEWER_JS) $(BIN)/pytest -q
 
 # The notebook and browser tests with three CPU burners beside them (stopped when the tests end, or
 # after an hour at most): a loaded machine must make them slower, never stuck or failing.

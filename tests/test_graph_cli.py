@@ -45,17 +45,17 @@ def test_several_exports_at_once(store, tmp_path):
         "domain=math",
         "--top-edges",
         "2",
-        *("--export", "m.graphml", "-o", "m.cyjs", "-o", "m.ct.json", "-o", "m.html"),
+        *("--export", "m.graphml", "-o", "m.cyjs", "-o", "m.ct", "-o", "m.html"),
         cwd=tmp_path,
     )
     assert r.returncode == 0, r.stderr
     assert "domain=math:" in r.stdout and "path 1 (weight 1.125): L1:E0 → L2:E0 → L3:E1" in r.stdout
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.ct.json", "m.cyjs", "m.graphml", "m.html"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.ct", "m.cyjs", "m.graphml", "m.html"]
     expected = reasoning_graph(open_hand_store(store), parse_where("domain=math"), top_edges=2)
     h = nx.read_graphml(tmp_path / "m.graphml")
     assert sorted((u, v, float(w)) for u, v, w in h.edges(data="weight")) == sorted(expected.edges(data="weight"))
     assert "community" in h.nodes["L1:E0"] and "x" in h.nodes["L1:E0"]  # circuits and layout travel with exports
-    assert json.loads((tmp_path / "m.ct.json").read_text())["metadata"]["slug"] == "m"
+    assert json.loads((tmp_path / "m.ct" / "m.json").read_text())["metadata"]["slug"] == "m"  # a circuit-tracer folder
 
 
 def test_segment_and_diff_options(store, tmp_path, monkeypatch, capsys):

@@ -1,4 +1,7 @@
-"""Data exports keep every node, edge and weight: read back with networkx, JSON checked against schemas."""
+"""Data exports keep every node, edge and weight: read back with networkx, JSON checked against schemas.
+
+The circuit-tracer folder is tested in tests/test_viewers_circuit_tracer_export.py (and in its own
+frontend, tests/test_viewers_circuit_tracer.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +13,7 @@ import pytest
 from graph_helpers import open_hand_store, write_store
 
 from workbench.errors import WorkbenchError
-from workbench.graph import difference_of_selections, layered_layout, reasoning_graph, set_communities, token_path
-from workbench.graph.circuit_tracer import CIRCUIT_TRACER_SCHEMA
+from workbench.graph import difference_of_selections, layered_layout, reasoning_graph, set_communities
 from workbench.graph.export import ExportError, export_format, write_graph_data
 from workbench.store.select import parse_where
 
@@ -118,41 +120,15 @@ def test_cytoscape_json(graph, tmp_path):
         assert pos["L1:E0"]["x"] == 100.0 and pos["L3:E0"]["x"] == 300.0
 
 
-def test_circuit_tracer_json(graph, tmp_path):
-    data = json.loads(write_graph_data(graph, tmp_path / "hand.ct.json").read_text())
-    jsonschema.validate(data, CIRCUIT_TRACER_SCHEMA)
-    assert data["metadata"]["slug"] == "hand"
-    assert len(data["nodes"]) == graph.number_of_nodes() and len(data["links"]) == graph.number_of_edges()
-    ids = {n["node_id"] for n in data["nodes"]}
-    assert len(ids) == len(data["nodes"]) and len({n["jsNodeId"] for n in data["nodes"]}) == len(ids)
-    node = next(n for n in data["nodes"] if n["node_id"] == "1_0_0")  # layer 1, expert 0, ctx 0
-    assert node["layer"] == "1" and node["influence"] == pytest.approx(0.6) and node["activation"] == 0.5
-    link = next(x for x in data["links"] if (x["source"], x["target"]) == ("1_0_0", "2_0_0"))
-    assert link["weight"] == 0.75 and link["count"] == 3
-    assert {x["source"] for x in data["links"]} <= ids and {x["target"] for x in data["links"]} <= ids
-    # communities become supernodes: [name, node ids...]
-    members = [m for s in data["qParams"]["supernodes"] for m in s[1:]]
-    assert set(members) <= ids and all(s[0].startswith("circuit ") for s in data["qParams"]["supernodes"])
-
-
-def test_circuit_tracer_token_path_uses_position_and_prompt(ds, tmp_path):
-    g = token_path(ds, 4)
-    data = json.loads(write_graph_data(g, tmp_path / "t.ct.json").read_text())
-    assert {n["ctx_idx"] for n in data["nodes"]} == {1} and data["metadata"]["prompt_tokens"] == ["f"]
-
-
 def test_difference_graph_exports_keep_signed_deltas(ds, tmp_path):
     d = difference_of_selections(ds, parse_where("domain=math"), parse_where("domain=code"))
     h = nx.read_graphml(write_graph_data(d, tmp_path / "d.graphml"))
     for e in d.edges:
         assert float(h.edges[e]["delta"]) == d.edges[e]["delta"] and int(h.edges[e]["sign"]) == d.edges[e]["sign"]
-    ct = json.loads(write_graph_data(d, tmp_path / "d.ct.json").read_text())
-    jsonschema.validate(ct, CIRCUIT_TRACER_SCHEMA)
-    assert sorted(x["weight"] for x in ct["links"]) == sorted(x for _, _, x in d.edges(data="delta"))
 
 
 def test_format_choice_and_bad_names(tmp_path, graph):
-    assert export_format("a.json") == "node-link" and export_format("a.CT.JSON") == "circuit-tracer"
+    assert export_format("a.json") == "node-link" and export_format("a.CT") == "circuit-tracer"
     assert export_format("a.json", "cytoscape") == "cytoscape"
     with pytest.raises(ExportError, match="unsupported file type"):
         export_format("graph.docx")
@@ -174,9 +150,9 @@ def test_failed_export_leaves_no_partial_file(graph, tmp_path):
 def test_graph_for_demo_writes_each_domain_and_the_difference(ds, tmp_path):
     from workbench.viz.graph_demo import graph_for_demo
 
-    written = graph_for_demo(ds, tmp_path / "graphs", formats=("graphml", "ct.json"))
+    written = graph_for_demo(ds, tmp_path / "graphs", formats=("graphml", "ct"))
     assert sorted(p.name for p in written) == sorted(
-        f"graph-{stem}.{ext}" for stem in ("code", "math", "math-minus-code") for ext in ("graphml", "ct.json")
+        f"graph-{stem}.{ext}" for stem in ("code", "math", "math-minus-code") for ext in ("graphml", "ct")
     )
     diff = nx.read_graphml(tmp_path / "graphs" / "graph-math-minus-code.graphml")
     assert diff.graph["kind"] == "difference" and diff.graph["label_a"] == "domain=math"

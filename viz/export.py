@@ -2,7 +2,7 @@
 
 Figures: ``.html`` (interactive plotly, self-contained: works offline), ``.png``/``.svg``/``.pdf``
 (static, rendered by kaleido 1.x in a headless Chromium). Data: ``.graphml``, ``.gexf``, ``.json``
-(node-link), ``.cyjs``/``.cy.json`` (Cytoscape.js), ``.ct.json`` (circuit-tracer); see
+(node-link), ``.cyjs``/``.cy.json`` (Cytoscape.js), ``NAME.ct`` (a circuit-tracer folder); see
 ``workbench.graph.export``. Every file is written to a temporary name in the same folder and
 renamed when complete, so a failed export leaves nothing behind; a target that cannot or must not be
 written (read-only, under /proc, inside a routing store) is refused first (``workbench.outputs``).
@@ -105,7 +105,7 @@ def export_graph(g: nx.DiGraph, path: str | Path, *, fmt: str | None = None, tit
 
     Examples
     --------
-    >>> export_graph(g, "math.svg"); export_graph(g, "math.graphml"); export_graph(g, "math.ct.json")  # doctest: +SKIP
+    >>> export_graph(g, "math.svg"); export_graph(g, "math.graphml"); export_graph(g, "math.ct")  # doctest: +SKIP
     """
     kind = export_format(path, fmt)
     if kind in DATA_FORMATS:

@@ -25,7 +25,7 @@ from workbench.store.select import Selection
 
 log = logging.getLogger(__name__)
 
-DEMO_FORMATS = ("html", "svg", "graphml", "ct.json")
+DEMO_FORMATS = ("html", "svg", "graphml", "ct")  # "ct": a circuit-tracer data folder per graph
 
 
 def _pick_pair(domains: list[str]) -> tuple[str, str] | None:

@@ -9,7 +9,7 @@ import typer
 
 EXPORT_HELP = (
     "File to write (repeatable). Figures: .html .png .svg .pdf; data: .graphml .gexf .json (node-link), "
-    ".cyjs or .cy.json (Cytoscape.js), .ct.json (circuit-tracer graph JSON)."
+    ".cyjs or .cy.json (Cytoscape.js), NAME.ct (a circuit-tracer data folder)."
 )
 EXAMPLE = """
 Examples:
@@ -20,7 +20,7 @@ Examples:
 
   workbench graph runs.zarr --where domain=math --diff domain=code --top-edges 30 --export math-code.pdf
 
-  workbench graph runs.zarr --tokens 0:1 --export token0.ct.json   (one token's own path, for circuit-tracer)
+  workbench graph runs.zarr --tokens 0:1 --export token0.ct   (one token's own path, a circuit-tracer folder)
 """
 
 
@@ -45,7 +45,7 @@ def graph(
     ] = None,
     fmt: Annotated[
         str | None,
-        typer.Option("--format", help="Format for .json exports: node-link (default), cytoscape or circuit-tracer."),
+        typer.Option("--format", help="Format for .json exports: node-link (default) or cytoscape."),
     ] = None,
     paths: Annotated[int, typer.Option(help="Print the N heaviest paths through all layers.")] = 3,
     top_tokens: Annotated[int, typer.Option(help="Top tokens listed per expert (hover, exports).")] = 5,
@@ -64,19 +64,21 @@ def graph(
         reasoning_graph,
         set_communities,
     )
+    from workbench.graph.circuit_tracer_export import write_circuit_tracer
     from workbench.graph.export import FIGURE_FORMATS, export_format
     from workbench.graph.prune import check_pruning
-    from workbench.outputs import check_output_file
+    from workbench.outputs import check_output_dir, check_output_file
     from workbench.store.io import open_store
     from workbench.store.select import Selection, parse_where
 
     check_pruning(min_count, top_edges, flow)  # GraphError names the parameter; main() words it as the flag
-    if fmt is not None and fmt not in ("node-link", "cytoscape", "circuit-tracer"):
-        raise WorkbenchError(f"--format must be node-link, cytoscape or circuit-tracer, got {fmt!r}")
+    if fmt is not None and fmt not in ("node-link", "cytoscape"):
+        raise WorkbenchError(f"--format must be node-link or cytoscape, got {fmt!r}")
     targets = []
-    for path in export:  # every target checked before any work: where it is, then its format
-        target = check_output_file(path, flag="--export")
-        targets.append((target, export_format(path, fmt if path.lower().endswith(".json") else None)))
+    for path in export:  # every target checked before any work: its format, then where it is
+        kind = export_format(path, fmt if path.lower().endswith(".json") else None)
+        check = check_output_dir if kind == "circuit-tracer" else check_output_file  # NAME.ct is a folder
+        targets.append((check(path, flag="--export"), kind))
 
     base = Selection()
     if sequence:
@@ -118,7 +120,10 @@ def graph(
             stack.enter_context(static_export_session())
         for target, kind in targets:
             with console.status(escape(f"writing {target.name}")):
-                export_graph(g, target, fmt=kind, title=title)
+                if kind == "circuit-tracer":  # with the store: feature files and a token's context
+                    write_circuit_tracer(g, target, ds=ds, selection=None if diff else sel_a)
+                else:
+                    export_graph(g, target, fmt=kind, title=title)
             typer.echo(f"wrote {target}")
 
 

@@ -1,4 +1,4 @@
-"""Reasoning graphs as data files: GraphML, GEXF, node-link JSON, Cytoscape.js JSON, circuit-tracer JSON.
+"""Reasoning graphs as data files: GraphML, GEXF, node-link JSON, Cytoscape.js JSON, a circuit-tracer folder.
 
 Every export keeps every node, edge and attribute. Attribute values are converted to what the
 format holds: numpy scalars become Python scalars; lists and dicts in ``G.graph`` (``layers``,
@@ -15,8 +15,11 @@ graphml         ``*.graphml``                           Gephi, Cytoscape desktop
 gexf            ``*.gexf`` (with viz positions/sizes)   Gephi
 node-link       ``*.json``                              networkx ``node_link_graph``, d3
 cytoscape       ``*.cyjs`` or ``*.cy.json``             Cytoscape.js / Cytoscape desktop
-circuit-tracer  ``*.ct.json``                           circuit-tracer's frontend (graph_models.py)
+circuit-tracer  ``*.ct`` (a folder)                     circuit-tracer's frontend and local server
 ==============  ======================================  ==========================================
+
+A circuit-tracer export is a folder (``workbench.graph.circuit_tracer_export``): the graph, the
+frontend's ``graph-metadata.json`` and, given the store, a feature file per expert.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ import networkx as nx
 import numpy as np
 
 from workbench.errors import WorkbenchError
-from workbench.graph.circuit_tracer import circuit_tracer_graph
+from workbench.graph.circuit_tracer_export import SUFFIX as CT_SUFFIX
+from workbench.graph.circuit_tracer_export import write_circuit_tracer
 from workbench.outputs import atomic_path  # the one atomic writer: checks the target, temp file + rename
 
 DATA_FORMATS = ("graphml", "gexf", "node-link", "cytoscape", "circuit-tracer")
@@ -41,7 +45,7 @@ SUFFIXES = {
     ".gexf": "gexf",
     ".cyjs": "cytoscape",
     ".cy.json": "cytoscape",
-    ".ct.json": "circuit-tracer",
+    CT_SUFFIX: "circuit-tracer",
     ".json": "node-link",
     ".png": "png",
     ".svg": "svg",
@@ -56,11 +60,15 @@ class ExportError(WorkbenchError):
 
 def export_format(path: str | Path, fmt: str | None = None) -> str:
     """The export format for ``path``: ``fmt`` if given, else from the file name (table in the module doc)."""
+    name = Path(path).name.lower()
+    if name.endswith(".ct.json") or (fmt == "circuit-tracer" and not name.endswith(CT_SUFFIX)):
+        raise ExportError(
+            f"cannot export {Path(path).name!r}: a circuit-tracer export is a folder; name it NAME{CT_SUFFIX}"
+        )
     if fmt is not None:
         if fmt not in DATA_FORMATS + FIGURE_FORMATS:
             raise ExportError(f"unknown export format {fmt!r}; use one of {', '.join(DATA_FORMATS + FIGURE_FORMATS)}")
         return fmt
-    name = Path(path).name.lower()
     for suffix in sorted(SUFFIXES, key=len, reverse=True):
         if name.endswith(suffix):
             return SUFFIXES[suffix]
@@ -140,10 +148,8 @@ def write_graph_data(g: nx.DiGraph, path: str | Path, fmt: str | None = None) ->
     if kind not in DATA_FORMATS:
         raise ExportError(f"{kind!r} is a figure format; use workbench.viz.export_graph for figures")
     target = Path(path)
+    if kind == "circuit-tracer":  # a folder; write_circuit_tracer(g, path, ds=..., selection=...) adds features
+        return write_circuit_tracer(g, target)
     with atomic_path(target, flag="path") as tmp:
-        if kind == "circuit-tracer":
-            data = circuit_tracer_graph(g, slug=target.name.split(".")[0])
-            tmp.write_text(json.dumps(_json_safe(data), ensure_ascii=False))
-        else:
-            WRITERS[kind](g, tmp)
+        WRITERS[kind](g, tmp)
     return target
