@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from viewers_helpers import chromium_page, free_port, js_file, node_modules
+from viewers_helpers import chromium_page, circuit_tracer_routes, free_port, node_modules
 from widgets_helpers import open_test_store, transcript_store
 
 from workbench.cli.app import main
@@ -29,24 +29,6 @@ from workbench.store.select import parse_where, token_mask
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CDN = "https://transformer-circuits.pub/2025/attribution-graphs/static_js/lib/"
-# npm's d3-jetpack 2.1.0 has d3.drawAxis(c) but not the c.drawAxis(sel) that transformer-circuits' own
-# jetpack build adds to d3.conventions' result and the frontend calls: the same few lines, added here.
-DRAW_AXIS_SHIM = """
-(function () {
-  var conventions = d3.conventions;
-  d3.conventions = function (c) {
-    c = conventions(c);
-    c.drawAxis = function (sel) {
-      sel = sel || c.svg;
-      var x = sel.append('g').attr('class', 'x axis').attr('transform', 'translate(0,' + c.height + ')').call(c.xAxis);
-      var y = sel.append('g').attr('class', 'y axis').call(c.yAxis);
-      return {xAxisSel: x, yAxisSel: y};
-    };
-    return c;
-  };
-})();
-"""
 DRAWN = """() => ({
   nodes: document.querySelectorAll('.link-graph text.node').length,
   pinnedLinks: document.querySelectorAll('.subgraph path.link-path').length,
@@ -54,21 +36,6 @@ DRAWN = """() => ({
   examples: document.querySelectorAll('.feature-detail .ctx-container').length,
   title: document.querySelector('.feature-detail .feature-title')?.textContent || '',
 })"""
-
-
-def routes(nm: Path) -> dict:
-    return {
-        CDN + "hotserver-client-ws.js": lambda: ("application/javascript", b""),  # live reload for its authors
-        CDN + "d3.js": js_file(nm / "d3" / "dist" / "d3.js"),
-        CDN + "jetpack_2024-07-20.js": js_file(
-            nm / "d3-collection" / "dist" / "d3-collection.js",
-            nm / "d3-jetpack" / "build" / "d3-jetpack.js",
-            extra=DRAW_AXIS_SHIM,
-        ),
-        CDN + "npy_v0.js": lambda: ("application/javascript", b"window.npyjs = {};"),  # .npy files: never asked
-        "https://unpkg.com/dagre@0.8.5/dist/dagre.min.js": js_file(nm / "dagre" / "dist" / "dagre.min.js"),
-        "https://unpkg.com/pako@2.1.0/dist/pako.min.js": js_file(nm / "pako" / "dist" / "pako.min.js"),
-    }
 
 
 @pytest.fixture(scope="module")
@@ -130,14 +97,14 @@ def test_metadata_lists_every_graph(export):
     assert len(token["metadata"]["prompt_tokens"]) == 16  # 15 tokens before it, then the token
     assert {n["ctx_idx"] for n in token["nodes"]} == {15}
     agg = json.loads((export / "all.json").read_text())
-    assert agg["metadata"]["prompt_tokens"][0].endswith("· 16590 tokens")
+    assert agg["metadata"]["prompt_tokens"] == ["16,590 tokens", "experts"]
 
 
 def test_the_frontend_draws_our_graphs(export, served):
     nm = node_modules()
     artifacts = Path(os.environ.get("WORKBENCH_ARTIFACTS", export.parent))
     failed: list[str] = []
-    with chromium_page(routes(nm)) as (page, refused):
+    with chromium_page(circuit_tracer_routes(nm)) as (page, refused):
         page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))

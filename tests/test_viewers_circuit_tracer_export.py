@@ -53,7 +53,7 @@ def test_aggregate_folder(graph, tmp_path):
     data = _read(folder, "hand")
     meta = json.loads((folder / "graph-metadata.json").read_text())
     assert meta == {"graphs": [data["metadata"]]} and data["metadata"]["slug"] == "hand"
-    assert data["metadata"]["prompt_tokens"] == ["all tokens · 5 tokens", "experts"]
+    assert data["metadata"]["prompt_tokens"] == ["5 tokens", "experts"]
     kinds = [n["feature_type"] for n in data["nodes"]]
     assert kinds.count("embedding") == 1 and kinds.count("logit") == 1
     assert kinds.count("cross layer transcoder") == graph.number_of_nodes()

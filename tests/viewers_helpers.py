@@ -78,3 +78,39 @@ def js_file(*paths: Path, extra: str = "") -> Callable[[], tuple[str, bytes]]:
         return "application/javascript", text.encode()
 
     return body
+
+
+CDN = "https://transformer-circuits.pub/2025/attribution-graphs/static_js/lib/"
+# npm's d3-jetpack 2.1.0 has d3.drawAxis(c) but not the c.drawAxis(sel) that transformer-circuits' own
+# jetpack build adds to d3.conventions' result and the frontend calls: the same few lines, added here.
+DRAW_AXIS_SHIM = """
+(function () {
+  var conventions = d3.conventions;
+  d3.conventions = function (c) {
+    c = conventions(c);
+    c.drawAxis = function (sel) {
+      sel = sel || c.svg;
+      var x = sel.append('g').attr('class', 'x axis').attr('transform', 'translate(0,' + c.height + ')').call(c.xAxis);
+      var y = sel.append('g').attr('class', 'y axis').call(c.yAxis);
+      return {xAxisSel: x, yAxisSel: y};
+    };
+    return c;
+  };
+})();
+"""
+
+
+def circuit_tracer_routes(nm: Path) -> dict[str, Callable[[], tuple[str, bytes]]]:
+    """What circuit-tracer's index.html loads from CDNs, answered from the npm packages in ``nm``."""
+    return {
+        CDN + "hotserver-client-ws.js": lambda: ("application/javascript", b""),  # live reload for its authors
+        CDN + "d3.js": js_file(nm / "d3" / "dist" / "d3.js"),
+        CDN + "jetpack_2024-07-20.js": js_file(
+            nm / "d3-collection" / "dist" / "d3-collection.js",
+            nm / "d3-jetpack" / "build" / "d3-jetpack.js",
+            extra=DRAW_AXIS_SHIM,
+        ),
+        CDN + "npy_v0.js": lambda: ("application/javascript", b"window.npyjs = {};"),  # .npy files: never asked
+        "https://unpkg.com/dagre@0.8.5/dist/dagre.min.js": js_file(nm / "dagre" / "dist" / "dagre.min.js"),
+        "https://unpkg.com/pako@2.1.0/dist/pako.min.js": js_file(nm / "pako" / "dist" / "pako.min.js"),
+    }

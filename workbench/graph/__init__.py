@@ -2,7 +2,7 @@
 
 Build (``reasoning_graph``), prune (``prune_graph``), find heaviest paths and expert circuits,
 difference two selections, lay out by layer, and export to GraphML, GEXF, node-link JSON,
-Cytoscape.js JSON and circuit-tracer's graph JSON. Figures live in ``workbench.viz``.
+Cytoscape.js JSON and circuit-tracer data folders. Figures live in ``workbench.viz``.
 """
 
 from __future__ import annotations

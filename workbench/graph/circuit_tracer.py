@@ -24,11 +24,11 @@ Mapping. An expert is a feature at ``layer`` = its real MoE layer with ``feature
 ``clerp`` names the expert and its top tokens. One-token path: ``prompt_tokens`` = up to ``CONTEXT``
 tokens before it in its sequence, then the token (``⟨start⟩`` before the first token of a sequence;
 ``…`` when no store is given); every node sits at the token's column. Aggregate (many tokens, a
-thinking step, a domain): column 0 holds one input node for the whole selection, labelled with it,
-column 1 the experts and the output. The input node links to the first layer's experts and the last
-layer's experts to the output node, with the node's summed gate weight (ids-only stores: its token
-count; difference graphs: its ``delta``); expert-to-expert links carry the edge ``weight``
-(difference graphs: the signed ``delta``).
+thinking step, a domain): column 0 holds one input node for the whole selection, labelled with its
+token count (the menu names the selection), column 1 the experts and the output. The input node
+links to the first layer's experts and the last layer's experts to the output node, with the node's
+summed gate weight (ids-only stores: its token count; difference graphs: its ``delta``);
+expert-to-expert links carry the edge ``weight`` (difference graphs: the signed ``delta``).
 
 Influence (circuit-tracer's definition on our graph): with ``A[v, u] = |w(u → v)| / Σ_u' |w(u' → v)|``
 (each node's inputs normalised to 1) and the output node weighted 1, a node's influence is
@@ -46,6 +46,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
+from workbench.experts.vocab import text_vocab
 from workbench.graph.paths import heaviest_paths
 
 FEATURE_TYPE = "cross layer transcoder"
@@ -198,11 +199,13 @@ def _node_flow(d: dict[str, Any], difference: bool) -> float:
     return float(d.get("tokens", d.get("load", 0.0)))
 
 
-def _label(g: nx.DiGraph) -> str:
+def _label(g: nx.DiGraph) -> tuple[str, str]:
+    """(short label under the input column, full description for the input node's panel)."""
     if g.graph.get("kind") == "difference":
-        return f"{g.graph.get('label_a', 'a')} − {g.graph.get('label_b', 'b')}"
-    n = g.graph.get("n_tokens", 0)
-    return f"{g.graph.get('selection', '') or 'all tokens'} · {n} tokens"
+        text = f"{g.graph.get('label_a', 'a')} − {g.graph.get('label_b', 'b')}"
+        return text, text
+    n = int(g.graph.get("n_tokens", 0) or 0)
+    return f"{n:,} tokens", f"{g.graph.get('selection', '') or 'all tokens'} ({n:,} tokens)"
 
 
 def safe_name(text: str) -> str:
@@ -225,20 +228,22 @@ def circuit_tracer_graph(g: nx.DiGraph, *, slug: str, context: TokenContext | No
     difference = g.graph.get("kind") == "difference"
     single = g.graph.get("n_tokens") == 1 and not difference
     if single:
-        tokens = [str(t) for t in g.graph.get("prompt_tokens", [])] or ["?"]
+        tokens = text_vocab([str(t) for t in g.graph.get("prompt_tokens", [])]) or ["?"]
         ctx_tok = context or TokenContext([NO_CONTEXT], tokens[0], None)
         prompt_tokens = [*(ctx_tok.before or [START]), ctx_tok.token]
         col = in_col = len(prompt_tokens) - 1
         out_text = f'Next token "{ctx_tok.next_token}"' if ctx_tok.next_token is not None else '"end of sequence"'
         prompt = "".join(t for t in prompt_tokens if t not in (START, NO_CONTEXT))
         vocab: int | str = ctx_tok.token_id if ctx_tok.token_id is not None else "tok"
+        full = ctx_tok.token
     else:
-        prompt_tokens = [_label(g), "experts"]
+        short, full = _label(g)
+        prompt_tokens = [short, "experts"]
         in_col, col = 0, 1
         out_text = '"output" after the last MoE layer'
-        tokens = [str(t) for t in g.graph.get("prompt_tokens", [])]
+        tokens = text_vocab([str(t) for t in g.graph.get("prompt_tokens", [])])  # Ġ, Ċ, ... as text
         n = int(g.graph.get("n_tokens", 0) or 0)
-        prompt = "".join(tokens) if tokens and len(tokens) == n else prompt_tokens[0]
+        prompt = "".join(tokens) if tokens and len(tokens) == n else full
         vocab = "sel"
     layers = sorted({int(d["layer"]) for _, d in g.nodes(data=True)})
     ids: dict[str, str] = {}
@@ -252,7 +257,7 @@ def circuit_tracer_graph(g: nx.DiGraph, *, slug: str, context: TokenContext | No
         ids[n] = node.node_id
         nodes.append(node)
     emb = embedding_node(in_col, vocab)
-    emb.clerp = f"Input: {prompt_tokens[in_col]}"
+    emb.clerp = f"Input: {full}"
     out = output_node(col, layers[-1] if layers else 0, out_text)
     links: list[dict[str, Any]] = []
     for n, d in g.nodes(data=True):
