@@ -156,5 +156,6 @@ def test_graph_for_demo_writes_each_domain_and_the_difference(ds, tmp_path):
     )
     diff = nx.read_graphml(tmp_path / "graphs" / "graph-math-minus-code.graphml")
     assert diff.graph["kind"] == "difference" and diff.graph["label_a"] == "domain=math"
+    assert (tmp_path / "graphs" / "graph-math.ct" / "hand-experts").is_dir()  # feature files for circuit-tracer
     math = nx.read_graphml(tmp_path / "graphs" / "graph-math.graphml")
     assert int(math.graph["n_tokens"]) == 3

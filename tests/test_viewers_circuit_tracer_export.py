@@ -8,11 +8,13 @@ is tests/test_viewers_circuit_tracer.py.
 from __future__ import annotations
 
 import json
+import sys
 
 import jsonschema
 import pytest
 from graph_helpers import open_hand_store, write_store
 
+from workbench.cli.app import main
 from workbench.errors import WorkbenchError
 from workbench.graph import difference_of_selections, layered_layout, reasoning_graph, set_communities, token_path
 from workbench.graph.circuit_tracer import CIRCUIT_TRACER_SCHEMA, START, cantor, cumulative_influence
@@ -22,8 +24,13 @@ from workbench.store.select import Selection, parse_where
 
 
 @pytest.fixture(scope="module")
-def ds(tmp_path_factory):
-    return open_hand_store(write_store(tmp_path_factory.mktemp("ct") / "hand.zarr"))
+def store(tmp_path_factory):
+    return write_store(tmp_path_factory.mktemp("ct") / "hand.zarr")
+
+
+@pytest.fixture(scope="module")
+def ds(store):
+    return open_hand_store(store)
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +129,7 @@ def test_folder_adds_graphs_and_refuses_other_folders(graph, ds, tmp_path):
     other = tmp_path / "notes"
     other.mkdir()
     (other / "keep.txt").write_text("mine")
-    with pytest.raises(WorkbenchError, match=r"not empty and holds no graph-metadata\.json"):
+    with pytest.raises(WorkbenchError, match=r"notes: a folder that is not empty and holds no graph-metadata\.json"):
         write_circuit_tracer(graph, other)
     assert [p.name for p in other.iterdir()] == ["keep.txt"]
     with pytest.raises(ExportError, match=r"a circuit-tracer export is a folder; name it NAME\.ct"):
@@ -137,3 +144,15 @@ def test_failed_export_leaves_nothing(graph, tmp_path):
     with pytest.raises(ValueError):
         write_circuit_tracer(bad, tmp_path / "bad.ct")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_refuses_a_foreign_folder_before_counting(store, tmp_path, monkeypatch, capsys):
+    other = tmp_path / "mine.ct"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    monkeypatch.setattr(sys, "argv", ["workbench", "graph", str(store), "--export", str(other)])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and "not empty and holds no graph-metadata.json" in err
+    assert [p.name for p in other.iterdir()] == ["keep.txt"]

@@ -7,6 +7,7 @@ layer never imports the views above it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ import xarray as xr
 from workbench.viz.export import export_graph, static_export_session
 
 from workbench.graph.build import reasoning_graph
+from workbench.graph.circuit_tracer_export import write_circuit_tracer
 from workbench.graph.communities import set_communities
 from workbench.graph.difference import difference_of_selections
 from workbench.graph.export import ExportError
@@ -60,8 +62,15 @@ def graph_for_demo(
     written: list[Path] = []
     static = any(f in ("png", "svg", "pdf") for f in formats)
     with static_export_session() if static else contextlib.nullcontext():
-        written += _write_all(graphs, out, formats, export_graph)
+        written += _write_all(graphs, out, formats, functools.partial(_export, ds=ds))
     return written
+
+
+def _export(g: nx.DiGraph, path: Path, *, ds: xr.Dataset) -> Path:
+    """``export_graph``, but a circuit-tracer folder gets the store: feature files for its node panel."""
+    if path.name.endswith(".ct"):
+        return write_circuit_tracer(g, path, ds=ds)
+    return export_graph(g, path)
 
 
 def _write_all(

@@ -64,10 +64,10 @@ def graph(
         reasoning_graph,
         set_communities,
     )
-    from workbench.graph.circuit_tracer_export import write_circuit_tracer
+    from workbench.graph.circuit_tracer_export import check_folder, write_circuit_tracer
     from workbench.graph.export import FIGURE_FORMATS, export_format
     from workbench.graph.prune import check_pruning
-    from workbench.outputs import check_output_dir, check_output_file
+    from workbench.outputs import check_output_file
     from workbench.store.io import open_store
     from workbench.store.select import Selection, parse_where
 
@@ -77,7 +77,7 @@ def graph(
     targets = []
     for path in export:  # every target checked before any work: its format, then where it is
         kind = export_format(path, fmt if path.lower().endswith(".json") else None)
-        check = check_output_dir if kind == "circuit-tracer" else check_output_file  # NAME.ct is a folder
+        check = check_folder if kind == "circuit-tracer" else check_output_file  # NAME.ct is a folder
         targets.append((check(path, flag="--export"), kind))
 
     base = Selection()

@@ -65,6 +65,21 @@ def default_slug(folder: str | Path) -> str:
     return safe_name(name[: -len(SUFFIX)] if name.lower().endswith(SUFFIX) else name)
 
 
+def check_folder(folder: str | Path, *, flag: str = "path") -> Path:
+    """Check that ``folder`` may take a circuit-tracer export (before any work); returns it as a Path.
+
+    It must be writable (``workbench.outputs.check_output_dir``) and new, empty, or a folder written by
+    this export before (it holds ``graph-metadata.json``).
+    """
+    target = check_output_dir(folder, flag=flag)
+    if target.is_dir() and any(target.iterdir()) and not (target / METADATA).is_file():
+        raise CircuitTracerExportError(
+            f"{flag} {folder}: a folder that is not empty and holds no {METADATA}; give a new or empty folder, "
+            "or one a circuit-tracer export wrote before"
+        )
+    return target
+
+
 def token_context(ds: xr.Dataset, selection: Selection) -> TokenContext | None:
     """The surroundings of the one token ``selection`` holds in ``ds`` (None if it holds another number)."""
     rows = np.nonzero(token_mask(ds, selection))[0]
@@ -109,14 +124,8 @@ def write_circuit_tracer(
     Open it with circuit-tracer's own server: ``from circuit_tracer.frontend.local_server import serve;
     serve("FOLDER", port=8032)``, then http://localhost:8032/index.html?slug=SLUG.
     """
-    target = Path(folder)
-    check_output_dir(target, flag="path")
+    target = check_folder(folder)
     existing = target.is_dir() and any(target.iterdir())
-    if existing and not (target / METADATA).is_file():
-        raise CircuitTracerExportError(
-            f"{target} is a folder that is not empty and holds no {METADATA}; give a new or empty folder, "
-            "or one a circuit-tracer export wrote before"
-        )
     slug = safe_name(slug) if slug is not None else default_slug(target)
     context = None
     if ds is not None and selection is not None and g.graph.get("n_tokens") == 1:
