@@ -15,11 +15,14 @@ whole store), as on an expert page (docs/experts.md, ``workbench.experts.context
   the mean gate weight, among them); ``activation_frequency`` = |{t ∈ T : E ∈ K_l(t)}| / |T| (the load);
 - ``top_logits`` / ``bottom_logits``: empty (a routing store holds no logit effects).
 
-The store is read once for every expert of a graph: the routing of the graph's layers over T.
+The store is read once for every expert of a graph, in blocks of ``BLOCK`` tokens (the graph's layers
+over T; memory: one block plus each expert's routed tokens), and once more for the few hundred tokens
+of the context windows.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import dask
@@ -33,6 +36,47 @@ from workbench.store import schema as S
 from workbench.store.select import Selection, token_mask
 
 _LINE = str.maketrans({"\n": "↵", "\t": "⇥", "\r": "␍"})
+BLOCK = 65_536  # tokens read at a time
+
+
+def _read(ds: xr.Dataset, rows: np.ndarray, pos: Sequence[int], weighted: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Routing of the sorted token ``rows`` at layer positions ``pos``: ids (n, L', k), weights or None."""
+    span = int(rows[-1]) - int(rows[0]) + 1
+    sel: slice | np.ndarray = slice(int(rows[0]), int(rows[-1]) + 1) if span == rows.size else rows
+    arrays = [ds[S.EXPERT_IDS].isel({S.TOKEN: sel, S.LAYER: list(pos)}).data]
+    if weighted:
+        arrays.append(ds[S.GATE_WEIGHTS].isel({S.TOKEN: sel, S.LAYER: list(pos)}).data)
+    parts = dask.compute(*arrays)
+    return np.asarray(parts[0]), np.asarray(parts[1], dtype=np.float32) if weighted else None
+
+
+def _routed(
+    ds: xr.Dataset, rows: np.ndarray, pos: Sequence[int], keys: list[tuple[int, int]], weighted: bool
+) -> tuple[dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray | None]], bool]:
+    """For each (layer position j, expert): the selected rows routed to it, its top-k slot there, its gate weight.
+
+    Returns the table and whether the store has gate weights (an engine capture stores NaN: treated as none).
+    """
+    parts: dict[tuple[int, int], list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]] = {k: [] for k in keys}
+    for start in range(0, rows.size, BLOCK):
+        r = rows[start : start + BLOCK]
+        ids, w = _read(ds, r, pos, weighted)
+        if w is not None and start == 0 and np.isnan(w).all():
+            weighted, w = False, None
+        for j, e in keys:
+            t, slot = np.nonzero(ids[:, j, :] == e)  # a token routes to an expert at most once per layer
+            parts[(j, e)].append((r[t], slot, w[t, j, slot] if w is not None and weighted else None))
+    out = {}
+    for key, ps in parts.items():
+        rr = np.concatenate([p[0] for p in ps]) if ps else np.zeros(0, np.int64)
+        rank = np.concatenate([p[1] for p in ps]) if ps else np.zeros(0, np.int64)
+        ws = [p[2] for p in ps if p[2] is not None]
+        out[key] = (
+            rr,
+            rank,
+            np.concatenate(ws) if weighted and ws else (np.zeros(0, np.float32) if weighted else None),
+        )
+    return out, weighted
 
 
 def expert_features(
@@ -53,15 +97,10 @@ def expert_features(
     layers = [int(x) for x in np.asarray(ds[S.LAYER].values)]
     wanted = sorted({layer for layer, _, _ in experts})
     pos = [layers.index(layer) for layer in wanted]
-    mask = token_mask(ds, selection or Selection())
-    rows = np.nonzero(mask)[0]
-    ids_da = ds[S.EXPERT_IDS].isel({S.LAYER: pos})
+    rows = np.nonzero(token_mask(ds, selection or Selection()))[0]
     weighted = bool(ds.attrs.get("has_gate_weights", S.GATE_WEIGHTS in ds)) and S.GATE_WEIGHTS in ds
-    parts = dask.compute(ids_da.data, *([ds[S.GATE_WEIGHTS].isel({S.LAYER: pos}).data] if weighted else []))
-    ids = np.asarray(parts[0])  # (N, L', k), every row of the store
-    weights = np.asarray(parts[1], dtype=np.float32) if weighted else None
-    if weights is not None and np.isnan(weights).all():
-        weights = None
+    keys = [(wanted.index(layer), expert) for layer, expert, _ in experts]
+    routed, weighted = _routed(ds, rows, pos, keys, weighted)
     tok = np.asarray(ds[S.TOKEN_ID].values).astype(np.int64)
     seq = np.asarray(ds[S.SEQUENCE_INDEX].values).astype(np.int32)
     texts = token_texts(ds)
@@ -72,38 +111,38 @@ def expert_features(
     }
     per_token = {name: np.asarray(ds[name].values) for name in (S.SEGMENT, S.STEP, S.POSITION)}
     ranked = is_rank_ordered(ds.attrs)
-    order = ORDER_BY_WEIGHT if weights is not None else ORDER_FALLBACK if ranked else ORDER_UNRANKED
-    out: dict[int, dict[str, Any]] = {}
-    for layer, expert, feature in experts:
-        j = wanted.index(layer)
-        hit_all = ids[:, j, :] == expert  # (N, k) over the whole store: acts of context windows
-        hit = hit_all[rows]
-        sel_idx = np.nonzero(hit.any(axis=1))[0]
-        routed = rows[sel_idx]
-        rank = hit[sel_idx].argmax(axis=1)
-        w = weights[routed, j, rank] if weights is not None else None
+    order = ORDER_BY_WEIGHT if weighted else ORDER_FALLBACK if ranked else ORDER_UNRANKED
+    chosen: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}  # each expert's (context row, window rows)
+    for key in keys:
+        r, rank, w = routed[key]
         desc = {
-            **describe, "seq": seq[routed], "segment": per_token[S.SEGMENT][routed],
-            "step": per_token[S.STEP][routed], "position": per_token[S.POSITION][routed],
+            **describe, "seq": seq[r], "segment": per_token[S.SEGMENT][r],
+            "step": per_token[S.STEP][r], "position": per_token[S.POSITION][r],
         }  # fmt: skip
-        contexts = top_contexts(
-            routed, tok[routed], w, rank, tok, seq, texts, desc, top=top, width=width, ranked=ranked
-        )
-        examples = []
+        contexts = top_contexts(r, tok[r], w, rank, tok, seq, texts, desc, top=top, width=width, ranked=ranked)
+        wins = []
         for c in contexts:
             win = c.row + np.arange(-width, width + 1)
             win = win[(win >= 0) & (win < tok.size)]
-            win = win[seq[win] == seq[c.row]]
-            slot = hit_all[win]
-            if weights is not None:
-                acts = np.where(slot, weights[win, j, :], 0.0).sum(axis=1)
-            else:
-                acts = slot.any(axis=1).astype(np.float64)
+            wins.append((c.row, win[seq[win] == seq[c.row]]))
+        chosen[key] = wins
+    # the routing of every window's tokens (they may lie outside the selection): one more read, small
+    win_rows = np.unique(np.concatenate([w for ws in chosen.values() for _, w in ws] or [np.zeros(0, np.int64)]))
+    win_ids, win_w = _read(ds, win_rows, pos, weighted) if win_rows.size else (None, None)
+    out: dict[int, dict[str, Any]] = {}
+    for (layer, expert, feature), key in zip(experts, keys, strict=True):
+        j = key[0]
+        r, _, w = routed[key]
+        examples = []
+        for row, win in chosen[key]:
+            at = np.searchsorted(win_rows, win)
+            slot = win_ids[at, j, :] == expert  # type: ignore[index]
+            acts = np.where(slot, win_w[at, j, :], 0.0).sum(axis=1) if win_w is not None else slot.any(axis=1)
             examples.append(
                 {
                     "tokens": [text_of(texts, int(t)).translate(_LINE) for t in tok[win]],
                     "tokens_acts_list": [round(float(a), 4) for a in acts],
-                    "train_token_ind": int(np.searchsorted(win, c.row)),
+                    "train_token_ind": int(np.searchsorted(win, row)),
                     "is_repeated_datapoint": False,
                 }
             )
@@ -125,6 +164,6 @@ def expert_features(
             "act_max": hi,
             "quantile_values": quant,
             "histogram": hist,
-            "activation_frequency": float(sel_idx.size / max(rows.size, 1)),
+            "activation_frequency": float(r.size / max(rows.size, 1)),
         }
     return out
