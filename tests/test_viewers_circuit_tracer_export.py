@@ -156,3 +156,20 @@ def test_cli_refuses_a_foreign_folder_before_counting(store, tmp_path, monkeypat
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1 and "not empty and holds no graph-metadata.json" in err
     assert [p.name for p in other.iterdir()] == ["keep.txt"]
+
+
+def test_ids_only_store_counts_instead_of_weights(tmp_path):
+    ds = open_hand_store(write_store(tmp_path / "ids.zarr", ids_only=True))
+    g = reasoning_graph(ds)
+    folder = write_circuit_tracer(g, tmp_path / "ids.ct", ds=ds)
+    data = _read(folder, "ids")
+    link = {(x["source"], x["target"]): x["weight"] for x in data["links"]}
+    assert link["E_sel_0", "1_0_1"] == 3  # the expert's token count, not a gate-weight sum
+    assert all(n["activation"] is None for n in data["nodes"])
+    feat = json.loads((folder / "hand-experts" / f"{cantor(1, 0)}.json").read_text())
+    ex = feat["examples_quantiles"][0]["examples"][0]
+    assert (
+        ex["tokens_acts_list"] == [1.0, 1.0, 0.0]
+        and feat["histogram"] == []
+        and "router rank" in (feat["examples_quantiles"][0]["quantile_name"])
+    )
