@@ -113,7 +113,8 @@ def test_feature_files_hold_each_experts_top_contexts(graph, ds, tmp_path):
 
 def test_difference_graph_keeps_signed_deltas(ds, tmp_path):
     d = difference_of_selections(ds, parse_where("domain=math"), parse_where("domain=code"))
-    data = _read(write_circuit_tracer(d, tmp_path / "d.ct"), "d")
+    data = _read(write_circuit_tracer(d, tmp_path / "d.ct", ds=ds), "d")
+    assert data["metadata"]["scan"] == "./data/hand-experts"  # the store names the model
     inner = [x["weight"] for x in data["links"] if "count" in x]
     assert sorted(inner) == sorted(x for _, _, x in d.edges(data="delta"))
     assert data["metadata"]["prompt_tokens"][0] == "domain=math − domain=code"

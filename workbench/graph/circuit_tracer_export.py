@@ -128,6 +128,9 @@ def write_circuit_tracer(
     existing = target.is_dir() and any(target.iterdir())
     slug = safe_name(slug) if slug is not None else default_slug(target)
     context = None
+    if ds is not None and not g.graph.get("model"):  # difference graphs carry no model name: the store's
+        g = g.copy()
+        g.graph["model"] = str((ds.attrs.get("model") or {}).get("model_name", ""))
     if ds is not None and selection is not None and g.graph.get("n_tokens") == 1:
         context = token_context(ds, selection)
     data = circuit_tracer_graph(g, slug=slug, context=context)
