@@ -124,6 +124,13 @@ def test_the_frontend_draws_our_graphs(export, served):
             layer, _, _ = clicked.split("_")
             assert f"L{layer}/" in drawn["title"], drawn  # the clicked expert's panel, with its examples
             page.screenshot(path=str(artifacts / f"circuit-tracer-{slug}.png"))
+        # its pruning slider keeps nodes whose cumulative influence is <= the threshold (inputs and outputs always)
+        data = json.loads((export / "all.json").read_text())
+        kept = [n for n in data["nodes"] if n["influence"] <= 0.5 or n["feature_type"] in ("embedding", "logit")]
+        assert 2 < len(kept) < len(data["nodes"])
+        page.goto(f"{served}/index.html?slug=all&pruningThreshold=0.5")
+        page.wait_for_function("() => document.querySelector('.feature-detail .feature-header') !== null")
+        assert page.evaluate(DRAWN)["nodes"] == len(kept)
         page.goto(f"{served}/index.html?slug=control")
         page.wait_for_function("() => document.querySelector('.feature-detail .feature-header') !== null")
         assert page.evaluate(DRAWN)["nodes"] == 0  # one prompt token: the frontend deletes every node
