@@ -27,10 +27,10 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e ".[model,lab,engines]" "$(TORCH_SPEC)"
 	touch $@
 
+# circuit-tracer (its frontend and local server, for the viewer test) with --no-deps: its own dependencies
+# (CUDA torch, transformers 4) are not needed to serve the frontend and would clash with ours.
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/pip install -q -e ".[dev]" "$(TORCH_SPEC)"
-	# circuit-tracer's frontend and local server for the viewer test; its own dependencies (CUDA torch,
-	# transformers 4) are not needed to serve the frontend and would clash, hence --no-deps
 	$(BIN)/pip install -q --no-deps "circuit-tracer==0.5.0"
 	touch $@
 
