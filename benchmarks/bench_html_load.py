@@ -134,9 +134,9 @@ def main() -> None:
     name = f"html_load{'_' + args.label if args.label else ''}.json"
     (args.out / name).write_text(json.dumps(out, indent=2))
     for r in results:
-        name = Path(str(r["file"])).name
+        shown = Path(str(r["file"])).name
         print(
-            f"{name}: {r['megabytes']} MB, plotly.js x{r['plotly_js_copies']}, {r['plots']} plots, "
+            f"{shown}: {r['megabytes']} MB, plotly.js x{r['plotly_js_copies']}, {r['plots']} plots, "
             f"load median {r['load_median_ms']:.0f} ms (max {r['load_max_ms']:.0f} ms)"
         )
     print(f"wrote {args.out / name}")
