@@ -145,3 +145,11 @@ def test_graph_html_is_small_and_self_contained(store, tmp_path: Path):
     text = path.read_text()
     assert len(BANNER.findall(text)) == 1 and path.stat().st_size < 2_000_000
     assert "const CARDS" in text and all(f'"{n}"' in text for n in g.nodes)
+
+
+def test_a_typed_array_shared_by_traces_is_sent_once():
+    ids = np.arange(4000, dtype=np.int16).reshape(40, 100)
+    figs = [(f"f{i}", go.Figure(go.Heatmap(z=np.full((40, 100), float(i)), customdata=ids))) for i in range(3)]
+    text = html_page.page("t", "", figs)
+    shared = re.search(r"const B = \[\"([^\"]+)\"\]", text)
+    assert shared and text.count(shared.group(1)) == 1 and text.count('"bdata":B[0]') == 3

@@ -108,12 +108,13 @@ def _graph_card(g: nx.DiGraph, node: str) -> Card:
     ):
         ranked = sorted(edges, key=lambda e: -abs(float(e[2].get("weight", 0.0))))[:CARD_EDGES]
         if ranked:
+            has_share = all("share" in e[2] for e in ranked)
             lines = [
-                f"{e[other]}: weight {float(e[2].get('weight', 0.0)):.3g}"
-                + (f", {float(e[2]['share']):.1%} of the layer pair's flow" if "share" in e[2] else "")
+                f"{e[other]}  {float(e[2].get('weight', 0.0)):.3g}"
+                + (f" ({float(e[2]['share']):.1%})" if has_share else "")
                 for e in ranked
             ]
-            sections.append([heading, lines])
+            sections.append([heading + (" (weight, share of the layer pair)" if has_share else " (weight)"), lines])
     return {"title": f"{node}: expert {d.get('expert', '?')} of layer {d.get('layer', '?')}", "facts": facts,
             "sections": sections}  # fmt: skip
 

@@ -10,7 +10,8 @@ copy. To keep pages small (issue 14's goal: a report or graph page ≤ 2 MB, dra
   (4.8 MB; e.g. a Sankey figure);
 - **compact data**: numpy arrays travel as base64 typed arrays (plotly's ``bdata``), float64 ones as
   float32 (7 significant digits, more than any figure shows); floats in plain lists (edge coordinates)
-  are rounded to 6 significant digits; the layout template, identical on every figure, is sent once.
+  are rounded to 6 significant digits; the layout template, identical on every figure, is sent once, and
+  so is any large typed array that several traces share.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ CARTESIAN_TRACES = frozenset(
      "scatter", "scatterternary", "violin"}
 )  # fmt: skip
 PLOT_CONFIG = {"responsive": True, "displaylogo": False}
+SHARED_MIN_CHARS = 2048  # typed arrays at least this long (base64 characters) are sent once per page
 _VERSION = re.compile(r"plotly\.js \(cartesian(?: - minified)?\) v(\d+\.\d+\.\d+)")
 
 
@@ -100,22 +102,52 @@ def _js(obj: Any) -> str:
     return to_json_plotly(obj).replace("</", "<\\/")
 
 
+_BDATA = re.compile(rf'"bdata":"([^"]{{{SHARED_MIN_CHARS},}})"')
+
+
+def _shared_arrays(texts: list[str]) -> tuple[list[str], list[str]]:
+    """Typed arrays (base64 ``bdata`` strings of at least ``SHARED_MIN_CHARS``) that occur more than once in
+    the figures' JSON, sent once: returns ``(shared, texts)`` with ``shared`` the JS string literals and each
+    repeat in ``texts`` replaced by ``B[i]`` (a string, which plotly cannot alter). E.g. the expert ids of the
+    report's heatmap cells, the same in every group's panel."""
+    counts: dict[str, int] = {}
+    for text in texts:
+        for m in _BDATA.finditer(text):
+            counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+    repeated = [b for b, n in counts.items() if n > 1]
+    index = {b: i for i, b in enumerate(repeated)}
+    if not repeated:
+        return [], texts
+
+    def ref(m: re.Match[str]) -> str:
+        i = index.get(m.group(1))
+        return m.group(0) if i is None else f'"bdata":B[{i}]'
+
+    return [f'"{b}"' for b in repeated], [_BDATA.sub(ref, text) for text in texts]
+
+
 def figure_divs(
     figs: Sequence[tuple[str, go.Figure]], *, config: dict[str, Any] | None = None
 ) -> tuple[list[str], str]:
     """``(divs, script)`` for figures given as ``(div id, figure)``: one div each, one script that draws them.
 
     The script defines ``window.workbenchFigures`` (``{div id: Plotly.newPlot promise}``) so a page's own
-    code (and a test) can wait for every figure. Each template is sent once and shared by the figures.
+    code (and a test) can wait for every figure. Each template is sent once and shared by the figures, and
+    so is each large typed array that occurs more than once (``_shared_arrays``).
     """
     templates: list[str] = []
-    calls = []
+    bodies = []
     for div_id, fig in figs:
         body, template = figure_json(fig)
         t = _js(template)
         if t not in templates:
             templates.append(t)
-        calls.append(f"{json.dumps(div_id)}: draw({json.dumps(div_id)}, {_js(body)}, T[{templates.index(t)}])")
+        bodies.append((div_id, _js(body), templates.index(t)))
+    shared, texts = _shared_arrays([b for _, b, _ in bodies])
+    calls = [
+        f"{json.dumps(div_id)}: draw({json.dumps(div_id)}, {text}, T[{t}])"
+        for (div_id, _, t), text in zip(bodies, texts, strict=True)
+    ]
     divs = [
         f'<div id="{html.escape(div_id)}" class="plotly-graph-div" style="width:100%;'
         f'height:{int(fig.layout.height or 450)}px"></div>'
@@ -123,6 +155,7 @@ def figure_divs(
     ]
     script = (
         f"const T = [{', '.join(templates)}];\n"
+        f"const B = [{', '.join(shared)}];\n"
         f"const CONFIG = {json.dumps(config or PLOT_CONFIG)};\n"
         "function draw(id, fig, template) {\n"
         "  fig.layout.template = template;\n"
