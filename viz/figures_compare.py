@@ -139,7 +139,8 @@ def divergence_figure(cmp: Any) -> go.Figure:
                     fillcolor=c,
                     opacity=0.2,
                     line={"width": 0},
-                    name=f"{name} {int(d.attrs['ci'] * 100)}% CI",
+                    name=f"{name}: {int(d.attrs['ci'] * 100)}% interval",
+                    legendgroup=name,
                     hoverinfo="skip",
                 )
             )
@@ -149,7 +150,8 @@ def divergence_figure(cmp: Any) -> go.Figure:
                 y=sub["jsd"].values,
                 mode="lines+markers",
                 line={"color": c},
-                name=f"{name} JSD",
+                name=f"{name}: JSD",
+                legendgroup=name,
                 customdata=np.stack([sub["p_value"].values, lo, hi], axis=1),
                 hovertemplate="layer %{x}: JSD %{y:.4f} [%{customdata[1]:.4f}, %{customdata[2]:.4f}]"
                 "<br>p = %{customdata[0]:.3g}<extra>" + name + "</extra>",
@@ -161,7 +163,8 @@ def divergence_figure(cmp: Any) -> go.Figure:
                 y=sub["null_mean"].values,
                 mode="lines",
                 line={"color": c, "dash": "dot"},
-                name=f"{name} permutation null mean",
+                name=f"{name}: shuffled labels",
+                legendgroup=name,
             )
         )
     fig.update_layout(
@@ -262,5 +265,7 @@ def entropy_transitions_figure(cmp: Any) -> go.Figure:
         )
         fig.add_hline(y=t.attrs["uniform_top_mass"], line_dash="dash", annotation_text="uniform", row=1, col=2)
     fig.update_xaxes(title_text="layer")
+    fig.update_yaxes(title_text="entropy ÷ log2 E (1 = balanced)", row=1, col=1)
+    fig.update_yaxes(title_text="share of next-layer mass", row=1, col=2)
     fig.update_layout(title="Routing entropy and inter-layer transition concentration")
     return fig

@@ -88,11 +88,15 @@ def compact(obj: Any) -> Any:
 
 
 def figure_json(fig: go.Figure) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(figure without its template, template)``: the figure as compact plotly JSON, its template apart."""
+    """``(figure without its template, template)``: the figure (data, layout, frames if any) as compact plotly
+    JSON, its template apart."""
     tree = fig.to_plotly_json()
     layout = dict(tree.get("layout", {}))
     template = layout.pop("template", {})
-    return {"data": compact(tree.get("data", [])), "layout": compact(layout)}, template
+    body = {"data": compact(tree.get("data", [])), "layout": compact(layout)}
+    if tree.get("frames"):
+        body["frames"] = compact(tree["frames"])
+    return body, template
 
 
 def _js(obj: Any) -> str:
@@ -159,7 +163,7 @@ def figure_divs(
         f"const CONFIG = {json.dumps(config or PLOT_CONFIG)};\n"
         "function draw(id, fig, template) {\n"
         "  fig.layout.template = template;\n"
-        "  return Plotly.newPlot(id, fig.data, fig.layout, CONFIG);\n"
+        "  return Plotly.newPlot(id, {data: fig.data, layout: fig.layout, frames: fig.frames || [], config: CONFIG});\n"
         "}\n"
         f"window.workbenchFigures = {{{', '.join(calls)}}};\n"
     )
