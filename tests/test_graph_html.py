@@ -40,7 +40,7 @@ def test_cards_hold_the_graph_and_the_expert_page(store):
     assert "tokens by domain" in headings
     if g.out_degree(node):
         assert any(h.startswith("strongest outgoing edges (weight") for h in headings)
-    assert any(h.startswith("tokens special to it (lift)") for h in headings)
+    assert any(h.startswith("tokens special to it (lift") for h in headings)
     assert any(h.startswith("top contexts") for h in headings)
     assert all(len(h) < 80 for h in headings)
     bare = expert_cards(g)  # without the store: the graph's own facts only

@@ -25,6 +25,7 @@ import plotly.graph_objects as go
 import xarray as xr
 from workbench.viz.html_page import page
 
+from workbench.graph.build import describe_selection
 from workbench.store.select import Selection
 
 MAX_STORE_CARDS = 150  # nodes (heaviest first) whose card carries an expert-page summary from the store
@@ -128,12 +129,12 @@ def _store_sections(ds: xr.Dataset, layer: int, expert: int, selection: Selectio
     if p.lift:
         out.append(
             [
-                "tokens special to it (lift)",
-                [f"{t.text}  ×{t.lift:.1f}  ({t.count} of its {t.base_count} occurrences routed here)" for t in p.lift],
+                "tokens special to it (lift; routed here / occurrences)",
+                [f"{t.text}  ×{t.lift:.1f}  ({t.count}/{t.base_count})" for t in p.lift],
             ]
         )
     if p.contexts:
-        out.append(["top contexts", [f"{c.before}[{c.token}]{c.after}" for c in p.contexts]])
+        out.append(["top contexts (the [token] routed here)", [f"{c.before}[{c.token}]{c.after}" for c in p.contexts]])
     return out
 
 
@@ -145,7 +146,7 @@ def expert_cards(g: nx.DiGraph, store: xr.Dataset | None = None, selection: Sele
         return cards
     weight = "delta" if g.graph.get("kind") == "difference" else "load"
     heavy = sorted(g.nodes, key=lambda n: -abs(float(g.nodes[n].get(weight, 0.0))))
-    where = "over the graph's selection" if selection is not None else "over all tokens"
+    where = f"({describe_selection(selection)})"
     for i, n in enumerate(heavy):
         card = cards[str(n)]
         if i >= MAX_STORE_CARDS:
