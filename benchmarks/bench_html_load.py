@@ -90,8 +90,11 @@ def _synthetic_outputs(folder: Path) -> list[Path]:
     ds = open_test_store(domain_store(folder / "synthetic.zarr", per_domain=12, n_tokens=120))
     cmp = compare(ds, by="domain", n_boot=50, n_perm=50)
     report = write_report(cmp, folder / "compare")["report.html"]
-    g = reasoning_graph(ds, Selection(domains=("math",)), top_edges=12)
-    graph = export_graph(g, folder / "graphs" / "graph-math.html")
+    sel = Selection(domains=("math",))
+    (folder / "graphs").mkdir()
+    graph = export_graph(
+        reasoning_graph(ds, sel, top_edges=12), folder / "graphs" / "graph-math.html", store=ds, selection=sel
+    )
     return [report, graph]
 
 
