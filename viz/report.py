@@ -3,7 +3,9 @@
 ``write_report(cmp, out_dir)`` writes, atomically (into a temporary folder whose files are renamed into
 place at the end, so a failure never leaves half a report), and never into a routing store:
 
-- ``report.html``: summary tables and the figures of ``figures_compare`` (works offline, no CDN);
+- ``report.html``: summary tables (plain-language column labels, ``LABELS``) and the figures of
+  ``figures_compare``, as one page of ``html_page`` (plotly.js inlined once, compact data; works offline,
+  no CDN; the demo's report is ~1.5 MB);
 - ``summary.json``: the small summary (``Comparison.summary()``);
 - ``per_layer.csv``, ``experts.csv``, ``divergence.csv``, ``specific_experts.csv``, ``transitions.csv``.
 """
