@@ -1,6 +1,8 @@
 """``export_graph``: write a reasoning graph to any supported file, choosing the format by extension.
 
-Figures: ``.html`` (interactive plotly, self-contained: works offline), ``.png``/``.svg``/``.pdf``
+Figures: ``.html`` (interactive plotly, self-contained: works offline, plotly.js inlined once and the data
+kept compact by ``workbench.viz.html_page``; a graph's page adds an expert card per node, opened by a
+click: ``workbench.viz.graph_html``), ``.png``/``.svg``/``.pdf``
 (static, rendered by kaleido 1.x in a headless Chromium). Data: ``.graphml``, ``.gexf``, ``.json``
 (node-link), ``.cyjs``/``.cy.json`` (Cytoscape.js), ``NAME.ct`` (a circuit-tracer folder); see
 ``workbench.graph.export``. Every file is written to a temporary name in the same folder and
@@ -25,7 +27,10 @@ from typing import Any
 
 import networkx as nx
 import plotly.graph_objects as go
+import xarray as xr
 from workbench.viz.graph_figure import graph_figure
+from workbench.viz.graph_html import expert_cards, graph_page, page_title
+from workbench.viz.html_page import page
 
 from workbench.graph.export import (
     DATA_FORMATS,
@@ -35,6 +40,7 @@ from workbench.graph.export import (
     write_graph_data,
 )
 from workbench.outputs import atomic_path
+from workbench.store.select import Selection
 
 EXPORT_FORMATS = FIGURE_FORMATS + DATA_FORMATS
 SYSTEM_CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
@@ -86,7 +92,7 @@ def export_figure(fig: go.Figure, path: str | Path, fmt: str | None = None, *, s
     target = Path(path)
     with atomic_path(target, flag="path") as tmp:
         if kind == "html":
-            fig.write_html(tmp, include_plotlyjs=True, full_html=True)
+            tmp.write_text(page(page_title(fig), "", [("figure", fig)]), encoding="utf-8")
             return target
         browser = system_browser()
         if browser is None:
@@ -100,17 +106,37 @@ def export_figure(fig: go.Figure, path: str | Path, fmt: str | None = None, *, s
     return target
 
 
-def export_graph(g: nx.DiGraph, path: str | Path, *, fmt: str | None = None, title: str | None = None) -> Path:
+def export_graph(
+    g: nx.DiGraph,
+    path: str | Path,
+    *,
+    fmt: str | None = None,
+    title: str | None = None,
+    store: xr.Dataset | None = None,
+    selection: Selection | None = None,
+) -> Path:
     """Write ``g`` to ``path``: a figure (html/png/svg/pdf) or a data file, chosen by extension or ``fmt``.
+
+    An HTML page shows an expert card when a node is clicked (``workbench.viz.graph_html``); given the
+    routing ``store`` the graph came from (and the ``selection`` it was built on), each card also lists
+    the tokens special to the expert by lift and its top contexts. Other formats ignore both.
 
     Examples
     --------
     >>> export_graph(g, "math.svg"); export_graph(g, "math.graphml"); export_graph(g, "math.ct")  # doctest: +SKIP
+    >>> export_graph(g, "math.html", store=ds, selection=parse_where("domain=math"))  # doctest: +SKIP
     """
     kind = export_format(path, fmt)
     if kind in DATA_FORMATS:
         return write_graph_data(g, path, kind)
-    return export_figure(graph_figure(g, title=title), path, kind)
+    fig = graph_figure(g, title=title)
+    if kind != "html":
+        return export_figure(fig, path, kind)
+    cards = expert_cards(g, store, selection)
+    target = Path(path)
+    with atomic_path(target, flag="path") as tmp:
+        tmp.write_text(graph_page(fig, cards), encoding="utf-8")
+    return target
 
 
 # kaleido 1.x asks for the page's JavaScript context right after navigating its tab; on a loaded machine it

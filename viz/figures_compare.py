@@ -14,6 +14,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from workbench.viz import figures_many as many
+from workbench.viz import load_heatmap
 from workbench.viz.figures_many import UNORDERED_TITLE
 from workbench.viz.text import plain, plain_all
 
@@ -26,38 +27,90 @@ def _color(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 
 
+def _cluster_ticks(
+    edges: np.ndarray, layers: list[int], n_experts: int
+) -> tuple[list[float | None], list[float | None]]:
+    """One vertical white tick per layer and cluster boundary, as one line trace (segments split by None);
+    y in layer numbers."""
+    xs: list[float | None] = []
+    ys: list[float | None] = []
+    for layer, row in zip(layers, edges[:, :-1].tolist(), strict=True):
+        for x in row:
+            if 0 < x < n_experts:
+                xs += [x - 0.5, x - 0.5, None]
+                ys += [layer - 0.5, layer + 0.5, None]
+    return xs, ys
+
+
 def usage_heatmap(cmp: Any) -> go.Figure:
-    """Relative load N_l(e) / (N k / E) per (layer, expert), one panel per group; 1 = balanced."""
+    """Relative load N_l(e) / (N k / E) per (layer, expert), one panel per group; 1 = balanced.
+
+    Each layer's experts are clustered by the group that uses them most and sorted by load within each
+    cluster (``load_heatmap.by_preferred_group``), the same columns in every panel; white ticks mark the
+    cluster boundaries of each layer; hovering a cell shows its expert id.
+    """
     groups = cmp.groups
     if len(groups) > MAX_PANELS:
         return many.usage_rows(cmp)
     fig = make_subplots(
         rows=len(groups), cols=1, shared_xaxes=True, subplot_titles=plain_all(groups), vertical_spacing=0.06
     )
-    rel = cmp.load["relative_load"]
-    zmax = float(np.nanpercentile(rel.values, 99.5)) if rel.size else 2.0
+    rel_da = cmp.load["relative_load"].transpose(cmp.by, "layer", "expert")
+    rel = np.asarray(rel_da.values, dtype=np.float64)  # (G, L, E)
+    order, preferred = load_heatmap.by_preferred_group(rel)
+    edges = load_heatmap.cluster_edges(preferred, len(groups))
+    layers = [int(v) for v in cmp.load["layer"].values]
+    columns = np.arange(rel.shape[2])
+    zmax = load_heatmap.relative_load_bounds(rel)
     for i, g in enumerate(groups):
-        z = rel.sel({cmp.by: g}).values  # (L, E)
+        z = np.take_along_axis(rel[i], order, axis=1)  # (L, E) in the sorted column order
         fig.add_trace(
             go.Heatmap(
-                z=z,
-                x=cmp.load["expert"].values,
-                y=[str(v) for v in cmp.load["layer"].values],
+                z=z.astype(np.float32),
+                x=columns,
+                y=layers,
+                customdata=order.astype(np.int16),
                 zmin=0,
-                zmax=max(zmax, 1.5),
+                zmax=zmax,
                 colorscale="Viridis",
-                colorbar={"title": "load ÷ balanced"},
+                colorbar=load_heatmap.relative_load_colorbar(zmax),
                 showscale=i == 0,
-                hovertemplate=f"{plain(g)}<br>layer %{{y}} expert %{{x}}<br>relative load %{{z:.2f}}<extra></extra>",
+                hovertemplate=f"{plain(g)}<br>layer %{{y}}, expert %{{customdata}}"
+                "<br>relative load %{z:.2f}<extra></extra>",
             ),
             row=i + 1,
             col=1,
         )
-        fig.update_yaxes(title_text="layer", type="category", row=i + 1, col=1)
-    fig.update_xaxes(title_text="expert", row=len(groups), col=1)
+        xs, ys = _cluster_ticks(edges, layers, rel.shape[2])
+        fig.add_trace(
+            go.Scatter(
+                x=xs, y=ys, mode="lines", line={"color": "white", "width": 2}, hoverinfo="skip", showlegend=False
+            ),
+            row=i + 1,
+            col=1,
+        )
+        fig.update_yaxes(
+            title_text="layer",
+            dtick=1 if len(layers) <= 20 else 5,
+            range=[min(layers) - 0.5, max(layers) + 0.5],
+            showgrid=False,
+            zeroline=False,
+            row=i + 1,
+            col=1,
+        )
+    order_text = " | ".join(plain_all(groups))
+    fig.update_xaxes(showticklabels=False, range=[-0.5, rel.shape[2] - 0.5], showgrid=False)
+    fig.update_xaxes(
+        title_text=f"experts, clustered by the {plain(cmp.by)} using them most ({order_text}), busiest first "
+        "(hover: expert id)",
+        row=len(groups),
+        col=1,
+    )
+    per_panel = max(200, 10 * len(layers) + 40)
     fig.update_layout(
-        title="Expert usage per layer (DeepSeek-V3 relative load: count ÷ (N·k/E))",
-        height=max(320, 260 * len(groups)),
+        title="Expert usage per layer (DeepSeek-V3 relative load: count ÷ (N·k/E); 1 = balanced)",
+        height=100 + per_panel * len(groups),
+        margin={"t": 80},
     )
     return fig
 
@@ -75,7 +128,7 @@ def divergence_figure(cmp: Any) -> go.Figure:
     for i, pair in enumerate(d["pair"].values):
         sub = d.sel(pair=pair)
         c = _color(i)
-        name = plain(pair)
+        name = plain(pair.replace("|", " vs ") if pair.count("|") == 1 else pair)
         lo, hi = sub["ci_low"].values, sub["ci_high"].values
         if np.isfinite(lo).any():
             fig.add_trace(
@@ -86,7 +139,8 @@ def divergence_figure(cmp: Any) -> go.Figure:
                     fillcolor=c,
                     opacity=0.2,
                     line={"width": 0},
-                    name=f"{name} {int(d.attrs['ci'] * 100)}% CI",
+                    name=f"{name}: {int(d.attrs['ci'] * 100)}% interval",
+                    legendgroup=name,
                     hoverinfo="skip",
                 )
             )
@@ -96,7 +150,8 @@ def divergence_figure(cmp: Any) -> go.Figure:
                 y=sub["jsd"].values,
                 mode="lines+markers",
                 line={"color": c},
-                name=f"{name} JSD",
+                name=f"{name}: JSD",
+                legendgroup=name,
                 customdata=np.stack([sub["p_value"].values, lo, hi], axis=1),
                 hovertemplate="layer %{x}: JSD %{y:.4f} [%{customdata[1]:.4f}, %{customdata[2]:.4f}]"
                 "<br>p = %{customdata[0]:.3g}<extra>" + name + "</extra>",
@@ -108,7 +163,8 @@ def divergence_figure(cmp: Any) -> go.Figure:
                 y=sub["null_mean"].values,
                 mode="lines",
                 line={"color": c, "dash": "dot"},
-                name=f"{name} permutation null mean",
+                name=f"{name}: shuffled labels",
+                legendgroup=name,
             )
         )
     fig.update_layout(
@@ -209,5 +265,7 @@ def entropy_transitions_figure(cmp: Any) -> go.Figure:
         )
         fig.add_hline(y=t.attrs["uniform_top_mass"], line_dash="dash", annotation_text="uniform", row=1, col=2)
     fig.update_xaxes(title_text="layer")
+    fig.update_yaxes(title_text="entropy ÷ log2 E (1 = balanced)", row=1, col=1)
+    fig.update_yaxes(title_text="share of next-layer mass", row=1, col=2)
     fig.update_layout(title="Routing entropy and inter-layer transition concentration")
     return fig

@@ -5,7 +5,8 @@ would make thirty panels (taller than a screen, and beyond what plotly lays out)
 eight-colour cycle. Here every figure becomes a heatmap with one row per group, so any number of groups
 reads at a glance and stays comparable:
 
-- usage: groups × experts of the relative load, one layer at a time (a slider picks the layer);
+- usage: groups × experts of the relative load, one layer at a time (a slider picks the layer), each
+  layer's experts sorted by their pooled load;
 - divergence: the groups × groups matrix of JSD averaged over layers (per-layer values in divergence.csv);
 - specialisation: groups × the most group-specific (layer, expert) pairs of DS(E, D);
 - agreement and entropy: groups × layers.
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+from workbench.viz import load_heatmap
 from workbench.viz.text import plain, plain_all
 
 MAX_ROWS = 60  # groups drawn as heatmap rows; more are listed in the tables and CSVs only
@@ -52,28 +54,36 @@ def _rows_axis(labels: list[str]) -> dict[str, Any]:
 
 
 def usage_rows(cmp: Any) -> go.Figure:
-    """Relative load N_l(e) / (N k / E) as groups × experts, one layer shown at a time (slider)."""
+    """Relative load N_l(e) / (N k / E) as groups × experts, one layer shown at a time (slider).
+
+    Each layer's experts are sorted by their load pooled over all groups, busiest first
+    (``load_heatmap.by_load``): expert ids carry no meaning, and the sort shows how concentrated the
+    layer's routing is; hovering a cell shows its expert id.
+    """
     groups, note = shown_groups(cmp)
     rel = cmp.load["relative_load"].sel({cmp.by: groups})
     layers = [int(x) for x in cmp.load["layer"].values]
-    experts = cmp.load["expert"].values
-    zmax = max(float(np.nanpercentile(rel.values, 99.5)) if rel.size else 2.0, 1.5)
+    order = load_heatmap.by_load(cmp.load["count"].sum(cmp.by).transpose("layer", "expert").values)  # (L, E)
+    zmax = load_heatmap.relative_load_bounds(np.asarray(rel.values, dtype=np.float64))
     labels = plain_all(groups)
+    columns = np.arange(order.shape[1])
     fig = go.Figure()
     for i, layer in enumerate(layers):
-        z = rel.sel(layer=layer).transpose(cmp.by, "expert").values.astype(np.float32)  # (G, E)
+        z = rel.sel(layer=layer).transpose(cmp.by, "expert").values[:, order[i]].astype(np.float32)  # (G, E)
         fig.add_trace(
             go.Heatmap(
                 z=z,
-                x=experts,
+                x=columns,
                 y=labels,
+                customdata=np.broadcast_to(order[i].astype(np.int16), z.shape),
                 zmin=0,
                 zmax=zmax,
                 colorscale="Viridis",
                 visible=i == 0,
-                colorbar={"title": "load ÷ balanced"},
+                colorbar=load_heatmap.relative_load_colorbar(zmax),
                 name=f"layer {layer}",
-                hovertemplate=f"%{{y}}<br>layer {layer} expert %{{x}}<br>relative load %{{z:.2f}}<extra></extra>",
+                hovertemplate=f"%{{y}}<br>layer {layer} expert %{{customdata}}<br>relative load %{{z:.2f}}"
+                "<extra></extra>",
             )
         )
     steps = [
@@ -81,7 +91,8 @@ def usage_rows(cmp: Any) -> go.Figure:
         for i, layer in enumerate(layers)
     ]
     fig.update_layout(
-        title=f"Expert usage per {plain(cmp.by)} (relative load: count ÷ (N·k/E)); pick the layer below{note}",
+        title=f"Expert usage per {plain(cmp.by)} (relative load: count ÷ (N·k/E); 1 = balanced); "
+        f"pick the layer below{note}",
         sliders=[
             {
                 "active": 0,
@@ -91,7 +102,11 @@ def usage_rows(cmp: Any) -> go.Figure:
                 "font": {"size": 12 if len(layers) <= 30 else 9},
             }
         ],
-        xaxis={"title": "expert"},
+        xaxis={
+            "title": f"experts of the layer, by load pooled over all {plain(cmp.by)}s, busiest first (hover: id)",
+            "showticklabels": False,
+            "range": [-0.5, len(columns) - 0.5],
+        },
         yaxis={"title": plain(cmp.by), **_rows_axis(labels)},
         height=_height(len(groups)) + 80,
     )

@@ -11,6 +11,7 @@ import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import networkx as nx
 import xarray as xr
@@ -53,37 +54,46 @@ def graph_for_demo(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     domains = sorted({str(d) for d in ds[S.SEQUENCE_DOMAIN].values})
-    graphs = [(f"graph-{d}", reasoning_graph(ds, Selection(domains=(d,)), top_edges=top_edges)) for d in domains]
+    graphs = []
+    for d in domains:
+        sel = Selection(domains=(d,))
+        graphs.append((f"graph-{d}", reasoning_graph(ds, sel, top_edges=top_edges), sel))
     pair = _pick_pair(domains)
     if pair is not None:
         a, b = pair
         diff = difference_of_selections(ds, Selection(domains=(a,)), Selection(domains=(b,)), top_edges=top_edges)
-        graphs.append((f"graph-{a}-minus-{b}", diff))
+        graphs.append((f"graph-{a}-minus-{b}", diff, Selection(domains=(a, b))))
     written: list[Path] = []
     static = any(f in ("png", "svg", "pdf") for f in formats)
     with static_export_session() if static else contextlib.nullcontext():
-        written += _write_all(graphs, out, formats, functools.partial(_export, ds=ds))
+        written += _write_all(ds, graphs, out, formats, functools.partial(_export, ds=ds))
     return written
 
 
-def _export(g: nx.DiGraph, path: Path, *, ds: xr.Dataset) -> Path:
+def _export(g: nx.DiGraph, path: Path, *, ds: xr.Dataset, **extra: Any) -> Path:
     """``export_graph``, but a circuit-tracer folder gets the store: feature files for its node panel."""
     if path.name.endswith(".ct"):
         return write_circuit_tracer(g, path, ds=ds)
-    return export_graph(g, path)
+    return export_graph(g, path, **extra)
 
 
 def _write_all(
-    graphs: list[tuple[str, nx.DiGraph]], out: Path, formats: tuple[str, ...], export_graph: Callable[..., Path]
+    ds: xr.Dataset,
+    graphs: list[tuple[str, nx.DiGraph, Selection]],
+    out: Path,
+    formats: tuple[str, ...],
+    export_graph: Callable[..., Path],
 ) -> list[Path]:
+    """Write each graph in each format; HTML pages get expert cards over the graph's own selection."""
     written: list[Path] = []
-    for stem, g in graphs:
+    for stem, g, sel in graphs:
         set_communities(g)
         layered_layout(g)
         for fmt in formats:
             path = out / f"{stem}.{fmt}"
             try:
-                written.append(export_graph(g, path))
+                extra = {"store": ds, "selection": sel} if fmt == "html" else {}
+                written.append(export_graph(g, path, **extra))
             except ExportError as err:
                 if fmt in ("png", "svg", "pdf"):
                     log.warning("skipped %s: %s", path.name, err)

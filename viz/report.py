@@ -3,7 +3,9 @@
 ``write_report(cmp, out_dir)`` writes, atomically (into a temporary folder whose files are renamed into
 place at the end, so a failure never leaves half a report), and never into a routing store:
 
-- ``report.html``: summary tables and the figures of ``figures_compare`` (works offline, no CDN);
+- ``report.html``: summary tables (plain-language column labels, ``LABELS``) and the figures of
+  ``figures_compare``, as one page of ``html_page`` (plotly.js inlined once, compact data; works offline,
+  no CDN; the demo's report is ~1.5 MB);
 - ``summary.json``: the small summary (``Comparison.summary()``);
 - ``per_layer.csv``, ``experts.csv``, ``divergence.csv``, ``specific_experts.csv``, ``transitions.csv``.
 """
@@ -20,8 +22,8 @@ from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
-import plotly.io as pio
 from workbench.viz import figures_compare as F
+from workbench.viz.html_page import page
 
 from workbench.outputs import OutputPathError, check_output_dir
 
@@ -47,10 +49,35 @@ def figures(cmp: Any) -> dict[str, go.Figure]:
     }
 
 
+# Column names of the CSVs and summary.json, as a reader of the report sees them (units and baselines in
+# the section notes). A column not listed keeps its name.
+LABELS = {
+    "tokens": "tokens",
+    "sequences": "sequences",
+    "mean_load_entropy_normalized": "routing entropy ÷ log₂E (mean over layers; 1 = balanced)",
+    "mean_agreement_first_choice": "same first expert as the previous token (mean over layers)",
+    "mean_agreement_any_topk": "shares a top-k expert with the previous token (mean over layers)",
+    "pair": "pair",
+    "mean_jsd": "mean JSD (bits)",
+    "max_jsd": "largest JSD (bits)",
+    "max_jsd_layer": "at layer",
+    "mean_null_jsd": "mean JSD with shuffled labels (bits)",
+    "p_value_overall": "permutation p-value",
+    "layer": "layer",
+    "expert": "expert",
+    "rank": "rank in its layer",
+    "ds": "DS(E, D)",
+    "ds_rest": "DS(E, other groups)",
+    "lift": "lift",
+    "share_of_expert": "share of the expert's tokens from D",
+}
+
+
 def _table(df: pd.DataFrame, digits: int = 4) -> str:
     if df.empty:
         return "<p class='note'>(none)</p>"
-    return df.to_html(index=False, float_format=lambda x: f"{x:.{digits}g}", border=0, escape=True)
+    shown = df.rename(columns=LABELS)
+    return shown.to_html(index=False, float_format=lambda x: f"{x:.{digits}g}", border=0, escape=True, na_rep="n/a")
 
 
 def _groups_table(cmp: Any) -> pd.DataFrame:
@@ -73,7 +100,14 @@ def _divergence_summary(cmp: Any) -> tuple[pd.DataFrame, str]:
 
 
 _SECTIONS = (
-    ("usage", "Expert usage per layer", "Relative load = count ÷ (N·k/E) (DeepSeek-V3, arXiv:2412.19437, App. C)."),
+    (
+        "usage",
+        "Expert usage per layer",
+        "Relative load = count ÷ (N·k/E) (DeepSeek-V3, arXiv:2412.19437, App. C): 1 is the load of perfectly "
+        "balanced routing, 0 an expert the group never uses. Expert ids carry no meaning, so each layer's "
+        "experts are clustered by the group that uses them most and sorted by load within each cluster; "
+        "the columns are the same in every panel, so a group's own experts show as its bright block.",
+    ),
     (
         "divergence",
         "Domain divergence per layer",
@@ -101,40 +135,79 @@ _SECTIONS = (
 )
 
 
+MAX_SPECIFIC = 40  # rows of the "most specific experts" table, shared evenly by the groups; the CSV holds all
+
+
+def _specific_section(cmp: Any) -> str:
+    """The most specific experts by lift over all groups and layers, with a heading that says how many."""
+    spec = cmp.specific
+    if spec is None or spec.empty:
+        return ""
+    by = html.escape(cmp.by)
+    n_groups = int(spec[cmp.by].nunique())
+    per_group = max(1, MAX_SPECIFIC // max(n_groups, 1))
+    ranked = spec.sort_values([cmp.by, "lift", "tokens"], ascending=[True, False, False], kind="stable")
+    best = ranked.groupby(cmp.by, sort=False).head(per_group)
+    per = int(spec["rank"].max())
+    shortfall = [html.escape(str(g)) for g, n in best.groupby(cmp.by).size().items() if n < per_group]
+    if n_groups > MAX_SPECIFIC:  # one per group would be too many rows: the groups with the highest lift
+        best = best.sort_values("lift", ascending=False, kind="stable").head(MAX_SPECIFIC)
+        heading = f"The most specific expert of the {len(best)} of {n_groups} {by}s with the highest lift"
+    else:
+        heading = f"The {per_group} most specific experts of each {by}, by lift ({len(best)} rows)"
+        if shortfall:
+            heading += f"; fewer for {', '.join(shortfall)}, which have fewer candidates"
+    note = (
+        f"Candidates: the {per} experts of highest lift in each layer for each {cmp.by} ({len(spec)} in all, every one "
+        f"in specific_experts.csv). Lift = DS(E, D) ÷ DS(E, other groups), smoothed: how many times more often "
+        f"the {cmp.by}'s tokens are routed to the expert than the other groups' tokens (OLMoE, arXiv:2409.02060, §5). "
+        "DS(E, D) = share of D's tokens routed to E."
+    )
+    return f"<h2>{heading}</h2><p class='note'>{html.escape(note)}</p>{_table(best)}"
+
+
+def _groups_note(cmp: Any) -> str:
+    """What random routing would give for the columns of the groups table."""
+    base = cmp.summary()["baselines"]["agreement"]
+    first = base.get("first_choice")
+    first_text = f" = {first:.3g}" if first is not None else ""
+    return (
+        f"Random routing would give: routing entropy 1; same first expert 1/E{first_text}; "
+        f"shares a top-k expert 1 − C(E−k,k)/C(E,k) = {base['any_topk']:.3g}."
+    )
+
+
+def _pairs_readable(df: pd.DataFrame) -> pd.DataFrame:
+    if "pair" in df:
+        df = df.assign(pair=[p.replace("|", " vs ") if p.count("|") == 1 else p for p in df["pair"]])
+    return df
+
+
 def render_html(cmp: Any, *, title: str | None = None) -> str:
-    """The report as one HTML string with plotly.js inlined (no network needed to view it)."""
+    """The report as one HTML string: plotly.js inlined once (``html_page``), no network needed to view it."""
     figs = figures(cmp)
     store = cmp.store
     title = title or f"Expert usage by {cmp.by}: {store.get('model', '?')}"
     parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         "<p class='note'>"
         + html.escape(
             f"{store.get('tokens_selected', 0):,} of {store.get('tokens_total', 0):,} tokens; "
             f"{len(store.get('layers', []))} MoE layers; top-{store.get('top_k')} of {store.get('n_experts')} "
             f"experts; gate weights: {'yes' if store.get('has_gate_weights') else 'no (ids only)'}. "
-            "Every number is defined in docs/metrics.md."
+            "Each section says what its numbers mean; docs/metrics.md has every formula with its source. "
+            "Hover any figure for exact values; the CSV and JSON files beside this page hold all of them."
         )
         + "</p>",
-        f"<h2>Groups</h2>{_table(_groups_table(cmp))}",
+        f"<h2>Groups</h2>{_table(_groups_table(cmp))}<p class='note'>{html.escape(_groups_note(cmp))}</p>",
     ]
     div, div_note = _divergence_summary(cmp)
     note_html = f"<p class='note'>{html.escape(div_note)}</p>" if div_note else ""
-    parts.append(f"<h2>Divergence summary</h2>{note_html}{_table(div)}")
-    first = True
+    parts.append(f"<h2>Divergence summary</h2>{note_html}{_table(_pairs_readable(div))}")
     for key, heading, note in _SECTIONS:
-        fig_html = pio.to_html(figs[key], include_plotlyjs=bool(first), full_html=False, div_id=f"fig-{key}")
-        first = False
-        parts.append(f"<h2>{html.escape(heading)}</h2><p class='note'>{html.escape(note)}</p>{fig_html}")
-    spec = cmp.specific
-    if spec is not None and not spec.empty:
-        best = spec[spec["rank"] == 1].sort_values("lift", ascending=False).head(40)
-        parts.append(f"<h2>Most specific expert per layer and {html.escape(cmp.by)} (top 40 by lift)</h2>")
-        parts.append(_table(best))
-    parts.append("</body></html>")
-    return "\n".join(parts)
+        parts.append(f"<h2>{html.escape(heading)}</h2><p class='note'>{html.escape(note)}</p>{{{{figure:fig-{key}}}}}")
+    parts.append(_specific_section(cmp))
+    return page(title, "\n".join(parts), [(f"fig-{key}", figs[key]) for key, _, _ in _SECTIONS], css=_CSS)
 
 
 def _make_folder(out: Path) -> list[Path]:
