@@ -3,7 +3,7 @@
 A column is a MoE layer; its blocks are the layer's supernodes (``workbench.graph.supernodes``), their
 height the supernode's load, their label its heaviest experts. Ribbons join supernodes of consecutive
 layers, their width the token transitions between them. Blocks are ordered in each column by the mean
-position of the blocks that feed them (the barycentre heuristic of Sugiyama et al. 1981), so ribbons
+position of the blocks they exchange tokens with (the barycentre heuristic of Sugiyama et al. 1981), so ribbons
 that carry the same tokens run straight and crossings show real mixing. Colour says which domain a
 supernode serves more than its share (lift = domain share of the supernode's tokens / domain share of
 the selection), grey when none does. The figure carries that key as a legend and a caption.
@@ -23,7 +23,7 @@ from workbench.graph.supernodes import Supernodes
 DOMAIN_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 MIXED = "#b4b4b4"
 STRONG, WEAK = 1.5, 1.15  # lift thresholds: full colour, pale colour
-MIN_RIBBON = 0.002  # ribbons under this share of their layer pair's transitions are not drawn
+MIN_RIBBON = 0.002  # ribbons under this share of their layer pair are not drawn (but each block's largest in and out)
 PAD = 6  # px between blocks of a column
 NODE_PX = 12  # block thickness
 LABEL_MIN_PX = 13  # blocks shorter than this carry no label (hover still names them)
@@ -65,20 +65,29 @@ def node_colours(sn: Supernodes) -> np.ndarray:
     return out
 
 
-def _order(sn: Supernodes) -> list[list[int]]:
-    """Supernodes of each layer in drawing order: the first layer by load, then by barycentre of the inflow."""
+def _order(sn: Supernodes, sweeps: int = 4) -> list[list[int]]:
+    """Supernodes of each layer in drawing order, by the barycentre heuristic (Sugiyama et al. 1981).
+
+    Start: every layer by load. Then ``sweeps`` passes, alternately left to right (a column ordered by
+    the mean position of its inflow in the column before) and right to left (by its outflow's mean
+    position in the column after); ties keep the current order.
+    """
     tokens = sn.tokens
-    orders: list[list[int]] = []
-    for i in range(sn.layers.size):
-        groups = [g for g in range(int(sn.n_groups[i])) if tokens[i, g] > 0]
-        if i == 0:
-            orders.append(groups)
-            continue
+    orders = [[g for g in range(int(sn.n_groups[i])) if tokens[i, g] > 0] for i in range(sn.layers.size)]
+
+    def place(i: int, j: int) -> None:  # reorder column i by its flows with column j (j = i ± 1)
         rank = np.zeros(sn.flows.shape[1])
-        rank[orders[-1]] = np.arange(len(orders[-1]))
-        inflow = sn.flows[i - 1][:, groups].astype(np.float64)  # (K, G)
-        centre = (rank[:, None] * inflow).sum(0) / np.maximum(inflow.sum(0), 1)
-        orders.append([groups[j] for j in np.lexsort((groups, centre))])
+        rank[orders[j]] = np.arange(len(orders[j]))
+        flows = sn.flows[j][:, orders[i]] if j < i else sn.flows[i][orders[i], :].T  # (K of column j, G)
+        w = flows.astype(np.float64)
+        centre = (rank[:, None] * w).sum(0) / np.maximum(w.sum(0), 1)
+        orders[i] = [orders[i][m] for m in np.lexsort((np.arange(len(orders[i])), centre))]
+
+    n = sn.layers.size
+    for sweep in range(sweeps):
+        cols = range(1, n) if sweep % 2 == 0 else range(n - 2, -1, -1)
+        for i in cols:
+            place(i, i - 1 if sweep % 2 == 0 else i + 1)
     return orders
 
 
@@ -129,6 +138,11 @@ def overview_figure(sn: Supernodes, *, title: str | None = None, height: int = 8
     n_layers, kk = sn.layers.size, sn.flows.shape[1]
     total = sn.n_tokens * sn.top_k**2
     keep = sn.flows >= MIN_RIBBON * total  # (L-1, K, K)
+    # every supernode keeps its largest ribbon out and in, so no block vanishes (plotly drops unlinked nodes)
+    pp, ss = np.nonzero(sn.flows.sum(2))
+    keep[pp, ss, sn.flows[pp, ss].argmax(1)] = True
+    pp, uu = np.nonzero(sn.flows.sum(1))
+    keep[pp, sn.flows[pp, :, uu].argmax(1), uu] = True
     drawn = np.where(keep, sn.flows, 0)
     values = np.zeros((n_layers, kk))
     values[:-1] = drawn.sum(2)
@@ -202,7 +216,8 @@ def _add_key(fig: go.Figure, sn: Supernodes, hidden: float, width: int) -> None:
         "go to (Ward clustering of Hellinger flow profiles); label: its heaviest expert; height: its load (tokens "
         "routed to its experts).<br>Ribbon: token transitions between supernodes of consecutive layers (k × k pairs "
         "per token), width ∝ count"
-        + (f"; ribbons under {MIN_RIBBON:.1%} of a layer pair are not drawn ({hidden:.1%} of all transitions)."
+        + (f"; ribbons under {MIN_RIBBON:.1%} of a layer pair, other than a block's largest in and out, are not drawn "
+              f"({hidden:.1%} of all transitions)."
            if hidden > 0 else ".")
         + " Hover a block or ribbon for numbers; in the HTML, click a block for its experts."
     )  # fmt: skip
