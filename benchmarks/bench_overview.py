@@ -88,9 +88,10 @@ def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, list[float], Any]:
 
 
 def main() -> None:
-    from workbench.graph.supernodes import supernodes
     from workbench.viz.overview import overview_figure
     from workbench.viz.overview_page import write_overview_html
+
+    from workbench.graph.supernodes import supernodes
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="folder for bench_overview.json")

@@ -94,7 +94,10 @@ def test_planted_communities_are_found(tmp_path: Path) -> None:
     ds = open_store(planted_store(tmp_path / "planted.zarr"))
     sn = supernodes(ds, n_supernodes=2)
     for i in range(6):
-        assert sorted(map(sorted, (sn.members(i, 0).tolist(), sn.members(i, 1).tolist()))) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+        assert sorted(map(sorted, (sn.members(i, 0).tolist(), sn.members(i, 1).tolist()))) == [
+            [0, 1, 2, 3],
+            [4, 5, 6, 7],
+        ]
     lift = sn.domain_lift()  # each community serves one domain only: lift 2 for it, 0 for the other
     assert np.allclose(np.sort(lift[:, 0, :2], axis=0), [[0, 0], [2, 2]])
     flows = sn.flows[0]
@@ -124,7 +127,7 @@ def test_top_tokens_and_labels(syn) -> None:
 
 
 def test_bad_options_name_the_parameter(syn) -> None:
-    with pytest.raises(GraphError, match="^n_supernodes must be between 1 and 64") as err:
+    with pytest.raises(GraphError, match=r"^n_supernodes must be between 1 and 64") as err:
         supernodes(syn, n_supernodes=0)
     assert err.value.param == "n_supernodes"
     with pytest.raises(GraphError, match="needs at least two"):
@@ -152,7 +155,9 @@ def run_main(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
 
 
 def test_cli_prints_a_per_layer_table(syn_path, monkeypatch, capsys) -> None:
-    code, out, err = run_main([syn_path, "--where", "domain=math", "--supernodes", "4", "--paths", "2"], monkeypatch, capsys)
+    code, out, err = run_main(
+        [syn_path, "--where", "domain=math", "--supernodes", "4", "--paths", "2"], monkeypatch, capsys
+    )
     assert code == 0, err
     lines = out.splitlines()
     assert "6 MoE layers × 32 experts" in lines[0] and "domain=math" in lines[0]
@@ -173,6 +178,28 @@ def test_cli_prints_a_per_layer_table(syn_path, monkeypatch, capsys) -> None:
 )
 def test_cli_bad_input_is_one_line_and_exit_2(syn_path, monkeypatch, capsys, tmp_path, args, message) -> None:
     monkeypatch.chdir(tmp_path)
-    code, out, err = run_main([syn_path, *args], monkeypatch, capsys)
+    code, _, err = run_main([syn_path, *args], monkeypatch, capsys)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_widget_zooms_from_a_supernode_to_its_experts(syn) -> None:
+    from workbench.viz.widgets.overview import OverviewWidget
+
+    from workbench.errors import WorkbenchError
+
+    w = OverviewWidget(syn, where="domain=code", n_supernodes=4)
+    sn = w.supernodes
+    assert sn.selection == "domain=code"
+    assert len(w.figure.data[0].node.customdata) == int(sn.n_groups.sum())
+    assert [v for _, v in w.group.options] == list(range(int(sn.n_groups[0])))
+    w.show(4, 1)
+    members = sn.members(3, 1)
+    assert f"<h3>L4 · S1: {members.size} experts" in w.panel.value
+    assert f"<td>E{members[0]}</td>" in w.panel.value and "from L3:" in w.panel.value and "to L5:" in w.panel.value
+    w.layer.value = 0  # picking another layer lists its supernodes and shows the first
+    assert "<h3>L1 · S0:" in w.panel.value and "from L" not in w.panel.value
+    with pytest.raises(WorkbenchError, match="layer 9 is not in the overview"):
+        w.show(9, 0)
+    with pytest.raises(WorkbenchError, match="supernode 7 does not exist in layer 2"):
+        w.show(2, 7)

@@ -162,25 +162,36 @@ def overview_figure(sn: Supernodes, *, title: str | None = None, height: int = 8
         dst.append(b)
         val.append(int(v))
         lcol.append(_rgba(nodes.colour[a] if nodes.colour[a] != MIXED else "#8c8c8c", 0.35))
-        lhover.append(
-            f"L{sn.layers[p]} · S{s} → L{sn.layers[p + 1]} · S{u}<br>{v:,} token transitions "
-            f"({v / total:.1%} of the layer pair's |T|·k²)"
-        )
+        lhover.append(f"L{sn.layers[p]} · S{s} → L{sn.layers[p + 1]} · S{u} ({v / total:.1%}")
     hidden = 1.0 - drawn.sum() / max(sn.flows.sum(), 1)
     fig = go.Figure(
         go.Sankey(
             arrangement="fixed",
             node={
-                "label": nodes.label, "x": nodes.x, "y": nodes.y, "color": nodes.colour, "pad": PAD,
-                "thickness": NODE_PX, "line": {"width": 0.4, "color": "#555"},
-                "customdata": [[int(i), int(g), _node_hover(sn, int(i), int(g), lift, load)]
-                               for i, g in zip(nodes.layer_pos, nodes.group, strict=True)],
+                "label": nodes.label,
+                "x": nodes.x,
+                "y": nodes.y,
+                "color": nodes.colour,
+                "pad": PAD,
+                "thickness": NODE_PX,
+                "line": {"width": 0.4, "color": "#555"},
+                "customdata": [
+                    [int(i), int(g), _node_hover(sn, int(i), int(g), lift, load)]
+                    for i, g in zip(nodes.layer_pos, nodes.group, strict=True)
+                ],
                 "hovertemplate": "%{customdata[2]}<extra></extra>",
             },
-            link={"source": src, "target": dst, "value": val, "color": lcol, "customdata": lhover,
-                  "hovertemplate": "%{customdata}<extra></extra>"},
+            link={
+                "source": src,
+                "target": dst,
+                "value": val,
+                "color": lcol,
+                "customdata": lhover,
+                "hovertemplate": "%{customdata} of the layer pair's |T|·k²)<br>%{value:,} token transitions"
+                "<extra></extra>",
+            },
             textfont={"size": 11, "color": "#222"},
-        )  # fmt: skip
+        )
     )
     _add_key(fig, sn, hidden, width)
     _add_layer_ticks(fig, sn, nodes)

@@ -17,12 +17,12 @@ import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
+from workbench.viz.export import export_figure
+from workbench.viz.overview import overview_figure
 
 from workbench.graph.export import FIGURE_FORMATS, ExportError, export_format
 from workbench.graph.supernodes import Supernodes
 from workbench.outputs import atomic_path, check_output_file
-from workbench.viz.export import export_figure
-from workbench.viz.overview import overview_figure
 
 PANEL_ROWS = 12  # experts listed with their numbers; the rest in one line
 

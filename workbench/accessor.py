@@ -165,7 +165,7 @@ class RoutingAccessor:
 
     # The reasoning graph of the selection (workbench.graph.reasoning_graph, a networkx DiGraph; docs/graphs.md).
     graph = _Forwarder(_from_graph, "reasoning_graph")
-    # Supernodes per layer and the flow between them: the K2-scale overview (workbench.graph.supernodes; docs/overview.md).
+    # Supernodes per layer and their flows: the K2-scale overview (workbench.graph.supernodes; docs/overview.md).
     overview = _Forwarder(_from_supernodes, "supernodes")
 
     def expert(

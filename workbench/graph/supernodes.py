@@ -30,6 +30,7 @@ from an evenly spread sample of at most ``SAMPLE_TOKENS`` tokens.
 
 from __future__ import annotations
 
+import functools
 import heapq
 from dataclasses import dataclass, field
 
@@ -78,7 +79,7 @@ class Supernodes:
     sample_tokens: int = 0  # tokens the top tokens were counted from
     top_tokens: dict[tuple[int, int], list[tuple[str, int]]] = field(default_factory=dict)  # (layer pos, expert)
 
-    @property
+    @functools.cached_property
     def tokens(self) -> np.ndarray:
         """(L, K) int64 tokens routed to each supernode (a token counts once per member it is routed to)."""
         out = np.zeros((self.layers.size, self.flows.shape[1]), dtype=np.int64)
@@ -87,13 +88,17 @@ class Supernodes:
             np.add.at(out[i], self.assignment[i][used], self.expert_tokens[i][used])
         return out
 
-    @property
+    @functools.cached_property
     def load(self) -> np.ndarray:
         """(L, K) ``tokens / |T|``; Σ over a layer = k."""
         return self.tokens / max(self.n_tokens, 1)
 
     def domain_lift(self) -> np.ndarray:
         """(D, L, K) share of each domain among a supernode's tokens over its share of the selection."""
+        return self._lift
+
+    @functools.cached_property
+    def _lift(self) -> np.ndarray:
         dom = np.zeros((len(self.domains), *self.tokens.shape))
         for i in range(self.layers.size):
             used = self.assignment[i] >= 0
@@ -164,9 +169,7 @@ def supernodes(
     return out
 
 
-def group_experts(
-    c_in: np.ndarray | None, c_out: np.ndarray | None, tokens: np.ndarray, n_groups: int
-) -> np.ndarray:
+def group_experts(c_in: np.ndarray | None, c_out: np.ndarray | None, tokens: np.ndarray, n_groups: int) -> np.ndarray:
     """Ward clusters of one layer's experts by their Hellinger-embedded flow profiles (module docstring).
 
     ``c_in`` (E', E) transitions into this layer, ``c_out`` (E, E'') out of it (None at the ends),
@@ -284,7 +287,9 @@ def _add_top_tokens(sn: Supernodes, sub: xr.Dataset, vocab: list[str], top_exper
     codes = np.arange(sn.layers.size)[None, :, None] * sn.n_experts + ids  # (T', L, k)
     hit = wanted.ravel()[codes]
     shift = int(max(int(tok.max(initial=0)) + 1, len(vocab), 1))
-    pair, counts = sorted_unique(codes[hit] * shift + np.broadcast_to(tok[:, None, None], codes.shape)[hit], counts=True)
+    pair, counts = sorted_unique(
+        codes[hit] * shift + np.broadcast_to(tok[:, None, None], codes.shape)[hit], counts=True
+    )
     node, token = np.divmod(pair, shift)
     order = np.lexsort((token, -counts, node))
     for c, t, m in zip(node[order].tolist(), token[order].tolist(), counts[order].tolist(), strict=True):
