@@ -28,14 +28,16 @@ PANEL_ROWS = 12  # experts listed with their numbers; the rest in one line
 
 
 def _flows_text(sn: Supernodes, i: int, g: int, incoming: bool) -> str:
-    """``from L11: S2 61% · S0 30%`` — the largest shares of a supernode's inflow (or outflow)."""
+    """``from L11: S2 (E17) 61% · S0 (E3) 30%`` — the largest shares of a supernode's inflow (or outflow),
+    each supernode named by its heaviest expert as its block is labelled in the figure."""
     if (incoming and i == 0) or (not incoming and i == sn.layers.size - 1):
         return ""
     f = sn.flows[i - 1][:, g] if incoming else sn.flows[i][g, :]
     total = max(int(f.sum()), 1)
     order = [int(s) for s in np.argsort(-f, kind="stable") if f[s] > 0][:4]
-    other = sn.layers[i - 1] if incoming else sn.layers[i + 1]
-    parts = " · ".join(f"S{s} {f[s] / total:.0%}" for s in order)
+    j = i - 1 if incoming else i + 1
+    parts = " · ".join(f"S{s} ({sn.label(j, s, 1).split()[0]}) {f[s] / total:.0%}" for s in order)
+    other = sn.layers[j]
     return f"{'from' if incoming else 'to'} L{other}: {parts}"
 
 

@@ -98,7 +98,7 @@ def print_summary(sn, n_paths: int) -> None:  # type: ignore[no-untyped-def]
     typer.echo(_headline(sn))
     found = heaviest_supernode_paths(sn, n_paths) if n_paths else []
     share = sn.load / sn.top_k
-    header = ["layer", f"largest supernodes (share of routing: heaviest experts; {SHOWN_PER_LAYER} shown)"]
+    header = ["layer", "largest supernodes (share of routing: heaviest experts)"]
     header += [f"path {j + 1}" for j in range(len(found))]
     rows = []
     for i in range(sn.layers.size):
