@@ -195,7 +195,9 @@ def overview_figure(sn: Supernodes, *, title: str | None = None, height: int = 8
     )
     _add_key(fig, sn, hidden, width)
     _add_layer_ticks(fig, sn, nodes)
-    what = title or f"{sn.model or 'routing'} · {sn.selection} · {sn.n_tokens:,} tokens"
+    what = title or f"{sn.model or 'routing'} · {sn.selection} · {sn.n_tokens:,} token" + (
+        "s" if sn.n_tokens != 1 else ""
+    )
     fig.update_layout(
         title={"text": plain(what) + f"<br><sup>{n_layers} MoE layers × {sn.n_experts} experts → "
                f"{int(sn.n_groups.sum())} supernodes (≤ {kk} per layer)</sup>", "x": 0.01, "font": {"size": 16}},

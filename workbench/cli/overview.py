@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from workbench.graph.supernodes import Supernodes
 
 EXAMPLE = """
 Examples:
@@ -82,14 +85,15 @@ def overview(
             typer.echo(f"wrote {target}")
 
 
-def _headline(sn) -> str:  # type: ignore[no-untyped-def]
+def _headline(sn: Supernodes) -> str:
+    tokens = f"{sn.n_tokens:,} token" + ("s" if sn.n_tokens != 1 else "")
     return (
-        f"{sn.model or 'routing'} · {sn.selection}: {sn.n_tokens:,} tokens, {sn.layers.size} MoE layers × "
+        f"{sn.model or 'routing'} · {sn.selection}: {tokens}, {sn.layers.size} MoE layers × "
         f"{sn.n_experts} experts → {int(sn.n_groups.sum())} supernodes (≤ {sn.flows.shape[1]} per layer)"
     )
 
 
-def print_summary(sn, n_paths: int) -> None:  # type: ignore[no-untyped-def]
+def print_summary(sn: Supernodes, n_paths: int) -> None:
     """Per layer: the largest supernodes (share of the layer's routing, heaviest experts) and where the
     heaviest supernode paths pass, as one compact table."""
     from workbench.graph.path_table import format_table
