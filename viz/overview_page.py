@@ -89,7 +89,11 @@ _SCRIPT = """(function(){
 const panels = JSON.parse(document.getElementById('wb-panels').textContent);
 const plot = document.getElementById('wb-overview');
 const panel = document.getElementById('panel');
-function show(key){ if(panels[key]){ panel.innerHTML = panels[key]; panel.dataset.key = key; } }
+function show(key){
+  if(!panels[key]) return;
+  panel.innerHTML = panels[key]; panel.dataset.key = key;
+  panel.scrollIntoView({block: 'nearest'});  // the panel sits below a tall figure: bring it into view
+}
 plot.on('plotly_click', function(ev){
   const pt = ev && ev.points && ev.points[0];
   if(!pt || pt.source !== undefined || !pt.customdata) return;  // a ribbon, not a block
