@@ -18,6 +18,7 @@ import numpy as np
 import plotly.graph_objects as go
 from workbench.viz.text import plain
 
+from workbench.experts.vocab import text_vocab, visible
 from workbench.graph.supernodes import Supernodes
 
 DOMAIN_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
@@ -117,7 +118,16 @@ def layout_nodes(sn: Supernodes, values: np.ndarray, plot_height: int) -> Overvi
     return OverviewNodes(np.array(lp), np.array(gr), col, np.array(xs), np.array(ys), labels)
 
 
-def _node_hover(sn: Supernodes, i: int, g: int, lift: np.ndarray | None, load: np.ndarray) -> str:
+def shown_tokens(sn: Supernodes) -> dict[str, str]:
+    """Each top-token string as a reader should see it: byte-level BPE markers undone (``Ġ`` → space,
+    ``Ċ`` → newline; ``workbench.experts.vocab.text_vocab``) and whitespace made visible (␣ ↵ ⇥)."""
+    raw = sorted({t for tops in sn.top_tokens.values() for t, _ in tops})
+    return dict(zip(raw, (visible(t) for t in text_vocab(raw)), strict=True))
+
+
+def _node_hover(
+    sn: Supernodes, i: int, g: int, lift: np.ndarray | None, load: np.ndarray, shown: dict[str, str]
+) -> str:
     members = sn.members(i, g)
     lines = [
         f"<b>L{sn.layers[i]} · S{g}</b>: {members.size} experts",
@@ -128,7 +138,7 @@ def _node_hover(sn: Supernodes, i: int, g: int, lift: np.ndarray | None, load: n
         lines.append("lift " + " · ".join(f"{plain(d)} ×{lift[j, i, g]:.2f}" for j, d in enumerate(sn.domains)))
     top = sn.top_tokens.get((i, int(members[0]))) if members.size else None
     if top:
-        lines.append(f"E{members[0]} tokens: " + " · ".join(f"{plain(t)} ({n})" for t, n in top))
+        lines.append(f"E{members[0]} tokens: " + " · ".join(f"{plain(shown.get(t, t))} ({n})" for t, n in top))
     lines.append("click: its experts")
     return "<br>".join(lines)
 
@@ -153,6 +163,7 @@ def overview_figure(sn: Supernodes, *, title: str | None = None, height: int = 8
     index = {(int(i), int(g)): n for n, (i, g) in enumerate(zip(nodes.layer_pos, nodes.group, strict=True))}
     lift = sn.domain_lift() if len(sn.domains) > 1 else None
     load = sn.load
+    shown = shown_tokens(sn)
     src, dst, val, lcol, lhover = [], [], [], [], []
     for (p, s, u), v in np.ndenumerate(drawn):
         if v <= 0 or (p, s) not in index or (p + 1, u) not in index:
@@ -176,7 +187,7 @@ def overview_figure(sn: Supernodes, *, title: str | None = None, height: int = 8
                 "thickness": NODE_PX,
                 "line": {"width": 0.4, "color": "#555"},
                 "customdata": [
-                    [int(i), int(g), _node_hover(sn, int(i), int(g), lift, load)]
+                    [int(i), int(g), _node_hover(sn, int(i), int(g), lift, load, shown)]
                     for i, g in zip(nodes.layer_pos, nodes.group, strict=True)
                 ],
                 "hovertemplate": "%{customdata[2]}<extra></extra>",

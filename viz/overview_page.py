@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 from workbench.viz.export import export_figure
-from workbench.viz.overview import overview_figure
+from workbench.viz.overview import overview_figure, shown_tokens
 
 from workbench.graph.export import FIGURE_FORMATS, ExportError, export_format
 from workbench.graph.supernodes import Supernodes
@@ -41,8 +41,13 @@ def _flows_text(sn: Supernodes, i: int, g: int, incoming: bool) -> str:
     return f"{'from' if incoming else 'to'} L{other}: {parts}"
 
 
-def supernode_panel(sn: Supernodes, layer_pos: int, group: int, rows: int = PANEL_ROWS) -> str:
-    """One supernode's zoom as an HTML fragment (all text escaped): header, flows, a table of its experts."""
+def supernode_panel(
+    sn: Supernodes, layer_pos: int, group: int, rows: int = PANEL_ROWS, shown: dict[str, str] | None = None
+) -> str:
+    """One supernode's zoom as an HTML fragment (all text escaped): header, flows, a table of its experts.
+
+    ``shown`` maps top-token strings to their display form (``shown_tokens(sn)``; computed if None)."""
+    shown = shown if shown is not None else shown_tokens(sn)
     i, g = layer_pos, group
     members = sn.members(i, g)
     tokens = int(sn.expert_tokens[i, members].sum())
@@ -63,7 +68,7 @@ def supernode_panel(sn: Supernodes, layer_pos: int, group: int, rows: int = PANE
     ]
     for e in members[:rows]:
         n = int(sn.expert_tokens[i, e])
-        top = " · ".join(f"{html.escape(repr(t)[1:-1])} ({c})" for t, c in sn.top_tokens.get((i, int(e)), []))
+        top = " · ".join(f"{html.escape(shown.get(t, t))} ({c})" for t, c in sn.top_tokens.get((i, int(e)), []))
         table.append(
             f"<tr><td>E{e}</td><td>{n:,}</td><td>{n / max(sn.n_tokens, 1):.3f}</td>"
             f"<td>{n / max(tokens, 1):.0%}</td><td>{top}</td></tr>"
@@ -105,8 +110,9 @@ plot.on('plotly_click', function(ev){
 def overview_html(sn: Supernodes, fig: go.Figure | None = None) -> str:
     """The self-contained page: plotly.js once, the figure, and a panel that shows a clicked supernode."""
     fig = fig if fig is not None else overview_figure(sn)
+    shown = shown_tokens(sn)
     panels = {
-        f"{i},{g}": supernode_panel(sn, i, g)
+        f"{i},{g}": supernode_panel(sn, i, g, shown=shown)
         for i in range(sn.layers.size)
         for g in range(int(sn.n_groups[i]))
         if sn.members(i, g).size

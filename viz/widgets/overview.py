@@ -14,7 +14,7 @@ from pathlib import Path
 
 import ipywidgets as widgets
 import xarray as xr
-from workbench.viz.overview import overview_figure
+from workbench.viz.overview import overview_figure, shown_tokens
 from workbench.viz.overview_page import supernode_panel
 
 from workbench.errors import WorkbenchError
@@ -45,6 +45,7 @@ class OverviewWidget(widgets.VBox):
         self.supernodes: Supernodes = supernodes(self._ds, parse_where(where), n_supernodes=n_supernodes)
         sn = self.supernodes
         self.figure = overview_figure(sn)
+        self._shown = shown_tokens(sn)
         self.output = widgets.Output(layout={"overflow_x": "auto"})
         self.layer = widgets.Dropdown(
             options=[(f"L{layer}", i) for i, layer in enumerate(sn.layers.tolist())], value=0, description="layer"
@@ -68,7 +69,9 @@ class OverviewWidget(widgets.VBox):
 
     def _draw_panel(self) -> None:
         if self.group.value is not None:
-            self.panel.value = supernode_panel(self.supernodes, int(self.layer.value), int(self.group.value))
+            self.panel.value = supernode_panel(
+                self.supernodes, int(self.layer.value), int(self.group.value), shown=self._shown
+            )
 
     def show(self, layer: int, group: int) -> None:
         """Zoom to supernode ``group`` of MoE layer ``layer`` (the real layer index, as in ``L12 · S3``)."""
