@@ -195,10 +195,10 @@ def test_widget_zooms_from_a_supernode_to_its_experts(syn) -> None:
     assert [v for _, v in w.group.options] == list(range(int(sn.n_groups[0])))
     w.show(4, 1)
     members = sn.members(3, 1)
-    assert f"<h3>L4 · S1: {members.size} experts" in w.panel.value
+    assert f"<h3>L4 · S1 (the block labelled E{members[0]}): {members.size} experts" in w.panel.value
     assert f"<td>E{members[0]}</td>" in w.panel.value and "from L3:" in w.panel.value and "to L5:" in w.panel.value
     w.layer.value = 0  # picking another layer lists its supernodes and shows the first
-    assert "<h3>L1 · S0:" in w.panel.value and "from L" not in w.panel.value
+    assert "<h3>L1 · S0 (" in w.panel.value and "from L" not in w.panel.value
     with pytest.raises(WorkbenchError, match="layer 9 is not in the overview"):
         w.show(9, 0)
     with pytest.raises(WorkbenchError, match="supernode 7 does not exist in layer 2"):

@@ -59,7 +59,8 @@ def test_clicking_a_supernode_shows_its_experts(tmp_path: Path, monkeypatch) -> 
             page.wait_for_function("document.getElementById('panel').dataset.key !== undefined")
             head = page.locator("#panel h3").text_content() or ""
             members = sn.members(layer_pos, group)
-            assert head.startswith(f"L{sn.layers[layer_pos]} · S{group}: {members.size} experts"), head
+            want = f"L{sn.layers[layer_pos]} · S{group} (the block labelled E{members[0]}): {members.size} experts"
+            assert head.startswith(want), head
             cells = page.locator("#panel tbody tr td:first-child").all_text_contents()
             assert cells == [f"E{e}" for e in members[:12]]
             page.screenshot(path=str(artifacts / "overview_clicked.png"), full_page=True)

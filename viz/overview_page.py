@@ -53,7 +53,8 @@ def supernode_panel(
     tokens = int(sn.expert_tokens[i, members].sum())
     load = tokens / max(sn.n_tokens, 1)
     head = (
-        f"<h3>L{sn.layers[i]} · S{g}: {members.size} experts, load {load:.2f} of k = {sn.top_k} "
+        f"<h3>L{sn.layers[i]} · S{g} (the block labelled E{members[0]}): {members.size} experts, "
+        f"load {load:.2f} of k = {sn.top_k} "
         f"({load / sn.top_k:.0%} of the layer's routing)</h3>"
     )
     lines = [t for t in (_flows_text(sn, i, g, True), _flows_text(sn, i, g, False)) if t]
