@@ -73,6 +73,12 @@ def _from_graph(name: str) -> Callable[..., Any]:
     return getattr(build, name)
 
 
+def _from_supernodes(name: str) -> Callable[..., Any]:
+    from workbench.graph import supernodes
+
+    return getattr(supernodes, name)
+
+
 class _Forwarder:
     """A class attribute that becomes ``_forward(load(name))`` on first access.
 
@@ -159,6 +165,8 @@ class RoutingAccessor:
 
     # The reasoning graph of the selection (workbench.graph.reasoning_graph, a networkx DiGraph; docs/graphs.md).
     graph = _Forwarder(_from_graph, "reasoning_graph")
+    # Supernodes per layer and their flows: the K2-scale overview (workbench.graph.supernodes; docs/overview.md).
+    overview = _Forwarder(_from_supernodes, "supernodes")
 
     def expert(
         self, layer: int, expert: int, selection: Selection | None = None, *, where: list[str] | str | None = None,

@@ -36,6 +36,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agent",
     "minik2",
     "expert",
+    "overview",
 )
 
 for _name in COMMAND_MODULES:
