@@ -84,6 +84,10 @@ def _describe(sel: Selection | None) -> str:
         v = getattr(sel, key)
         if v is not None:
             parts.append(f"{key}={v[0]}:{v[1]}")
+    for key in ("match", "regex"):
+        v = getattr(sel, key, None)
+        if v is not None:
+            parts.append(f"{key}={v!r}")
     return " ".join(parts) or "all tokens"
 
 
