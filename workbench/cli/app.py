@@ -36,6 +36,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agent",
     "minik2",
     "expert",
+    "atlas",
 )
 
 for _name in COMMAND_MODULES:

@@ -72,7 +72,8 @@ class ExpertPage:
         return f"L{self.layer}:E{self.expert}"
 
 
-def _describe(sel: Selection | None) -> str:
+def describe_selection(sel: Selection | None) -> str:
+    """The selection as the where clauses that make it ("all tokens" for none)."""
     if sel is None:
         return "all tokens"
     parts = []
@@ -136,7 +137,7 @@ def page_from_rows(
     return ExpertPage(
         layer=r.layer, expert=r.expert, model=str(ds.attrs.get("model", {}).get("model_name", "?")),
         n_experts=r.n_experts, top_k=r.top_k, n_selected=int(r.rows.size), n_routed=int(idx.size),
-        selection=_describe(selection), has_gate_weights=weight is not None,
+        selection=describe_selection(selection), has_gate_weights=weight is not None,
         context_order=order, contexts=contexts, rank_ordered=ranked,
         lift=lift, frequent=frequent, domain_shares=domain_shares, segment_shares=segment_shares,
         weight_edges=edges, weight_hist=w_hist, rank_hist=np.bincount(rank, minlength=r.top_k),

@@ -22,7 +22,11 @@ def cached(obj: Any, name: str, build: Callable[[], T]) -> T:
     key = id(obj)
     entry = _MEMO.get(key)
     if entry is None or entry[0]() is not obj:
-        entry = (weakref.ref(obj, lambda _ref, key=key: _MEMO.pop(key, None)), {})
+
+        def forget(_ref: weakref.ref[Any], key: int = key) -> None:
+            _MEMO.pop(key, None)
+
+        entry = (weakref.ref(obj, forget), {})
         _MEMO[key] = entry
     memo = entry[1]
     if name not in memo:

@@ -246,6 +246,7 @@ def _write_build(
     n_experts = int(attrs["model"]["n_routed_experts"])
     has_w = bool(attrs.get("has_gate_weights", True)) and S.GATE_WEIGHTS in group
     src_w = group[S.GATE_WEIGHTS] if has_w else None
+    assert src_w is None or isinstance(src_w, zarr.Array)
     build = uuid.uuid4().hex[:12]
     prefix = f"{GROUP}/{build}/"
     chunk = max(1, min(INDEX_CHUNK, n))
