@@ -36,13 +36,15 @@ def _js(call: str, data: Any) -> str:
 
 
 def _search_record(layer: int, page: dict[str, Any]) -> list[Any]:
-    """[layer, expert, tokens (lift order, then frequent), contexts (token in ±24 characters)] for the search."""
+    """[layer, expert, tokens (lift order, then frequent), their lifts, contexts (token in ±24 characters)]."""
     tokens: list[str] = []
+    lifts: list[float | None] = []
     for row in page["lift"][:10] + page["freq"][:6]:
         if row[0] not in tokens:
             tokens.append(row[0])
+            lifts.append(row[5])
     snippets = [f"{c[0][-24:]}\u2039{c[1]}\u203a{c[2][:24]}" for c in page["ctx"][:6]]
-    return [layer, page["e"], "\u241f".join(tokens), "\u241f".join(snippets)]
+    return [layer, page["e"], "\u241f".join(tokens), lifts, "\u241f".join(snippets)]
 
 
 def write_atlas(layers: Iterable[dict[str, Any]], out: str | Path, meta: dict[str, Any]) -> dict[str, Any]:

@@ -53,6 +53,7 @@ INDEX_HTML = (
 <canvas id="grid"></canvas><div id="tip"></div>
 <div class="sub" id="axes"></div>
 <h2>Search tokens and contexts</h2>
+<div class="sub">experts whose special or frequent tokens match come first (exact token, then by the token's lift), then those whose top contexts contain the text</div>
 <input type="search" id="q" placeholder="a token or some text, e.g. def" autocomplete="off">
 <span id="status" class="sub"></span><ol id="results"></ol>
 <script>"""
@@ -106,9 +107,9 @@ function search(){
     SEARCH=false;loadScript('data/search.js',search);return;}
   if(SEARCH===false)return;
   const hits=[];
-  for(const [L,E,toks,ctxs] of SEARCH){
+  for(const [L,E,toks,lifts,ctxs] of SEARCH){
     const t=toks.split('\u241f'),tl=t.map(x=>x.toLowerCase()),te=tl.indexOf(q),ti=te>=0?te:tl.findIndex(x=>x.includes(q));
-    if(ti>=0){hits.push([te>=0?0:1,ti,L,E,'token '+t[ti]]);continue;}
+    if(ti>=0){hits.push([te>=0?0:1,-(lifts[ti]||0),L,E,`token ${t[ti]} (lift ${fmt(lifts[ti])})`]);continue;}
     const c=ctxs.split('\u241f').find(x=>x.toLowerCase().includes(q));
     if(c)hits.push([2,0,L,E,'context …'+c+'…']);}
   hits.sort((a,b)=>a[0]-b[0]||a[1]-b[1]||a[2]-b[2]||a[3]-b[3]);
