@@ -96,7 +96,7 @@ def test_an_ids_only_store_builds_and_says_what_it_fell_back_to(tmp_path: Path) 
     assert r.returncode == 0, r.stderr
     meta = (out / "data" / "meta.js").read_text()
     assert "no gate weights" in meta and "router rank, then token frequency" in meta
-    layer = json.loads((out / "data" / "L002.js").read_text()[len("atlasLayer(") : -3])
+    layer = json.loads((out / "data" / "L002-B00.js").read_text()[len("atlasLayer(") : -3])
     assert layer["experts"][PLANT]["wh"] == [] and layer["grid"]["weight"] == [None] * 8
 
 

@@ -6,12 +6,13 @@ Layout of the folder ``write_atlas`` makes::
     expert.html          one page template; ``expert.html#L30:E17`` shows that expert
     data/meta.js         the store, selection, model shape, metrics and notes
     data/grid.js         every expert's metric values (the grid)
-    data/L030.js ...     one shard per layer: the pages of its E experts (``layer_pages``)
-    data/search.js       per expert: its top tokens and context snippets (loaded on the first search)
+    data/L030-B00.js ... the pages (``layer_pages``) of a block of BLOCK experts of one layer
+    data/search-00.js .. per expert: its top tokens, their lifts, context snippets; SEARCH_SHARD experts a
+                         file, loaded one after another on the first search (results grow as they come)
     atlas.json           what built it (the marker that lets a later build replace this folder)
 
 Browsers refuse ``fetch()`` on file://, so data travels as scripts (``<script src>`` calling
-``atlasLayer(...)`` etc.): a page loads only its layer's shard (about 2 MB for K2's 384 experts). The
+``atlasLayer(...)`` etc.): a page loads only its block's shard (about 150 kB for K2's layers). The
 folder is built next to its target and renamed into place, so a failed build leaves nothing half-written
 and an earlier atlas stays until the new one is complete.
 """
@@ -29,6 +30,8 @@ from typing import Any
 from workbench.viz.atlas_html import EXPERT_HTML, INDEX_HTML
 
 MARKER = "atlas.json"
+BLOCK = 32  # experts per page shard
+SEARCH_SHARD = 2048  # experts per search shard
 
 
 def _js(call: str, data: Any) -> str:
@@ -43,7 +46,7 @@ def _search_record(layer: int, page: dict[str, Any]) -> list[Any]:
         if row[0] not in tokens:
             tokens.append(row[0])
             lifts.append(row[5])
-    snippets = [f"{c[0][-24:]}\u2039{c[1]}\u203a{c[2][:24]}" for c in page["ctx"][:6]]
+    snippets = [f"{c[0][-16:]}\u2039{c[1]}\u203a{c[2][:16]}" for c in page["ctx"][:4]]
     return [layer, page["e"], "\u241f".join(tokens), lifts, "\u241f".join(snippets)]
 
 
@@ -68,12 +71,18 @@ def write_atlas(layers: Iterable[dict[str, Any]], out: str | Path, meta: dict[st
             layer_ids.append(int(lp["layer"]))
             for metric, values in lp["grid"].items():
                 grid.setdefault(metric, []).append(values)
-            (data / f"L{lp['layer']:03d}.js").write_text(_js("atlasLayer", lp), encoding="utf-8")
+            for b in range(0, len(lp["experts"]), BLOCK):
+                shard = {"layer": lp["layer"], "tokens": lp["tokens"], "block": b // BLOCK,
+                         "experts": lp["experts"][b : b + BLOCK]}  # fmt: skip
+                (data / f"L{lp['layer']:03d}-B{b // BLOCK:02d}.js").write_text(_js("atlasLayer", shard), "utf-8")
             search.extend(_search_record(lp["layer"], p) for p in lp["experts"] if p["n"])
-        meta = dict(meta, layers=layer_ids, built=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        shards = [search[i : i + SEARCH_SHARD] for i in range(0, len(search), SEARCH_SHARD)] or [[]]
+        for i, part in enumerate(shards):
+            (data / f"search-{i:02d}.js").write_text(_js("atlasSearch", part), encoding="utf-8")
+        meta = dict(meta, layers=layer_ids, block=BLOCK, search_shards=len(shards),
+                    built=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))  # fmt: skip
         (data / "meta.js").write_text(_js("atlasMeta", meta), encoding="utf-8")
         (data / "grid.js").write_text(_js("atlasGrid", grid), encoding="utf-8")
-        (data / "search.js").write_text(_js("atlasSearch", search), encoding="utf-8")
         (tmp / "index.html").write_text(INDEX_HTML, encoding="utf-8")
         (tmp / "expert.html").write_text(EXPERT_HTML, encoding="utf-8")
         size = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())

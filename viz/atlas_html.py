@@ -60,7 +60,7 @@ INDEX_HTML = (
     + _COMMON_JS
     + r"""
 let GRID=null;function atlasGrid(g){GRID=g;}
-let SEARCH=null;function atlasSearch(s){SEARCH=s;}
+let SEARCH=[],LOADED=-1;function atlasSearch(s){SEARCH=SEARCH.concat(s);}
 const STOPS=[[68,1,84],[59,82,139],[33,145,140],[94,201,98],[253,231,37]];
 function colour(t){t=Math.max(0,Math.min(1,t));const x=t*(STOPS.length-1),i=Math.min(Math.floor(x),STOPS.length-2),f=x-i;
   const a=STOPS[i],b=STOPS[i+1];return `rgb(${a.map((v,j)=>Math.round(v+(b[j]-v)*f)).join(',')})`;}
@@ -100,12 +100,12 @@ function init(){
   c.onclick=ev=>{const h=cellAt(ev);if(h)location.href=`expert.html#L${META.layers[h[0]]}:E${h[1]}`;};
   let timer=null;document.getElementById('q').oninput=()=>{clearTimeout(timer);timer=setTimeout(search,150);};
 }
+function loadNext(){if(LOADED>=META.search_shards)return;
+  loadScript(`data/search-${String(LOADED).padStart(2,'0')}.js`,()=>{LOADED++;search();loadNext();});}
 function search(){
   const q=document.getElementById('q').value.trim().toLowerCase(),out=document.getElementById('results');
   if(!q){out.replaceChildren();document.getElementById('status').textContent='';return;}
-  if(SEARCH===null){document.getElementById('status').textContent='loading the search index…';
-    SEARCH=false;loadScript('data/search.js',search);return;}
-  if(SEARCH===false)return;
+  if(LOADED<0){LOADED=0;loadNext();}
   const hits=[];
   for(const [L,E,toks,lifts,ctxs] of SEARCH){
     const t=toks.split('\u241f'),tl=t.map(x=>x.toLowerCase()),te=tl.indexOf(q),ti=te>=0?te:tl.findIndex(x=>x.includes(q));
@@ -113,7 +113,8 @@ function search(){
     const c=ctxs.split('\u241f').find(x=>x.toLowerCase().includes(q));
     if(c)hits.push([2,0,L,E,'context …'+c+'…']);}
   hits.sort((a,b)=>a[0]-b[0]||a[1]-b[1]||a[2]-b[2]||a[3]-b[3]);
-  document.getElementById('status').textContent=`${hits.length} expert(s) match`+(hits.length>100?' (first 100 shown)':'');
+  const busy=LOADED<META.search_shards?` (searching… ${LOADED} of ${META.search_shards} parts)`:'';
+  document.getElementById('status').textContent=`${hits.length} expert(s) match`+(hits.length>100?' (first 100 shown)':'')+busy;
   out.replaceChildren(...hits.slice(0,100).map(h=>el('li',{},el('a',{href:`expert.html#L${h[2]}:E${h[3]}`,text:`L${h[2]}:E${h[3]}`}),
     ' ',el('span',{class:'ctx',text:h[4]}))));
 }
@@ -133,7 +134,7 @@ EXPERT_HTML = (
 <script>"""
     + _COMMON_JS
     + r"""
-const LAYERS={};function atlasLayer(d){LAYERS[d.layer]=d;}
+const SHARDS={};function atlasLayer(d){SHARDS[`${d.layer}-${d.block}`]=d;}
 function parse(){const m=/^#L(\d+):E(\d+)$/.exec(location.hash);return m?[+m[1],+m[2]]:[META.layers[0],0];}
 function table(head,rows){return el('table',{},el('tr',{},...head.map(h=>el('th',{text:h}))),
   ...rows.map(r=>el('tr',{},...r.map(c=>c instanceof Node?el('td',{},c):el('td',{class:typeof c==='number'?'num':'',text:c==null?'–':String(c)})))));}
@@ -146,11 +147,12 @@ function hist(counts,labels){const top=Math.max(1,...counts);return table(['bin'
 function link(L,E){return el('a',{href:`#L${L}:E${E}`,text:`L${L}:E${E}`});}
 function neighbours(rows){return rows.length?table(['expert','tokens','share','lift'],rows.map(r=>[link(r[0],r[1]),r[2],pct(r[3]),fmt(r[4])])):el('p',{text:'–'});}
 function render(){
-  const [L,E]=parse(),d=LAYERS[L],root=document.getElementById('page');
+  const [L,E]=parse(),blk=Math.floor(E/META.block),d=SHARDS[`${L}-${blk}`],root=document.getElementById('page');
   if(!META.layers.includes(L)||E<0||E>=META.n_experts){root.replaceChildren(el('p',{class:'note',
     text:`L${L}:E${E} is not in this atlas: layers ${META.layers[0]}..${META.layers[META.layers.length-1]}, experts 0..${META.n_experts-1}`}));return;}
-  if(!d){root.replaceChildren(el('p',{text:`loading layer ${L}…`}));loadScript(`data/L${pad3(L)}.js`,render);return;}
-  const p=d.experts[E],li=META.layers.indexOf(L);
+  if(!d){root.replaceChildren(el('p',{text:`loading layer ${L}…`}));
+    loadScript(`data/L${pad3(L)}-B${String(blk).padStart(2,'0')}.js`,render);return;}
+  const p=d.experts[E-blk*META.block],li=META.layers.indexOf(L);
   document.title=`L${L}:E${E} · expert atlas`;
   const pv=E>0?[L,E-1]:li>0?[META.layers[li-1],META.n_experts-1]:null,nx=E+1<META.n_experts?[L,E+1]:li+1<META.layers.length?[META.layers[li+1],0]:null;
   for(const [id,t] of [['prev',pv],['next',nx]]){const a=document.getElementById(id);if(t)a.href=`#L${t[0]}:E${t[1]}`;else a.removeAttribute('href');}
