@@ -90,6 +90,10 @@ def test_a_damaged_index_chunk_is_refused_in_one_line(store_path: Path) -> None:
     loc = resolve(store_path, read_only=True)
     _, problems = verify_index(loc.store, str(store_path), dict(ds.attrs))
     assert len(problems) == 1 and "expert_ids" in problems[0]
+    from workbench.store.verify import verify_store
+
+    report = verify_store(store_path)
+    assert not report.ok and any("layer index chunk" in p and "--force" in p for p in report.problems)
     build_index(store_path, force=True)
     expert_page(open_store(store_path), 2, PLANT, n_boot=10)
 
