@@ -37,6 +37,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "minik2",
     "expert",
     "overview",
+    "atlas",
 )
 
 for _name in COMMAND_MODULES:

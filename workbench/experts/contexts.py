@@ -73,17 +73,23 @@ def context_order(
 def top_contexts(
     rows: np.ndarray, token_id: np.ndarray, weight: np.ndarray | None, rank: np.ndarray,
     store_tok: np.ndarray, store_seq: np.ndarray, texts: list[str], describe: dict[str, np.ndarray | list[str]],
-    *, top: int = 20, width: int = 8, dedupe: int = 2, ranked: bool = True,
+    *, top: int = 20, width: int = 8, dedupe: int = 2, ranked: bool = True, limit: int | None = None,
 ) -> list[Context]:  # fmt: skip
     """The ``top`` contexts of the routed tokens, near-duplicates collapsed.
 
     ``rows``, ``token_id``, ``weight``, ``rank`` are (n,) over the expert's routed tokens (``rank`` 0-based);
     ``describe`` maps "sequence", "domain" (per sequence row), "segment_kinds" and per-token "segment",
-    "step", "position", "seq" (n,) to label each context.
+    "step", "position", "seq" (n,) to label each context. ``limit``: only the first ``limit`` tokens of the
+    order are candidates (copies are then counted among them); by gate weight they are found by a partial
+    sort, so many pages at once (the atlas) stay cheap.
     """
     if rows.size == 0:
         return []
-    order = context_order(token_id, weight, rank, ranked=ranked)
+    if limit is not None and weight is not None and rows.size > limit:
+        cand = np.argpartition(-weight.astype(np.float64), limit)[:limit]
+        order = cand[np.lexsort((cand, -weight[cand].astype(np.float64)))]
+    else:
+        order = context_order(token_id, weight, rank, ranked=ranked)[:limit]
     keys = window_ids(store_tok, store_seq, rows[order], -dedupe, dedupe)  # (n, 2d+1), centre = token id
     _, first, inv = np.unique(keys, axis=0, return_index=True, return_inverse=True)
     copies = np.bincount(inv.reshape(-1))

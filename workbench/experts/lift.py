@@ -56,11 +56,20 @@ def token_lift(
     uniq = np.nonzero(c_s_all)[0]
     c_s = c_s_all[uniq]
     c_e = np.bincount(routed_ids, minlength=size)[uniq]
-    n_e, n_s, v = float(routed_ids.size), float(selected_ids.size), float(uniq.size)
-    lift = ((c_e + smoothing) / (n_e + smoothing * v)) / ((c_s + smoothing) / (n_s + smoothing * v))
+    lift = lift_from_counts(c_e, c_s, routed_ids.size, selected_ids.size, smoothing=smoothing)
     keep = np.nonzero(c_e >= max(min_count, 1))[0]
     order = keep[np.lexsort((-c_e[keep], -lift[keep]))]
     return uniq[order].astype(np.int64), c_e[order], c_s[order], lift[order]
+
+
+def lift_from_counts(
+    c_e: np.ndarray, c_s: np.ndarray, n_e: int, n_s: int, *, smoothing: float = 1.0, n_vocab: int | None = None
+) -> np.ndarray:
+    """The smoothed lift of the module docstring for counts ``c_e`` (routed) and ``c_s`` (selection), each (X,),
+    with N_E = ``n_e``, N_S = ``n_s`` and V = ``n_vocab`` distinct token ids in the selection (default X: the
+    counts cover every id of the selection). Returns (X,)."""
+    v = float(c_s.size if n_vocab is None else n_vocab)
+    return ((c_e + smoothing) / (n_e + smoothing * v)) / ((c_s + smoothing) / (n_s + smoothing * v))
 
 
 def lift_table(

@@ -32,24 +32,27 @@ class Neighbour:
 
 
 def neighbours(
-    ids: np.ndarray, routed: np.ndarray, layer: int | None, *, exclude: int | None = None, n_experts: int,
+    routed_ids: np.ndarray, base: np.ndarray, n_selected: int, layer: int | None, *, exclude: int | None = None,
     top: int = 10,
 ) -> list[Neighbour]:  # fmt: skip
-    """The ``top`` experts of one layer's ``ids`` (T, k) most often on the ``routed`` (T,) bool tokens.
+    """The ``top`` experts of one layer most often in the top-k of the routed tokens.
 
-    ``layer`` is the real index of that layer (None: no such layer, returns []); ``exclude`` drops the
-    page's own expert from the same-layer list.
+    ``routed_ids`` (N_E, k) are that layer's expert ids on the tokens routed to the page's expert;
+    ``base`` (E,) counts the selected tokens (``n_selected`` = N_S of them) with each expert in their
+    top-k at that layer. ``layer`` is the real index of that layer (None: no such layer, returns []);
+    ``exclude`` drops the page's own expert from the same-layer list.
     """
-    if layer is None or not routed.any():
+    n_e = routed_ids.shape[0]
+    if layer is None or n_e == 0:
         return []
-    n_e, n_s = int(routed.sum()), ids.shape[0]
-    count = np.bincount(ids[routed].reshape(-1), minlength=n_experts)  # ids are >= 0 where the layer exists
-    base = np.bincount(ids.reshape(-1), minlength=n_experts) / max(n_s, 1)
+    n_experts = base.size
+    count = np.bincount(routed_ids.reshape(-1), minlength=n_experts)  # ids are >= 0 where the layer exists
+    rate = base / max(n_selected, 1)
     if exclude is not None:
         count[exclude] = 0
     order = np.lexsort((np.arange(n_experts), -count))
     return [
-        Neighbour(layer, int(f), int(count[f]), float(count[f] / n_e), float(count[f] / n_e / base[f]))
+        Neighbour(layer, int(f), int(count[f]), float(count[f] / n_e), float(count[f] / n_e / rate[f]))
         for f in order[:top]
         if count[f] > 0
     ]

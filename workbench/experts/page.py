@@ -72,7 +72,8 @@ class ExpertPage:
         return f"L{self.layer}:E{self.expert}"
 
 
-def _describe(sel: Selection | None) -> str:
+def describe_selection(sel: Selection | None) -> str:
+    """The selection as the where clauses that make it ("all tokens" for none)."""
     if sel is None:
         return "all tokens"
     parts = []
@@ -84,6 +85,10 @@ def _describe(sel: Selection | None) -> str:
         v = getattr(sel, key)
         if v is not None:
             parts.append(f"{key}={v[0]}:{v[1]}")
+    for key in ("match", "regex"):
+        v = getattr(sel, key, None)
+        if v is not None:
+            parts.append(f"{key}={v!r}")
     return " ".join(parts) or "all tokens"
 
 
@@ -92,11 +97,9 @@ def page_from_rows(
     min_count: int = 3, smoothing: float = 1.0, bins: int = 20, n_boot: int = 200, seed: int = 0,
 ) -> ExpertPage:  # fmt: skip
     """Build the page from rows already read (``load_rows``); see ``expert_page`` for the parameters."""
-    hit = r.ids[:, 1, :] == r.expert  # (T, k)
-    routed = hit.any(axis=1)  # (T,)
+    routed = r.routed  # (T,)
     idx = np.nonzero(routed)[0]
-    rank = hit[idx].argmax(axis=1)  # (N_E,) 0-based
-    weight = r.weights[idx, rank] if r.weights is not None else None
+    rank, weight = r.rank, r.weight  # (N_E,) 0-based slot, gate weight or None
     texts = token_texts(ds)
     kinds = list(ds.attrs.get("segment_kinds", S.SEGMENT_KINDS))
     seq_ids = [str(s) for s in np.asarray(ds[S.SEQUENCE].values)]
@@ -130,16 +133,17 @@ def page_from_rows(
     else:
         edges, w_hist = np.zeros(0), np.zeros(0, dtype=np.int64)
     prev, _, nxt = r.layers
+    n_sel = int(r.rows.size)
     return ExpertPage(
         layer=r.layer, expert=r.expert, model=str(ds.attrs.get("model", {}).get("model_name", "?")),
         n_experts=r.n_experts, top_k=r.top_k, n_selected=int(r.rows.size), n_routed=int(idx.size),
-        selection=_describe(selection), has_gate_weights=weight is not None,
+        selection=describe_selection(selection), has_gate_weights=weight is not None,
         context_order=order, contexts=contexts, rank_ordered=ranked,
         lift=lift, frequent=frequent, domain_shares=domain_shares, segment_shares=segment_shares,
         weight_edges=edges, weight_hist=w_hist, rank_hist=np.bincount(rank, minlength=r.top_k),
-        co_activated=neighbours(r.ids[:, 1], routed, r.layer, exclude=r.expert, n_experts=r.n_experts),
-        predecessors=neighbours(r.ids[:, 0], routed, prev, n_experts=r.n_experts),
-        successors=neighbours(r.ids[:, 2], routed, nxt, n_experts=r.n_experts), notes=notes,
+        co_activated=neighbours(r.near_ids[:, 1], r.base[1], n_sel, r.layer, exclude=r.expert),
+        predecessors=neighbours(r.near_ids[:, 0], r.base[0], n_sel, prev),
+        successors=neighbours(r.near_ids[:, 2], r.base[2], n_sel, nxt), notes=notes,
     )  # fmt: skip
 
 

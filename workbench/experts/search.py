@@ -1,27 +1,26 @@
 """Search a routing store by text: plain text or a regular expression over the decoded tokens, matching
 across token boundaries, mapped back to the token rows it covers.
 
-The store's tokens are decoded (``vocab.text_vocab``) and concatenated in row order into one string,
-with a record separator (U+001E) between sequences so no match spans two texts; each token's first
-character offset is kept, so a match [a, b) covers token rows ``searchsorted(starts, a, "right") - 1`` ..
-``searchsorted(starts, b - 1, "right") - 1``. Building the text is vectorised (one object-array gather
-and one join); the search itself is Python's ``re``.
+The store's tokens are decoded and concatenated in row order into one string, with a record separator
+between sequences so no match spans two texts, and each match is mapped back to the token rows it covers
+(``workbench.store.text``, which also serves the ``match=`` / ``regex=`` selection keys). The decoded
+text is built once per opened Dataset, so a second search on the same store only runs the pattern.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
 
+from workbench.errors import SelectionError
 from workbench.experts.rows import ExpertPageError
-from workbench.experts.vocab import token_texts
 from workbench.store import schema as S
 from workbench.store.select import Selection, token_mask
+from workbench.store.text import SEP, compile_pattern, match_spans, store_text
 
-SEP = "\x1e"  # between sequences (not NUL: numpy strips trailing NULs of strings)
+__all__ = ["SEP", "SearchHit", "find", "store_text"]
 _LINE = str.maketrans({"\n": "↵", "\t": "⇥", "\r": "␍"})
 
 
@@ -45,26 +44,6 @@ class SearchHit:
         return np.arange(self.start, self.stop)
 
 
-def store_text(ds: xr.Dataset) -> tuple[str, np.ndarray, np.ndarray]:
-    """The store's decoded text, each token row's start offset in it (N,), and each row's sequence (N,).
-
-    Sequences are separated by one ``SEP`` character; a match containing it is dropped.
-    """
-    texts = np.asarray(token_texts(ds) or [""], dtype=object)
-    tok = np.asarray(ds[S.TOKEN_ID].values).astype(np.int64)
-    seq = np.asarray(ds[S.SEQUENCE_INDEX].values).astype(np.int64)
-    known = (tok >= 0) & (tok < texts.size)
-    pieces = texts[np.clip(tok, 0, texts.size - 1)]  # (N,) object
-    if not known.all():
-        pieces[~known] = np.array([f"<{t}>" for t in tok[~known]], dtype=object)
-    new_seq = np.ones(tok.size, dtype=bool)
-    new_seq[1:] = seq[1:] != seq[:-1]
-    pieces[new_seq] = SEP + pieces[new_seq]
-    lengths = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=tok.size)
-    starts = np.cumsum(lengths) - lengths + new_seq  # skip the separator
-    return "".join(pieces.tolist()), starts, seq
-
-
 def find(
     ds: xr.Dataset, text_or_regex: str, *, regex: bool = False, ignore_case: bool = False, max_hits: int = 100,
     selection: Selection | None = None, width: int = 40,
@@ -75,14 +54,11 @@ def find(
     (a pattern that does not compile raises ``ExpertPageError`` in one line). With ``selection``, only
     matches whose first token is selected are kept. ``width`` characters of context are kept each side.
     """
-    if not text_or_regex:
-        raise ExpertPageError("the search text is empty; give some text or a regular expression")
-    flags = re.IGNORECASE if ignore_case else 0
     try:
-        pattern = re.compile(text_or_regex if regex else re.escape(text_or_regex), flags)
-    except re.error as err:
-        raise ExpertPageError(f"the regular expression {text_or_regex!r} does not compile: {err}") from None
-    full, starts, seq = store_text(ds)
+        pattern = compile_pattern(text_or_regex, regex=regex, ignore_case=ignore_case)
+    except SelectionError as err:
+        raise ExpertPageError(str(err)) from None
+    full, _, seq = store_text(ds)
     mask = token_mask(ds, selection) if selection is not None else None
     seq_ids = [str(s) for s in np.asarray(ds[S.SEQUENCE].values)]
     domains = [str(d) for d in np.asarray(ds[S.SEQUENCE_DOMAIN].values)]
@@ -90,12 +66,7 @@ def find(
     segment = np.asarray(ds[S.SEGMENT].values)
     position = np.asarray(ds[S.POSITION].values)
     hits: list[SearchHit] = []
-    for m in pattern.finditer(full):
-        a, b = m.span()
-        if b <= a or SEP in m.group():
-            continue
-        first = int(np.searchsorted(starts, a, "right") - 1)
-        last = int(np.searchsorted(starts, b - 1, "right") - 1)
+    for a, b, first, last in match_spans(ds, pattern):
         if mask is not None and not mask[first]:
             continue
         lo = full.rfind(SEP, max(0, a - width), a)
@@ -105,7 +76,7 @@ def find(
         s = int(seq[first])
         hits.append(
             SearchHit(seq_ids[s], domains[s], kinds[int(segment[first])], first, last + 1, int(position[first]),
-                      m.group().translate(_LINE), before.translate(_LINE), after.translate(_LINE))
+                      full[a:b].translate(_LINE), before.translate(_LINE), after.translate(_LINE))
         )  # fmt: skip
         if len(hits) >= max_hits:
             break

@@ -87,7 +87,9 @@ def open_store(
         chunks = {S.TOKEN: "auto", S.SEQUENCE: -1, S.SPAN: -1}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zarr warns that consolidated metadata is not in the v3 spec yet
-        return xr.open_zarr(checked, consolidated=True, chunks=chunks, zarr_format=3)
+        ds = xr.open_zarr(checked, consolidated=True, chunks=chunks, zarr_format=3)
+    ds.encoding["routing_store"] = checked  # how readers find derived data kept in the store (layer_index.py)
+    return ds
 
 
 def check_appendable(

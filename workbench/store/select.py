@@ -13,6 +13,7 @@ import xarray as xr
 
 from workbench.errors import SelectionError
 from workbench.store import schema as S
+from workbench.store.text import compile_pattern, match_mask
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,9 @@ class Selection:
     """Which tokens and layers to use. ``None`` means no restriction.
 
     ``tokens`` are global token rows [start, stop); ``positions`` are positions within each sequence;
-    ``layers`` are the model's real layer indices, inclusive at both ends (``--layers 1:60``).
+    ``layers`` are the model's real layer indices, inclusive at both ends (``--layers 1:60``); ``match``
+    (literal text) and ``regex`` (a Python regular expression) keep the token rows a match of the decoded
+    text covers, across token boundaries, never across two sequences (``workbench.store.text``).
     """
 
     domains: tuple[str, ...] | None = None
@@ -30,6 +33,8 @@ class Selection:
     tokens: tuple[int, int] | None = None
     positions: tuple[int, int] | None = None
     layers: tuple[int, int] | None = None
+    match: str | None = None
+    regex: str | None = None
 
     def merged(self, **changes: object) -> Selection:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -46,7 +51,9 @@ def _range(text: str, what: str) -> tuple[int, int]:
 def parse_where(where: list[str] | tuple[str, ...] | str | None, base: Selection | None = None) -> Selection:
     """Parse ``where`` clauses such as ``domain=math,code`` or ``segment=think`` into a Selection.
 
-    Keys: domain, sequence, segment, step, tokens (A:B), positions (A:B), layers (A:B).
+    Keys: domain, sequence, segment, step, tokens (A:B), positions (A:B), layers (A:B), match (literal
+    text, commas included) and regex (a Python regular expression; checked here, so a pattern that does not
+    compile fails before any store is read).
     """
     sel = base or Selection()
     if where is None:
@@ -57,7 +64,14 @@ def parse_where(where: list[str] | tuple[str, ...] | str | None, base: Selection
         if not sep or not value:
             raise SelectionError(f"where needs KEY=VALUE (e.g. domain=math), got {expr!r}", param="where")
         values = tuple(v.strip() for v in value.split(",") if v.strip())
-        if key == "domain":
+        if key in ("match", "regex"):
+            raw = expr.partition("=")[2]  # the text as given: commas and spaces are part of it
+            try:
+                compile_pattern(raw, regex=key == "regex")
+            except SelectionError as err:
+                raise SelectionError(f"where {key}=: {err}", param="where") from None
+            sel = sel.merged(**{key: raw})
+        elif key == "domain":
             sel = sel.merged(domains=values)
         elif key == "sequence":
             sel = sel.merged(sequences=values)
@@ -72,7 +86,8 @@ def parse_where(where: list[str] | tuple[str, ...] | str | None, base: Selection
             sel = sel.merged(**{key: _range(value, key)})
         else:
             raise SelectionError(
-                f"unknown selection key {key!r}; use domain, sequence, segment, step, tokens, positions or layers"
+                f"unknown selection key {key!r}; use domain, sequence, segment, step, tokens, positions, layers, "
+                "match or regex"
             )
     return sel
 
@@ -121,6 +136,15 @@ def token_mask(ds: xr.Dataset, sel: Selection) -> np.ndarray:
         a, b = sel.positions
         pos = np.asarray(ds[S.POSITION].values)
         mask &= (pos >= a) & (pos < b)
+    for key, text in (("match", sel.match), ("regex", sel.regex)):
+        if text is not None:
+            hit = match_mask(ds, compile_pattern(text, regex=key == "regex"))
+            if not hit.any():
+                raise SelectionError(
+                    f"{key}={text!r} occurs nowhere in this store's text; check it with `workbench find STORE TEXT`"
+                    + (" --regex" if key == "regex" else "")
+                )
+            mask &= hit
     return mask
 
 

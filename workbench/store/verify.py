@@ -10,7 +10,9 @@ The store's fsck (``workbench verify STORE``). It checks, against the last commi
    and unique, every token's sequence row and position agree with the sequence table, spans lie inside
    their sequence and agree with the tokens' segment and step.
 
-From the damaged rows it derives which sequences are affected and which are intact (salvageable).
+From the damaged rows it derives which sequences are affected and which are intact (salvageable). The
+optional layer index (``layer_index.py``) is checked too: a stale index is a note, a damaged chunk of it a
+problem whose message says how to rebuild it.
 ``check_append`` is the cheap subset a writer runs before appending (see its docstring).
 """
 
@@ -34,6 +36,7 @@ from workbench.store import schema as S
 from workbench.store.commit import check_root, committed_arrays, read_json
 from workbench.store.consistency import Tables, check_tables
 from workbench.store.integrity import ArrayLayout, CheckedStore, check_bytes, damaged, layouts
+from workbench.store.layer_index import verify_index
 from workbench.store.location import resolve
 
 STRING_VARS = (S.SEQUENCE, S.SEQUENCE_DOMAIN, S.SEQUENCE_SOURCE, S.SPAN_LABEL)
@@ -292,6 +295,9 @@ def verify_store(
     report.sequences = tables.n_sequences
     report.damaged_sequences, report.intact_sequences = result.damaged, result.intact
     report.intact_tokens = result.intact_tokens
+    index_notes, index_problems = verify_index(loc.store, loc.where, attrs)  # derived data: a note or a problem
+    report.notes += index_notes
+    report.problems += index_problems
     report.seconds = time.perf_counter() - t0
     return report
 
