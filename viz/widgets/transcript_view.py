@@ -151,7 +151,8 @@ class TranscriptView(anywidget.AnyWidget):
 
     def search(self, text: str, *, regex: bool = False) -> None:
         """Submit ``text`` to the search box, as typing it and pressing Enter would."""
-        self.query = {"text": text, "regex": bool(regex), "n": int(dict(self.query).get("n", 0)) + 1  # type: ignore[call-overload]}
+        n = int(str(dict(self.query).get("n", 0))) + 1
+        self.query = {"text": text, "regex": bool(regex), "n": n}
 
     def set_highlight(self, positions: np.ndarray, label: str) -> None:
         """Highlight the tokens at ``positions`` (within the sequence) with a status line ``label``."""
