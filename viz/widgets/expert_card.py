@@ -122,10 +122,15 @@ def _bars(counts: np.ndarray, labels: list[str]) -> str:
     return f"<table>{rows}</table>"
 
 
+def _interval(r: GroupShare) -> str:
+    ok = np.isfinite(r.ratio_low) and np.isfinite(r.ratio_high)
+    return f" <span class='sub'>[{r.ratio_low:.2f}, {r.ratio_high:.2f}]</span>" if ok else ""
+
+
 def _shares(rows: list[GroupShare]) -> str:
     body = "".join(
         f"<tr><td>{_e(r.group)}</td><td class='n'>{r.routed}</td><td class='n'>{r.share:.0%}</td>"
-        f"<td class='n'>{r.base:.0%}</td><td class='n'>{r.ratio:.2f}</td></tr>"
+        f"<td class='n'>{r.base:.0%}</td><td class='n'>{r.ratio:.2f}{_interval(r)}</td></tr>"
         for r in rows
     )
     return f"<table><tr><th>kind</th><th>tokens</th><th>share</th><th>base</th><th>ratio</th></tr>{body}</table>"
@@ -138,7 +143,7 @@ def card_html(page: ExpertPage) -> str:
            f"<h4 class='wb-card-title'>Expert L{p.layer}:E{p.expert}</h4>",
            f"<div class='sub'>{p.n_routed} of {p.n_selected} selected tokens routed here ({p.load:.1%}; "
            f"uniform k/E = {p.top_k / max(p.n_experts, 1):.1%}) · {_e(p.selection)}</div>"]  # fmt: skip
-    out += [f"<div class='note'>{_e(n)}</div>" for n in p.notes[1:]]
+    out += [f"<div class='note'>{_e(n)}</div>" for n in p.notes if not n.startswith("one sequence")]
     toks = "".join(
         f"<tr><td><span class='tok'>{_e(t.text)}</span></td><td class='n'>{t.count}</td>"
         f"<td class='n'>{t.lift:.2f}</td></tr>"
@@ -169,8 +174,9 @@ def card_html(page: ExpertPage) -> str:
         else "<i>no gate weights</i>"
     )
     rank_name = "router rank" if p.rank_ordered else "top-k slot"
+    domains = f"<div><h5>By domain</h5>{_shares(p.domain_shares)}</div>" if len(p.domain_shares) > 1 else ""
     out.append(
-        f"<div class='cols'><div><h5>By segment kind</h5>{_shares(p.segment_shares)}</div>"
+        f"<div class='cols'>{domains}<div><h5>By segment kind</h5>{_shares(p.segment_shares)}</div>"
         f"<div><h5>{rank_name}</h5>{ranks}</div><div><h5>Gate weight</h5>{weights}</div></div>"
     )
 

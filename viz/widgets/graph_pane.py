@@ -75,9 +75,9 @@ class GraphPane(widgets.VBox):
         self._all_edges: Callable[[], RoutingCounts] | None = None  # the same rows, every edge (export)
         self.graph: nx.DiGraph | None = None
         self.title = ""
-        # The figure is a plain dict of fixed traces (four edge bins, one node trace) holding numpy
-        # arrays; a click replaces the arrays and sends the dict with base64 arrays (render.py),
-        # skipping plotly's per-property validation, which costs more than the counting itself.
+        # The figure is a plain dict of fixed traces (four edge bins, the edges' hover markers, one node
+        # trace) holding numpy arrays; a click replaces the arrays and the PlotPane sends them as binary
+        # buffers, skipping plotly's per-property validation, which costs more than the counting itself.
         self._data: list[dict[str, Any]] = [
             {
                 "type": "scatter",
