@@ -19,32 +19,19 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import nbformat
 import pytest
+from browser_helpers import CHROMIUM, LAUNCH_ARGS, LONG_MS, jupyter_lab, run_notebook
 from notebook_harness import inject_parameters
 from widgets_helpers import transcript_store
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "04_tool_loops.ipynb"
-CHROMIUM = os.environ.get("BROWSER_PATH", "/usr/bin/chromium")
-LAUNCH_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 # true once some plotly title in the page contains the text passed as arg
 TITLE_MATCHES = (
@@ -53,16 +40,8 @@ TITLE_MATCHES = (
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-# Waits are on real events (a server answering, a DOM node appearing, a kernel status); their limits are
-# generous so a loaded machine only makes the test slower, never failing it.
-STARTUP_S = 300
-LONG_MS = 600_000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# Waits are on real events (a server answering, a DOM node appearing, a kernel status); their limits
+# (browser_helpers: STARTUP_S, LONG_MS) are generous so a loaded machine only makes the test slower.
 
 
 @pytest.fixture(scope="module")
@@ -88,76 +67,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     ]
     linking.metadata["kernelspec"] = nb.metadata.get("kernelspec", {"name": "python3", "display_name": "Python 3"})
     nbformat.write(linking, root / "linking.ipynb")
-    # every cell stays in the DOM (JupyterLab 4 otherwise virtualises cells scrolled out of view) and no news toast
-    settings = root / "settings"
-    for plugin, values in {
-        "notebook-extension/tracker": {"windowingMode": "none"},
-        "apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
-    }.items():
-        f = settings / "@jupyterlab" / f"{plugin}.jupyterlab-settings"
-        f.parent.mkdir(parents=True, exist_ok=True)
-        f.write_text(json.dumps(values))
-    port, token = _free_port(), secrets.token_hex(16)
-    env = {
-        **os.environ,
-        "JUPYTER_CONFIG_DIR": str(root / "cfg"),
-        "JUPYTER_RUNTIME_DIR": str(root / "rt"),
-        "JUPYTERLAB_WORKSPACES_DIR": str(root / "ws"),
-        "JUPYTERLAB_SETTINGS_DIR": str(settings),
-        "IPYTHONDIR": str(root / "ipy"),
-    }
-    cmd = [
-        str(Path(sys.executable).parent / "jupyter"),
-        "lab",
-        "--no-browser",
-        "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.port={port}",
-        "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}",
-        f"--ServerApp.root_dir={root}",
-        "--LabApp.expose_app_in_browser=True",
-        "--LabApp.news_url=None",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        "--LabApp.extension_manager=readonly",  # no PyPI queries from the extension manager
-    ]
-    if os.geteuid() == 0:  # containers often run tests as root; Jupyter refuses that without the flag
-        cmd.append("--allow-root")
-    log = (root / "lab.log").open("w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_S
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=10) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"JupyterLab did not start: {(root / 'lab.log').read_text()[-2000:]}")
-            time.sleep(0.5)  # poll the server's own readiness endpoint
-        yield {"url": url, "token": token, "root": str(root), "store": str(store)}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
-def run_notebook(page: Any, lab: dict[str, str], name: str) -> None:
-    """Open ``name`` in JupyterLab, wait for its kernel, and run every cell as a user would (Run All)."""
-    page.goto(f"{lab['url']}/lab/tree/{name}?token={lab['token']}", timeout=LONG_MS)
-    page.wait_for_function("window.jupyterapp && document.querySelector('.jp-Notebook')", timeout=LONG_MS)
-    page.wait_for_selector(".jp-Notebook .jp-Cell")
-    page.wait_for_function(
-        "(() => { const w = window.jupyterapp.shell.currentWidget;"
-        " return w && w.sessionContext && w.sessionContext.session"
-        " && w.sessionContext.session.kernel && w.sessionContext.session.kernel.status === 'idle'; })()"
-    )
-    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    with jupyter_lab(root) as lab:
+        yield {**lab, "store": str(store)}
 
 
 def test_transcript_graph_widget_in_jupyterlab(lab: dict[str, str], tmp_path: Path) -> None:

@@ -108,8 +108,8 @@ class DomainComparisonWidget(widgets.VBox):
                 "title": {"text": "divergence per layer (bootstrap interval; dotted: permutation null)"},
             }
         )
-        self.heatmap_plot = PlotPane(height=380)
-        self.divergence_plot = PlotPane(height=320)
+        self.heatmap_plot = PlotPane(height=380, pane="usage")
+        self.divergence_plot = PlotPane(height=320, pane="divergence")
         self.card = ExpertCard()
         self.heatmap_plot.on_click(self._cell_clicked)
         self.table = widgets.HTML(layout={"max_height": "320px", "overflow_y": "auto"})

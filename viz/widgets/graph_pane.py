@@ -141,7 +141,7 @@ class GraphPane(widgets.VBox):
         self.status = widgets.HTML("")
         self.export_button.on_click(lambda _b: self._export_clicked())
         row = widgets.HBox([self.format, self.path, self.export_button])
-        self.plot = PlotPane(height=height)
+        self.plot = PlotPane(height=height, pane="graph")
         self.plot.on_click(self._clicked)
         self._node_handlers: list[NodeHandler] = []
         self._edge_handlers: list[EdgeHandler] = []

@@ -61,6 +61,7 @@ function render({ model, el }) {
   div.className = "wb-plot";
   el.append(div);
   el.classList.add("wb-plot-pane");
+  el.dataset.pane = model.get("pane") || "";
   let Plotly = null;
   let bound = false;
   let queued = Promise.resolve();

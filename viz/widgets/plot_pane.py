@@ -67,15 +67,18 @@ class PlotPane(anywidget.AnyWidget):
         ``{"data": [trace, ...], "layout": {...}, "rev": int}`` with numpy arrays as binary buffers.
     height : int
         Pixel height of the plot.
+    pane : str
+        A name for the pane (the element's ``data-pane``), e.g. ``graph``; tests and benchmarks find it by it.
     """
 
     _esm = _HERE / "plot_pane.js"
 
     figure = t.Dict(default_value={}).tag(sync=True)
     height = t.Int(400).tag(sync=True)
+    pane = t.Unicode("").tag(sync=True)
 
-    def __init__(self, *, height: int = 400) -> None:
-        super().__init__(height=height)
+    def __init__(self, *, height: int = 400, pane: str = "") -> None:
+        super().__init__(height=height, pane=pane)
         self._rev = 0
         self._click_handlers: list[ClickHandler] = []
         self._trace_names: list[str] = []

@@ -33,7 +33,7 @@ class TokenPathFigure:
     ``on_expert(handler)``: ``handler(layer_index, expert)`` when a cell is clicked."""
 
     def __init__(self, *, height: int = 320) -> None:
-        self.plot = PlotPane(height=height)
+        self.plot = PlotPane(height=height, pane="token-path")
         self._ids = np.zeros((0, 0), dtype=np.int64)
         self._handlers: list = []
         self.plot.on_click(self._clicked)
