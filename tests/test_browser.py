@@ -10,7 +10,7 @@ latency as JSON) in $WORKBENCH_ARTIFACTS or the test's temp folder.
 A second notebook holds only a transcript + graph widget: the linking test clicks a graph node (the
 expert card appears, the transcript highlights that expert's tokens, another node changes them), an
 edge (its hover text, then the list of tokens that took it), and types in the search box (the hits are
-highlighted and can become the graph's selection).
+highlighted and can become the graph's selection), then exports the graph as PNG from the widget.
 
 Chromium is the system one (/usr/bin/chromium or $BROWSER_PATH); nothing is downloaded.
 """
@@ -233,6 +233,14 @@ def test_graph_clicks_cards_and_search_in_jupyterlab(lab: dict[str, str], tmp_pa
             page.locator(".wb-search-select").click()
             page.wait_for_function(TITLE_MATCHES, arg="search hits")
             page.screenshot(path=str(artifacts / "browser_linking_search.png"), full_page=True)
+
+            # PNG export from the live widget: the browser draws it (plotly.js toImage), the kernel writes it
+            path_box = page.locator(".widget-text input").first
+            path_box.fill(str(Path(lab["root"]) / "linked"))
+            path_box.press("Tab")
+            page.locator("button", has_text="Export graph").first.click()
+            page.locator(".widget-html", has_text="linked.png").wait_for()
+            assert (Path(lab["root"]) / "linked.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
             assert not [e for e in errors if "wb" in e or "plotly" in e.lower()], errors
         except Exception:
             page.screenshot(path=str(artifacts / "browser_linking_failure.png"), full_page=True)

@@ -173,3 +173,21 @@ def test_ids_only_cards_say_what_they_fell_back_to(tmp_path: Path) -> None:
     w.graph.click_node(*_busiest_node(w))
     assert w.card.page is not None and not w.card.page.has_gate_weights
     assert "no gate weights" in w.card.value
+
+
+def test_the_export_button_of_a_live_pane_writes_the_image_the_browser_draws(ds, tmp_path: Path) -> None:
+    w = TranscriptGraphWidget(ds)
+    sent: list[dict] = []
+    w.graph.plot.send = lambda content, buffers=None: sent.append(content)  # type: ignore[method-assign]
+    w.graph.plot._on_message(w.graph.plot, {"type": "rendered"}, [])  # a browser drew the pane
+    w.graph.format.value = "png"
+    w.graph.path.value = str(tmp_path / "g")
+    w.graph.export_button.click()
+    assert sent[-1]["type"] == "image" and sent[-1]["format"] == "png" and "exporting" in w.graph.status.value
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16  # the browser's answer (plotly.js toImage bytes)
+    w.graph.plot._on_message(w.graph.plot, {"type": "image", "id": sent[-1]["id"]}, [png])
+    assert (tmp_path / "g.png").read_bytes() == png and "wrote" in w.graph.status.value
+    w.graph.export_button.click()
+    w.graph.plot._on_message(w.graph.plot, {"type": "image", "id": sent[-1]["id"], "error": "boom"}, [])
+    assert "export failed: boom" in w.graph.status.value
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.png"]  # nothing half-written

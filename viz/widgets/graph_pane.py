@@ -292,9 +292,31 @@ class GraphPane(widgets.VBox):
         return path
 
     def _export_clicked(self) -> None:
+        fmt = str(self.format.value)
+        if fmt in ("png", "svg") and self.plot.live and self.pathways is not None:
+            # the browser that shows the figure draws the image (plotly.js toImage): no kaleido start
+            path = Path(self.path.value)
+            path = path if path.suffix.lower() == f".{fmt}" else path.with_name(path.name + f".{fmt}")
+            self.status.value = "exporting ..."
+            self.plot.request_image(fmt, 1000, 700, lambda data, error: self._write_image(path, data, error))
+            return
         try:
-            written = self.export(self.path.value, self.format.value)
+            written = self.export(self.path.value, fmt)
         except Exception as err:  # shown in the widget: a button callback has no cell to raise into
             self.status.value = f"<span style='color:#b00'>export failed: {html.escape(str(err))}</span>"
         else:
             self.status.value = f"wrote <code>{html.escape(str(written))}</code>"
+
+    def _write_image(self, path: Path, data: bytes | None, error: str) -> None:
+        """Write an image the browser drew (atomically, as ``export`` does), or say why not."""
+        if not data:
+            self.status.value = f"<span style='color:#b00'>export failed: {html.escape(error or 'no image')}</span>"
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                Path(tmp).write_bytes(data)
+        except (OSError, WorkbenchError) as err:
+            self.status.value = f"<span style='color:#b00'>export failed: {html.escape(str(err))}</span>"
+        else:
+            self.status.value = f"wrote <code>{html.escape(str(path))}</code>"

@@ -74,10 +74,15 @@ def edge_top_tokens(
     t = np.concatenate(found_tok)
     combo, counts = sorted_unique(e * shift + t, counts=True)
     e_of, t_of = np.divmod(combo, shift)
-    o = np.lexsort((t_of, -counts, e_of))
+    o = np.lexsort((t_of, -counts, e_of))  # by edge, then count desc, then token id
     e_of, t_of, counts = e_of[o], t_of[o], counts[o]
+    first = np.flatnonzero(np.concatenate([[True], e_of[1:] != e_of[:-1]]))  # start of each edge's run
+    rank = np.arange(e_of.size) - np.repeat(first, np.diff(np.append(first, e_of.size)))
+    keep = rank < n
+    shown: dict[int, str] = {}  # token id -> readable text, built once per distinct token
     out: list[list[str]] = [[] for _ in range(m)]
-    for ei, ti, c in zip(e_of.tolist(), t_of.tolist(), counts.tolist(), strict=True):
-        if len(out[ei]) < n:
-            out[ei].append(f"{visible(text_of(texts, ti))} ({c})")
+    for ei, ti, c in zip(e_of[keep].tolist(), t_of[keep].tolist(), counts[keep].tolist(), strict=True):
+        if ti not in shown:
+            shown[ti] = visible(text_of(texts, ti))
+        out[ei].append(f"{shown[ti]} ({c})")
     return [" · ".join(x) for x in out]

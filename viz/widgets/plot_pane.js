@@ -83,6 +83,7 @@ function render({ model, el }) {
             // heatmaps give pointNumber = [row, col]; scatter a number
           });
         }
+        if (!el.dataset.rev) model.send({ type: "rendered" });
         el.dataset.rev = String(rev);
         el.dispatchEvent(new CustomEvent("wb-rendered", { bubbles: true, detail: { rev } }));
       })
@@ -94,11 +95,30 @@ function render({ model, el }) {
     draw();
   });
   const onChange = () => Plotly && draw();
+  // Static image requests: plotly.js's own toImage, bytes back to the kernel (plot_pane.py).
+  const onMsg = (msg) => {
+    if (!msg || msg.type !== "image") return;
+    const reply = (buffers, error) => model.send({ type: "image", id: msg.id, error }, buffers);
+    queued = queued
+      .then(() => Plotly.toImage(div, { format: msg.format, width: msg.width, height: msg.height }))
+      .then((url) => {
+        const comma = url.indexOf(",");
+        const head = url.slice(0, comma);
+        const body = url.slice(comma + 1);
+        const bytes = head.endsWith(";base64")
+          ? Uint8Array.from(atob(body), (c) => c.charCodeAt(0))
+          : new TextEncoder().encode(decodeURIComponent(body));
+        reply([bytes.buffer], "");
+      })
+      .catch((err) => reply([], String(err)));
+  };
+  model.on("msg:custom", onMsg);
   model.on("change:figure", onChange);
   model.on("change:height", onChange);
   return () => {
     model.off("change:figure", onChange);
     model.off("change:height", onChange);
+    model.off("msg:custom", onMsg);
     if (Plotly) Plotly.purge(div);
   };
 }

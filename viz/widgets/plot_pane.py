@@ -14,6 +14,10 @@ plotly.js itself: the browser uses ``window.Plotly`` when JupyterLab's plotly ex
 otherwise the widget asks the kernel once per page (``need-plotly``) and gets plotly.py's bundled
 ``plotly.min.js`` as one binary message, so nothing is fetched from a CDN.
 
+Static images: ``request_image`` asks the browser to draw the figure as PNG or SVG with plotly.js's
+own ``toImage`` (what kaleido runs too, in its own headless Chromium) and calls back with the bytes,
+so an export from a live widget needs no second browser. ``live`` is True once a browser drew the pane.
+
 After each redraw the pane's element gets ``data-rev`` = the figure's revision and dispatches a
 ``wb-rendered`` DOM event (``detail.rev``); tests and ``benchmarks/bench_browser_latency.py`` wait on it.
 """
@@ -82,6 +86,8 @@ class PlotPane(anywidget.AnyWidget):
         self._rev = 0
         self._click_handlers: list[ClickHandler] = []
         self._trace_names: list[str] = []
+        self._image_requests: dict[int, Callable[[bytes | None, str], None]] = {}
+        self.live = False  # a browser has drawn this pane (it can answer image requests)
         self.on_msg(self._on_message)
 
     def show(self, data: list[dict[str, Any]], layout: dict[str, Any]) -> None:
@@ -110,9 +116,22 @@ class PlotPane(anywidget.AnyWidget):
         for handler in self._click_handlers:
             handler(trace, tuple(int(i) for i in point))
 
-    def _on_message(self, _widget: Any, content: dict[str, Any], _buffers: list[bytes]) -> None:
+    def request_image(self, fmt: str, width: int, height: int, done: Callable[[bytes | None, str], None]) -> None:
+        """Ask the browser for the figure as ``fmt`` (png or svg) of ``width`` × ``height`` pixels;
+        ``done(data, error)`` is called with the file's bytes (or None and the browser's error)."""
+        n = len(self._image_requests) + 1
+        self._image_requests[n] = done
+        self.send({"type": "image", "id": n, "format": fmt, "width": int(width), "height": int(height)})
+
+    def _on_message(self, _widget: Any, content: dict[str, Any], buffers: list[bytes]) -> None:
         kind = content.get("type")
-        if kind == "need-plotly":
+        if kind == "rendered":
+            self.live = True
+        elif kind == "image":
+            done = self._image_requests.pop(int(content.get("id", -1)), None)
+            if done is not None:
+                done(bytes(buffers[0]) if buffers else None, str(content.get("error", "")))
+        elif kind == "need-plotly":
             from plotly.offline import get_plotlyjs
 
             self.send({"type": "plotly-js"}, buffers=[get_plotlyjs().encode("utf-8")])
