@@ -88,6 +88,20 @@ ARM = """(done) => {
 }"""
 
 
+# Page coordinates of a point of the graph's trace ``name`` (a fraction picks which), from plotly's own
+# axes: works for SVG and WebGL (scattergl) traces alike. Plotly then picks the nearest point.
+POINT_XY = """([name, frac]) => {
+  const gd = document.querySelector('.wb-plot-pane[data-pane=graph] .js-plotly-plot');
+  const tr = gd && gd._fullData.find(t => t.name === name);
+  if (!tr || !tr.x || !tr.x.length) return null;
+  const i = Math.min(tr.x.length - 1, Math.floor(frac * tr.x.length));
+  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+  gd.scrollIntoView({block: 'center'});
+  const r = gd.getBoundingClientRect();
+  return [r.left + xa._offset + xa.l2p(tr.x[i]), r.top + ya._offset + ya.l2p(tr.y[i])];
+}"""
+
+
 def _stats(ms: list[float]) -> dict[str, float]:
     a = np.asarray(ms)
     if a.size == 0:
@@ -178,16 +192,10 @@ def run_shape(pw: Any, shape: str, root: Path, args: argparse.Namespace) -> dict
                 "([sel, v]) => { const e = document.querySelector(sel); e.value = String(v);"
                 " e.dispatchEvent(new Event('change', {bubbles: true})); }", [slider, s]))  # fmt: skip
             if not args.basic:
-                nodes = page.locator(".wb-plot-pane[data-pane=graph] .scatterlayer .trace:last-child .point")
-                n = nodes.count()
-                if n:
-                    pt = nodes.nth(int(rng.integers(0, n)))
-                    timer.measure("node", {"signal": "highlight"}, lambda pt=pt: _click_point(page, pt))
-                edges = page.locator(".wb-plot-pane[data-pane=graph] .scatterlayer .trace:nth-last-child(2) .point")
-                m = edges.count()
-                if m:
-                    pt = edges.nth(int(rng.integers(0, m)))
-                    timer.measure("edge", {"signal": "highlight"}, lambda pt=pt: _click_point(page, pt))
+                for trace, name in (("experts", "node"), ("edges", "edge")):
+                    xy = page.evaluate(POINT_XY, [trace, float(rng.random())])
+                    if xy:
+                        timer.measure(name, {"signal": "highlight"}, lambda xy=xy: page.mouse.click(*xy))
             toks = page.locator(".wb-transcript .wb-sel .wb-tok")
             if toks.count():
                 tok = toks.nth(int(rng.integers(0, toks.count())))
@@ -224,19 +232,12 @@ def run_shape(pw: Any, shape: str, root: Path, args: argparse.Namespace) -> dict
             path_box.fill(str(root / fname))
             path_box.press("Tab")
             timer.measure("export_png", {"text": [".widget-html", f"{fname}.png"]}, lambda: button.click())
-        page.screenshot(path=str(root / f"{shape}.png"), full_page=True)
+        page.screenshot(path=str(args.out / f"browser_latency_{shape}{'-' + args.tag if args.tag else ''}.png"))
         browser.close()
     out["actions"] = {name: _stats(ms) for name, ms in timer.results.items()}
     out["raw_ms"] = timer.results
     out["failures"] = timer.failures
     return out
-
-
-def _click_point(page: Any, point: Any) -> None:
-    point.scroll_into_view_if_needed()
-    box = point.bounding_box()
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
 
 
 def main() -> None:

@@ -40,6 +40,9 @@ _EDGE_HOVER = (
     "<br>%{hovertext}<extra>click: its tokens</extra>"
 )
 EDGE_TRACE, NODE_TRACE = "edges", "experts"
+# Above this many nodes the node trace is drawn with WebGL (plotly's scattergl: one canvas) instead of one
+# SVG element per node: a K2 step draws ~16k nodes, which SVG lays out in hundreds of ms per click.
+GL_NODES = 3000
 NodeHandler = Callable[[int, int], None]  # (layer index, expert)
 EdgeHandler = Callable[[int, int, int], None]  # (layer-pair index, source expert, target expert)
 EdgeTokens = Callable[[np.ndarray, np.ndarray, np.ndarray], "list[str] | None"]
@@ -230,6 +233,7 @@ class GraphPane(widgets.VBox):
         self._show_edge_hover(p, edge_tokens)
         self._node_at = (li.astype(np.int64), ei.astype(np.int64))
         nodes = self._data[_EDGE_BINS + 1]
+        nodes["type"] = "scattergl" if li.size > GL_NODES else "scatter"
         nodes["x"] = layers.astype(np.int32)
         nodes["y"] = ei.astype(np.int32)
         nodes["customdata"] = tokens.astype(np.float64)
