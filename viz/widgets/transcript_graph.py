@@ -77,7 +77,10 @@ class TranscriptGraphWidget(widgets.VBox):
         self._ds = as_dataset(store)
         self._vocab = store_vocab(self._ds)  # top tokens of exported nodes
         self._texts = text_vocab(self._vocab)  # decoded, for cards and edge hovers
-        self.data: SequenceData = load_sequence(self._ds, sequence)
+        self.keep_transcripts = 3  # loaded transcripts kept in memory for switching back
+        self._loaded: dict[str, SequenceData] = {}
+        self.data: SequenceData = self._load(sequence) if sequence is not None else load_sequence(self._ds)
+        self._loaded[self.data.sequence_id] = self.data
         self.max_hits = 1000  # search hits kept per query
         self._hit_rows = np.zeros(0, dtype=np.int64)  # positions covered by the current search hits
         self.last_update_s = 0.0  # seconds the last selection took in Python (aggregate + restyle)
@@ -254,24 +257,26 @@ class TranscriptGraphWidget(widgets.VBox):
             self.view.set_hits(np.zeros(0), np.zeros(0), str(err))
 
     def _sequence_changed(self, change: dict) -> None:
-        self.data = load_sequence(self._ds, change["new"])
+        self.data = self._load(change["new"])
         self._hit_rows = np.zeros(0, dtype=np.int64)
-        self.view.set_hits(np.zeros(0), np.zeros(0), "")
-        self.view.set_highlight(np.zeros(0, dtype=np.int64), "")
+        with self.view.hold_sync():  # one message: the new transcript, no hits, no highlight
+            for name, value in TranscriptView.sequence_traits(self.data).items():
+                setattr(self.view, name, value)
+            self.view.set_hits(np.zeros(0), np.zeros(0), "")
+            self.view.set_highlight(np.zeros(0, dtype=np.int64), "")
         self.card.clear()
-        fresh = TranscriptView.from_sequence(self.data, height=self.view.height)
-        with self.view.hold_sync():
-            for name in fresh.trait_names(sync=True):
-                if (
-                    not name.startswith("_")
-                    and name not in ("selection", "layout", "query")
-                    and not name.startswith(("highlight", "hit_", "search_"))
-                ):
-                    setattr(self.view, name, getattr(fresh, name))
-        fresh.close()
         self.graph.pathways = None
         self._path_token = None
         self._start(None)
+
+    def _load(self, sequence: str) -> SequenceData:
+        """The sequence's arrays, from a small cache of the last transcripts shown (switching back is free)."""
+        hit = self._loaded.pop(sequence, None)
+        data = hit if hit is not None else load_sequence(self._ds, sequence)
+        self._loaded[sequence] = data
+        while len(self._loaded) > self.keep_transcripts:
+            self._loaded.pop(next(iter(self._loaded)))
+        return data
 
 
 def _steps(d: SequenceData) -> str:

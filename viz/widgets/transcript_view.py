@@ -127,23 +127,27 @@ class TranscriptView(anywidget.AnyWidget):
     @classmethod
     def from_sequence(cls, data: SequenceData, *, height: int = 520) -> TranscriptView:
         """A view of one loaded sequence (see ``sequence_data.load_sequence``)."""
+        return cls(**cls.sequence_traits(data), height=height)
+
+    @staticmethod
+    def sequence_traits(data: SequenceData) -> dict[str, Any]:
+        """The trait values that show ``data`` (set them on a live view to switch sequences in place)."""
         text, offsets = pack_text(data.token_text)
-        return cls(
-            sequence_id=data.sequence_id,
-            segment_kinds=list(data.segment_kinds),
-            token_text=text,
-            token_offsets=offsets,
-            token_ids=_buf(data.token_ids, "<i4"),
-            token_segment=_buf(data.segment, "i1"),
-            token_step=_buf(data.step, "<i4"),
-            span_start=_buf(data.span_start, "<i4"),
-            span_stop=_buf(data.span_stop, "<i4"),
-            span_kind=_buf(data.span_kind, "i1"),
-            span_step=_buf(data.span_step, "<i4"),
-            span_labels=list(data.span_label),
-            steps=_buf(data.steps, "<i4"),
-            height=height,
-        )
+        return {
+            "sequence_id": data.sequence_id,
+            "segment_kinds": list(data.segment_kinds),
+            "token_text": text,
+            "token_offsets": offsets,
+            "token_ids": _buf(data.token_ids, "<i4"),
+            "token_segment": _buf(data.segment, "i1"),
+            "token_step": _buf(data.step, "<i4"),
+            "span_start": _buf(data.span_start, "<i4"),
+            "span_stop": _buf(data.span_stop, "<i4"),
+            "span_kind": _buf(data.span_kind, "i1"),
+            "span_step": _buf(data.span_step, "<i4"),
+            "span_labels": list(data.span_label),
+            "steps": _buf(data.steps, "<i4"),
+        }
 
     def select(self, kind: str, index: int = -1) -> None:
         """Select programmatically, as a click would (``view.select("step", 12)``)."""
