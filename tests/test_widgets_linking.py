@@ -191,3 +191,13 @@ def test_the_export_button_of_a_live_pane_writes_the_image_the_browser_draws(ds,
     w.graph.plot._on_message(w.graph.plot, {"type": "image", "id": sent[-1]["id"], "error": "boom"}, [])
     assert "export failed: boom" in w.graph.status.value
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.png"]  # nothing half-written
+
+
+def test_switching_back_to_a_transcript_reuses_its_loaded_arrays(ds) -> None:
+    w = TranscriptGraphWidget(ds)
+    first = w.data
+    w.picker.value = "t1"
+    w.view.set_highlight(np.array([1, 2]), "x")
+    w.picker.value = "t0"
+    assert w.data is first and w.view.sequence_id == "t0" and w.view.highlighted.size == 0
+    assert w.selection == {"kind": "step", "index": 0} and w.graph.pathways is not None

@@ -79,6 +79,8 @@ class TranscriptGraphWidget(widgets.VBox):
         self._texts = text_vocab(self._vocab)  # decoded, for cards and edge hovers
         self.keep_transcripts = 3  # loaded transcripts kept in memory for switching back
         self._loaded: dict[str, SequenceData] = {}
+        self.keep_counts = 64  # counted selections kept (their drawn edges and hover tokens)
+        self._counted: dict[tuple[str, str, int, int], tuple[RoutingCounts, list[str] | None]] = {}
         self.data: SequenceData = self._load(sequence) if sequence is not None else load_sequence(self._ds)
         self._loaded[self.data.sequence_id] = self.data
         self.max_hits = 1000  # search hits kept per query
@@ -226,11 +228,20 @@ class TranscriptGraphWidget(widgets.VBox):
         sel = self.selection
         rows = self.selected_rows(sel)
         d = self.data
-        p = pathway_counts(d, rows, self._vocab, top_edges=self.graph.top_edges)  # what the figure draws
-        vocab, texts = self._vocab, self._texts
+        key = (d.sequence_id, sel["kind"], int(sel["index"]), self.graph.top_edges)
+        cached = self._counted.pop(key, None) if sel["kind"] != "search" else None
+        if cached is None:
+            p = pathway_counts(d, rows, self._vocab, top_edges=self.graph.top_edges)  # what the figure draws
+            tops: list[str] | None = edge_top_tokens(d, rows, p.edges.pair, p.edges.src, p.edges.dst, self._texts)
+        else:
+            p, tops = cached
+        self._counted[key] = (p, tops)  # the same selection again (e.g. All) is not counted twice
+        while len(self._counted) > self.keep_counts:
+            self._counted.pop(next(iter(self._counted)))
+        vocab = self._vocab
         self.graph.show(
             p, title=self._describe(sel, rows), all_edges=lambda: pathway_counts(d, rows, vocab),
-            edge_tokens=lambda pair, src, dst: edge_top_tokens(d, rows, pair, src, dst, texts),
+            edge_tokens=lambda *_: tops,
         )  # fmt: skip
         if self.view.highlight:  # the highlighted tokens belonged to the previous selection
             self.view.set_highlight(np.zeros(0, dtype=np.int64), "")
