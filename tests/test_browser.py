@@ -7,6 +7,11 @@ checks that the transcript + graph widget renders, clicks a segment header and w
 graph shows that segment. Saves a screenshot before and after the click (and the click-to-redraw
 latency as JSON) in $WORKBENCH_ARTIFACTS or the test's temp folder.
 
+A second notebook holds only a transcript + graph widget: the linking test clicks a graph node (the
+expert card appears, the transcript highlights that expert's tokens, another node changes them), an
+edge (its hover text, then the list of tokens that took it), and types in the search box (the hits are
+highlighted and can become the graph's selection), then exports the graph as PNG from the widget.
+
 Chromium is the system one (/usr/bin/chromium or $BROWSER_PATH); nothing is downloaded.
 """
 
@@ -14,31 +19,19 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
+from browser_helpers import CHROMIUM, LAUNCH_ARGS, LONG_MS, jupyter_lab, run_notebook
 from notebook_harness import inject_parameters
 from widgets_helpers import transcript_store
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "04_tool_loops.ipynb"
-CHROMIUM = os.environ.get("BROWSER_PATH", "/usr/bin/chromium")
-LAUNCH_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 # true once some plotly title in the page contains the text passed as arg
 TITLE_MATCHES = (
@@ -47,16 +40,8 @@ TITLE_MATCHES = (
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-# Waits are on real events (a server answering, a DOM node appearing, a kernel status); their limits are
-# generous so a loaded machine only makes the test slower, never failing it.
-STARTUP_S = 300
-LONG_MS = 600_000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# Waits are on real events (a server answering, a DOM node appearing, a kernel status); their limits
+# (browser_helpers: STARTUP_S, LONG_MS) are generous so a loaded machine only makes the test slower.
 
 
 @pytest.fixture(scope="module")
@@ -71,63 +56,19 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     params = {"TOOLS_STORE": str(store), "EXPORTS": str(root / "exports"), "STORES": str(root / "stores")}
     inject_parameters(nb, {**params, "RUN_AGENT": False})
     nbformat.write(nb, root / "tools.ipynb")
-    # every cell stays in the DOM (JupyterLab 4 otherwise virtualises cells scrolled out of view) and no news toast
-    settings = root / "settings"
-    for plugin, values in {
-        "notebook-extension/tracker": {"windowingMode": "none"},
-        "apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
-    }.items():
-        f = settings / "@jupyterlab" / f"{plugin}.jupyterlab-settings"
-        f.parent.mkdir(parents=True, exist_ok=True)
-        f.write_text(json.dumps(values))
-    port, token = _free_port(), secrets.token_hex(16)
-    env = {
-        **os.environ,
-        "JUPYTER_CONFIG_DIR": str(root / "cfg"),
-        "JUPYTER_RUNTIME_DIR": str(root / "rt"),
-        "JUPYTERLAB_WORKSPACES_DIR": str(root / "ws"),
-        "JUPYTERLAB_SETTINGS_DIR": str(settings),
-        "IPYTHONDIR": str(root / "ipy"),
-    }
-    cmd = [
-        str(Path(sys.executable).parent / "jupyter"),
-        "lab",
-        "--no-browser",
-        "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.port={port}",
-        "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}",
-        f"--ServerApp.root_dir={root}",
-        "--LabApp.expose_app_in_browser=True",
-        "--LabApp.news_url=None",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        "--LabApp.extension_manager=readonly",  # no PyPI queries from the extension manager
+    linking = nbformat.v4.new_notebook()
+    linking.cells = [
+        nbformat.v4.new_code_cell(
+            "from workbench import open_store\n"
+            "from workbench.viz.widgets import TranscriptGraphWidget\n"
+            f"w = TranscriptGraphWidget(open_store({str(store)!r}), top_edges=6)\n"
+            "w"
+        )
     ]
-    if os.geteuid() == 0:  # containers often run tests as root; Jupyter refuses that without the flag
-        cmd.append("--allow-root")
-    log = (root / "lab.log").open("w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_S
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=10) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"JupyterLab did not start: {(root / 'lab.log').read_text()[-2000:]}")
-            time.sleep(0.5)  # poll the server's own readiness endpoint
-        yield {"url": url, "token": token, "root": str(root)}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    linking.metadata["kernelspec"] = nb.metadata.get("kernelspec", {"name": "python3", "display_name": "Python 3"})
+    nbformat.write(linking, root / "linking.ipynb")
+    with jupyter_lab(root) as lab:
+        yield {**lab, "store": str(store)}
 
 
 def test_transcript_graph_widget_in_jupyterlab(lab: dict[str, str], tmp_path: Path) -> None:
@@ -143,16 +84,7 @@ def test_transcript_graph_widget_in_jupyterlab(lab: dict[str, str], tmp_path: Pa
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.on("console", lambda m: errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
-            page.goto(f"{lab['url']}/lab/tree/tools.ipynb?token={lab['token']}", timeout=LONG_MS)
-            page.wait_for_function("window.jupyterapp && document.querySelector('.jp-Notebook')", timeout=LONG_MS)
-            # wait for the kernel, then run every cell as a user would (Run > Run All Cells)
-            page.wait_for_selector(".jp-Notebook .jp-Cell")
-            page.wait_for_function(
-                "(() => { const w = window.jupyterapp.shell.currentWidget;"
-                " return w && w.sessionContext && w.sessionContext.session"
-                " && w.sessionContext.session.kernel && w.sessionContext.session.kernel.status === 'idle'; })()"
-            )
-            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            run_notebook(page, lab, "tools.ipynb")
             heads = page.locator(".wb-transcript .wb-seg-head[data-span]")
             heads.first.wait_for()
             page.wait_for_selector(".jp-Notebook .jp-Cell:last-child .jp-InputArea-prompt:not(:has-text('*'))")
@@ -198,6 +130,121 @@ def test_transcript_graph_widget_in_jupyterlab(lab: dict[str, str], tmp_path: Pa
                 "Array.from(document.querySelectorAll('.jp-OutputArea-output')).map(o => o.innerText.slice(0, 300))"
             )
             print("plot titles:", titles, "\noutputs:", outputs, "\npage errors:", errors)
+            raise
+        finally:
+            browser.close()
+
+
+def _click_point(page: Any, point: Any) -> None:
+    """Click the centre of a plotly point (plotly picks the nearest point to the mouse)."""
+    point.scroll_into_view_if_needed()
+    box = point.bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+
+
+def test_graph_clicks_cards_and_search_in_jupyterlab(lab: dict[str, str], tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from workbench import open_store
+    from workbench.experts import find
+    from workbench.store.select import Selection
+
+    artifacts = Path(os.environ.get("WORKBENCH_ARTIFACTS", tmp_path))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        page.set_default_timeout(LONG_MS)
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        try:
+            run_notebook(page, lab, "linking.ipynb")
+            view = page.locator(".wb-transcript")
+            view.wait_for()
+            page.wait_for_function(TITLE_MATCHES, arg="step 0 (")
+            graph = page.locator(".wb-plot-pane").first
+            nodes = graph.locator(".scatterlayer .trace:last-child .point")
+            nodes.first.wait_for()
+            assert view.get_attribute("data-highlighted") in (None, "0")
+
+            # a node: its card appears and the transcript highlights the tokens routed to it
+            _click_point(page, nodes.nth(0))
+            card = page.locator(".wb-card-title", has_text="Expert L")
+            card.wait_for()
+            page.wait_for_function(
+                "() => Number(document.querySelector('.wb-transcript').dataset.highlighted || 0) > 0"
+            )
+            first_card = card.text_content()
+            first_hl = page.evaluate(
+                "Array.from(document.querySelectorAll('.wb-tok-hl')).map(t => Number(t.dataset.pos))"
+            )
+            assert first_hl, "no highlighted token in the transcript"
+            n_routed = int((page.locator(".wb-card .sub").first.text_content() or "").split(" of ")[0])
+            assert int(view.get_attribute("data-highlighted") or 0) == n_routed
+            page.screenshot(path=str(artifacts / "browser_linking_node.png"), full_page=True)
+            # another node: another card, other highlighted tokens
+            _click_point(page, nodes.nth(nodes.count() - 1))
+            page.wait_for_function(
+                "(t) => { const c = document.querySelector('.wb-card-title'); return c && c.textContent !== t; }",
+                arg=first_card,
+            )
+            page.wait_for_function(
+                "(a) => { const b = Array.from(document.querySelectorAll('.wb-tok-hl'))"
+                ".map(t => Number(t.dataset.pos)); return b.length > 0 && JSON.stringify(b) !== JSON.stringify(a); }",
+                arg=first_hl,
+            )
+
+            # an edge: hover text with its numbers and top tokens, a click lists the tokens that took it
+            edges = graph.locator(".scatterlayer .trace:nth-last-child(2) .point")
+            edges.first.wait_for(state="attached")
+            edge = edges.nth(0)
+            edge.scroll_into_view_if_needed()
+            box = edge.bounding_box()
+            assert box is not None
+            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            hover = graph.locator(".hoverlayer .hovertext", has_text="top tokens")
+            hover.wait_for()
+            hover_text = hover.text_content() or ""
+            assert "weight" in hover_text and "share" in hover_text, hover_text
+            page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            page.locator(".wb-edge-tokens").wait_for()
+            n_listed = page.locator(".wb-edge-tokens li").count()
+            took = int((page.locator(".wb-edge .sub").first.text_content() or "").split()[0])
+            assert n_listed == took > 0
+            page.wait_for_function(
+                "(n) => Number(document.querySelector('.wb-transcript').dataset.highlighted) === n", arg=took
+            )
+            assert f"{took} tokens · weight" in hover_text, hover_text  # the hover's count is the listed tokens
+            page.screenshot(path=str(artifacts / "browser_linking_edge.png"), full_page=True)
+
+            # the search box: hits highlighted, then graphed
+            ds = open_store(lab["store"])
+            want = find(ds, "sum", max_hits=1000, selection=Selection(sequences=("t0",)))
+            box_in = page.locator(".wb-search")
+            box_in.fill("sum")
+            box_in.press("Enter")
+            page.wait_for_function(
+                "(n) => Number(document.querySelector('.wb-transcript').dataset.hits) === n", arg=len(want)
+            )
+            assert len(want) > 0 and page.locator(".wb-tok-hit").count() > 0
+            assert f"{len(want)} hits" in (page.locator(".wb-search-info").text_content() or "")
+            page.locator(".wb-search-select").click()
+            page.wait_for_function(TITLE_MATCHES, arg="search hits")
+            page.screenshot(path=str(artifacts / "browser_linking_search.png"), full_page=True)
+
+            # PNG export from the live widget: the browser draws it (plotly.js toImage), the kernel writes it
+            path_box = page.locator(".widget-text input").first
+            path_box.fill(str(Path(lab["root"]) / "linked"))
+            path_box.press("Tab")
+            page.locator("button", has_text="Export graph").first.click()
+            page.locator(".widget-html", has_text="linked.png").wait_for()
+            assert (Path(lab["root"]) / "linked.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert not [e for e in errors if "wb" in e or "plotly" in e.lower()], errors
+        except Exception:
+            page.screenshot(path=str(artifacts / "browser_linking_failure.png"), full_page=True)
+            print("page errors:", errors)
             raise
         finally:
             browser.close()

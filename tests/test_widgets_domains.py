@@ -54,3 +54,16 @@ def test_bad_choices_are_one_clear_line(ds) -> None:
     w.domains.value = ("math",)
     w.compare_button.click()
     assert "at least two domains" in w.status.value
+
+
+def test_a_heatmap_click_shows_the_experts_card_over_the_selected_domains(ds) -> None:
+    from workbench.experts import expert_page
+
+    w = DomainComparisonWidget(ds, domains=["math", "code"], layers=(2, 4), n_boot=20, n_perm=20)
+    w.heatmap_plot.click("usage", 1, 7)  # row 1 = layer 3, column = expert 7, as plotly reports a heatmap cell
+    page = w.card.page
+    assert page is not None and (page.layer, page.expert) == (3, 7)
+    ref = expert_page(ds, 3, 7, Selection(domains=("math", "code")), top=8, width=6)
+    assert (page.n_routed, page.n_selected) == (ref.n_routed, ref.n_selected)
+    assert [s.group for s in page.domain_shares] == [s.group for s in ref.domain_shares]
+    assert "Expert L3:E7" in w.card.value and "By domain" in w.card.value

@@ -177,19 +177,19 @@ def test_widget_graph_is_the_reasoning_graph_of_the_selection(ds) -> None:
         assert mine.edges[u, v]["weight"] == pytest.approx(d["weight"], rel=1e-3)
 
 
-def test_the_graph_reaches_the_browser_as_a_plotly_bundle_with_binary_arrays(ds) -> None:
-    import base64
+def test_the_graph_reaches_the_browser_as_binary_buffers(ds) -> None:
     import json
-
-    from workbench.viz.widgets.render import PLOTLY_MIME
 
     w = TranscriptGraphWidget(ds)
     w.select("segment", 5)
-    fig = w.graph.bundle[PLOTLY_MIME]  # exactly what the Output widget displayed
+    state, paths, buffers = _remove_buffers(w.graph.plot.get_state())  # exactly what the comm sends
+    fig = state["figure"]
     assert fig["layout"]["title"]["text"] == w.graph.title
     nodes = fig["data"][-1]
-    assert set(nodes["x"]) == {"dtype", "bdata"} and set(nodes["marker"]["color"]) == {"dtype", "bdata"}
-    assert len(json.dumps(fig)) < 200_000
-    # the base64 arrays decode to the numbers drawn
-    y = np.frombuffer(base64.b64decode(nodes["y"]["bdata"]), dtype=nodes["y"]["dtype"])
+    assert nodes["name"] == "experts" and set(nodes["y"]) == {"dtype", "shape"}  # its buffer went out of the JSON
+    assert len(json.dumps(state)) < 200_000
+    assert ["figure", "data", len(fig["data"]) - 1, "y", "buffer"] in [list(p) for p in paths]
+    # the binary buffers decode to the numbers drawn
+    at = [list(p) for p in paths].index(["figure", "data", len(fig["data"]) - 1, "y", "buffer"])
+    y = np.frombuffer(buffers[at], dtype=np.int32)
     assert np.array_equal(y, np.asarray(w.graph.figure.data[-1].y))

@@ -142,11 +142,12 @@ def open_test_store(path: Path) -> xr.Dataset:
 
 
 def domain_store(
-    path: Path, *, domains: tuple[str, ...] = ("math", "code", "language"), per_domain: int = 6, n_tokens: int = 40
-) -> Path:
+    path: Path, *, domains: tuple[str, ...] = ("math", "code", "language"), per_domain: int = 6, n_tokens: int = 40,
+    config: RoutingConfig | None = None,
+) -> Path:  # fmt: skip
     """Plain prompts of several domains whose routing prefers a different band of experts per domain."""
     rng = np.random.default_rng(1)
-    config = synthetic_config()
+    config = config or synthetic_config()
     recs = []
     for d_i, dom in enumerate(domains):
         for j in range(per_domain):

@@ -10,7 +10,9 @@ docs/metrics.md):
 - the most domain-specific experts per layer (OLMoE DS(E, D) lift, ``specific_experts``).
 
 Changing a control does not recompute: the bootstrap takes seconds on big stores, so the
-"Compare" button does (and the widget computes once when built).
+"Compare" button does (and the widget computes once when built). The figures are ``PlotPane``s
+(redrawn in place, arrays as binary buffers); a click on a heatmap cell shows that expert's card
+(``workbench.experts.expert_page`` over the selected domains, read from the store).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from workbench.errors import WorkbenchError
 from workbench.store import schema as S
 from workbench.store.select import Selection
 
-from .render import render_into
+from .expert_card import ExpertCard
+from .plot_pane import PlotPane
 from .sequence_data import as_dataset
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -88,7 +91,7 @@ class DomainComparisonWidget(widgets.VBox):
         self.heatmap_mode = widgets.ToggleButtons(options=["relative load", "contrast"], value="relative load")
         self.status = widgets.HTML("")
         self.heatmap = go.Figure(
-            data=[go.Heatmap(z=[[0.0]], colorscale="RdBu_r", zmid=1.0)],
+            data=[go.Heatmap(z=[[0.0]], colorscale="RdBu_r", zmid=1.0, name="usage")],
             layout={
                 "height": 380,
                 "margin": {"l": 50, "r": 10, "t": 36, "b": 40},
@@ -105,8 +108,10 @@ class DomainComparisonWidget(widgets.VBox):
                 "title": {"text": "divergence per layer (bootstrap interval; dotted: permutation null)"},
             }
         )
-        self.heatmap_output = widgets.Output(layout={"min_height": "380px"})
-        self.divergence_output = widgets.Output(layout={"min_height": "320px"})
+        self.heatmap_plot = PlotPane(height=380, pane="usage")
+        self.divergence_plot = PlotPane(height=320, pane="divergence")
+        self.card = ExpertCard()
+        self.heatmap_plot.on_click(self._cell_clicked)
         self.table = widgets.HTML(layout={"max_height": "320px", "overflow_y": "auto"})
         controls = widgets.HBox(
             [self.domains, widgets.VBox([self.layers, self.n_boot, self.n_perm, self.compare_button])]
@@ -116,8 +121,9 @@ class DomainComparisonWidget(widgets.VBox):
                 controls,
                 self.status,
                 widgets.HBox([self.heatmap_of, self.heatmap_mode]),
-                self.heatmap_output,
-                self.divergence_output,
+                self.heatmap_plot,
+                self.card,
+                self.divergence_plot,
                 widgets.HTML("<b>Most domain-specific experts</b> (lift of DS(E, D) over the other domains)"),
                 self.table,
             ]
@@ -153,6 +159,27 @@ class DomainComparisonWidget(widgets.VBox):
         n_tok = ", ".join(f"{d}: {int(n)}" for d, n in zip(names, self.load["n_tokens"].values, strict=True))
         self.status.value = f"tokens per domain: {n_tok}; layers {sel.layers[0]}..{sel.layers[1]}"  # type: ignore[index]
 
+    def show_expert(self, layer: int, expert: int) -> None:
+        """The card of ``expert`` at real MoE layer ``layer`` over the selected domains (a heatmap click)."""
+        from workbench.experts import expert_page
+
+        from .expert_card import card_html
+
+        page = expert_page(self._ds, layer, expert, Selection(domains=tuple(self.domains.value)), top=8, width=6)
+        self.card.page = page
+        self.card.value = card_html(page)
+
+    def _cell_clicked(self, _trace: str, where: tuple[int, ...]) -> None:
+        if self.load is None or len(where) != 2:
+            return
+        layers = [int(x) for x in self.load["layer"].values]
+        row, col = where
+        if 0 <= row < len(layers):
+            try:
+                self.show_expert(layers[row], int(col))
+            except WorkbenchError as err:  # a callback has no cell to raise into
+                self.status.value = f"<span style='color:#b00'>{html.escape(str(err))}</span>"
+
     def _compare_clicked(self) -> None:
         try:
             self.compare()
@@ -180,7 +207,7 @@ class DomainComparisonWidget(widgets.VBox):
             hm.zmid = zmid
             self.heatmap.layout.title.text = plain(title)
             self.heatmap.layout.yaxis.type = "category"
-        render_into(self.heatmap_output, self.heatmap)
+        self.heatmap_plot.show_figure(self.heatmap)
 
     def _draw_divergence(self) -> None:
         assert self.divergence is not None
@@ -214,7 +241,7 @@ class DomainComparisonWidget(widgets.VBox):
         with self.divergence_figure.batch_update():
             self.divergence_figure.data = ()
         self.divergence_figure.add_traces(traces)
-        render_into(self.divergence_output, self.divergence_figure)
+        self.divergence_plot.show_figure(self.divergence_figure)
 
     def _draw_table(self) -> None:
         assert self.specific is not None

@@ -2,8 +2,9 @@
 
 Layout: x = the model's MoE layer, y = expert id. The axes never move between selections, so clicking
 from step to step shows how the pathway changes. The figure has a fixed set of traces (four edge
-traces binned by strength, one node trace) whose arrays are replaced, then shown again in an
-Output widget with its arrays base64-encoded (render.py says why not a FigureWidget).
+traces binned by strength, one trace of invisible markers at the edges' midpoints that carries their
+hover text and clicks, one node trace) whose arrays are replaced and sent as binary buffers to a
+``PlotPane``, which redraws in place with ``Plotly.react`` and reports clicks on nodes and edges.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from workbench.graph.tables import RoutingCounts
 from workbench.outputs import atomic_path
 
 from .pathways import pathway_graph
-from .render import render_dict_into
+from .plot_pane import PlotPane
 
 EXPORT_FORMATS = ("png", "svg", "graphml")
 _EDGE_BINS = 4
@@ -34,6 +35,17 @@ _EMPTY = np.zeros(0)
 _EDGE_COLOURS = ("rgba(120,120,120,0.25)", "rgba(90,90,140,0.4)", "rgba(60,60,160,0.6)", "rgba(30,30,180,0.85)")
 _NODE_HOVER = "L%{x}:E%{y}<br>%{customdata} tokens<br>mean gate %{marker.color:.3f}<extra></extra>"
 _NODE_HOVER_IDS_ONLY = "L%{x}:E%{y}<br>%{customdata} tokens<extra></extra>"
+_EDGE_HOVER = (
+    "%{text}<br>%{customdata[0]} tokens · weight %{customdata[1]:.3f} · share %{customdata[2]:.1%}"
+    "<br>%{hovertext}<extra>click: its tokens</extra>"
+)
+EDGE_TRACE, NODE_TRACE = "edges", "experts"
+# Above this many nodes the node trace is drawn with WebGL (plotly's scattergl: one canvas) instead of one
+# SVG element per node: a K2 step draws ~16k nodes, which SVG lays out in hundreds of ms per click.
+GL_NODES = 3000
+NodeHandler = Callable[[int, int], None]  # (layer index, expert)
+EdgeHandler = Callable[[int, int, int], None]  # (layer-pair index, source expert, target expert)
+EdgeTokens = Callable[[np.ndarray, np.ndarray, np.ndarray], "list[str] | None"]
 
 
 def _edge_xy(p: RoutingCounts, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -66,9 +78,9 @@ class GraphPane(widgets.VBox):
         self._all_edges: Callable[[], RoutingCounts] | None = None  # the same rows, every edge (export)
         self.graph: nx.DiGraph | None = None
         self.title = ""
-        # The figure is a plain dict of fixed traces (four edge bins, one node trace) holding numpy
-        # arrays; a click replaces the arrays and sends the dict with base64 arrays (render.py),
-        # skipping plotly's per-property validation, which costs more than the counting itself.
+        # The figure is a plain dict of fixed traces (four edge bins, the edges' hover markers, one node
+        # trace) holding numpy arrays; a click replaces the arrays and the PlotPane sends them as binary
+        # buffers, skipping plotly's per-property validation, which costs more than the counting itself.
         self._data: list[dict[str, Any]] = [
             {
                 "type": "scatter",
@@ -88,6 +100,21 @@ class GraphPane(widgets.VBox):
                 "x": _EMPTY,
                 "y": _EMPTY,
                 "mode": "markers",
+                "marker": {"size": 9, "color": "rgba(0,0,0,0)"},  # invisible, but hovered and clicked
+                "customdata": np.zeros((0, 3)),
+                "text": [],
+                "hovertext": [],
+                "hovertemplate": _EDGE_HOVER,
+                "showlegend": False,
+                "name": EDGE_TRACE,
+            }
+        )
+        self._data.append(
+            {
+                "type": "scatter",
+                "x": _EMPTY,
+                "y": _EMPTY,
+                "mode": "markers",
                 "marker": {
                     "size": _EMPTY,
                     "color": _EMPTY,
@@ -99,7 +126,7 @@ class GraphPane(widgets.VBox):
                 "customdata": _EMPTY,
                 "hovertemplate": _NODE_HOVER,
                 "showlegend": False,
-                "name": "experts",
+                "name": NODE_TRACE,
             }
         )
         self._layout: dict[str, Any] = {
@@ -117,18 +144,72 @@ class GraphPane(widgets.VBox):
         self.status = widgets.HTML("")
         self.export_button.on_click(lambda _b: self._export_clicked())
         row = widgets.HBox([self.format, self.path, self.export_button])
-        self.output = widgets.Output(layout={"min_height": f"{height}px"})
-        super().__init__([self.output, row, self.status])
-        self.bundle = render_dict_into(self.output, self._data, self._layout)  # what the browser got last
+        self.plot = PlotPane(height=height, pane="graph")
+        self.plot.on_click(self._clicked)
+        self._node_handlers: list[NodeHandler] = []
+        self._edge_handlers: list[EdgeHandler] = []
+        self._node_at = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))  # drawn nodes: layer index, expert
+        super().__init__([self.plot, row, self.status])
+        self.plot.show(self._data, self._layout)
 
     @property
     def figure(self) -> go.Figure:
         """The figure as shown, as a plotly Figure (built on access: for export and inspection)."""
         return go.Figure(data=copy.deepcopy(self._data), layout=copy.deepcopy(self._layout))
 
-    def show(self, p: RoutingCounts, *, title: str, all_edges: Callable[[], RoutingCounts] | None = None) -> None:
+    def on_node(self, handler: NodeHandler) -> None:
+        """Call ``handler(layer_index, expert)`` when a node is clicked (``layer_index`` into ``layers``)."""
+        self._node_handlers.append(handler)
+
+    def on_edge(self, handler: EdgeHandler) -> None:
+        """Call ``handler(pair, src, dst)`` when an edge is clicked (``pair`` joins layer indices p, p+1)."""
+        self._edge_handlers.append(handler)
+
+    def click_node(self, layer: int, expert: int) -> None:
+        """Act as a click on the node of real MoE layer ``layer`` and ``expert`` (it must be drawn)."""
+        p = self._drawn()
+        li = np.nonzero(p.layers == layer)[0]
+        drawn = li.size and np.any((self._node_at[0] == li[0]) & (self._node_at[1] == expert))
+        if not drawn:
+            raise WorkbenchError(f"L{layer}:E{expert} is not in the graph of this selection")
+        for h in self._node_handlers:
+            h(int(li[0]), int(expert))
+
+    def click_edge(self, layer: int, src: int, dst: int) -> None:
+        """Act as a click on the drawn edge L{layer}:E{src} -> (next MoE layer):E{dst}."""
+        p = self._drawn()
+        li = np.nonzero(p.layers == layer)[0]
+        e = p.edges
+        hit = np.nonzero((e.pair == (li[0] if li.size else -1)) & (e.src == src) & (e.dst == dst))[0]
+        if not hit.size:
+            raise WorkbenchError(f"no drawn edge L{layer}:E{src} -> E{dst} in the graph of this selection")
+        self.plot.click(EDGE_TRACE, int(hit[0]))
+
+    def _drawn(self) -> RoutingCounts:
+        if self.pathways is None:
+            raise WorkbenchError("nothing selected yet: click a step, segment or token first")
+        return self.pathways
+
+    def _clicked(self, trace: str, where: tuple[int, ...]) -> None:
+        point = where[0] if where else -1
+        try:
+            if trace == NODE_TRACE and 0 <= point < self._node_at[0].size:
+                for hn in self._node_handlers:
+                    hn(int(self._node_at[0][point]), int(self._node_at[1][point]))
+            elif trace == EDGE_TRACE and self.pathways is not None and 0 <= point < len(self.pathways.edges):
+                e = self.pathways.edges
+                for he in self._edge_handlers:
+                    he(int(e.pair[point]), int(e.src[point]), int(e.dst[point]))
+        except WorkbenchError as err:  # shown in the widget: a click has no cell to raise into
+            self.status.value = f"<span style='color:#b00'>{html.escape(str(err))}</span>"
+
+    def show(
+        self, p: RoutingCounts, *, title: str, all_edges: Callable[[], RoutingCounts] | None = None,
+        edge_tokens: EdgeTokens | None = None,
+    ) -> None:  # fmt: skip
         """Draw ``p``'s edges (already pruned to ``top_edges`` per layer pair; new arrays in the fixed
-        traces, one figure message). ``all_edges`` counts the same rows with every edge, for exports."""
+        traces, one figure message). ``all_edges`` counts the same rows with every edge, for exports;
+        ``edge_tokens(pair, src, dst)`` gives each drawn edge's top tokens for its hover text (or None)."""
         self.pathways, self.title, self._all_edges = p, title, all_edges
         self.graph = None  # built on export only: the figure needs the arrays, not networkx
         idx = np.arange(len(p.edges))
@@ -149,7 +230,10 @@ class GraphPane(widgets.VBox):
         for b in range(_EDGE_BINS):
             x, y = _edge_xy(p, idx[bins == b])
             self._data[b]["x"], self._data[b]["y"] = x, y
-        nodes = self._data[_EDGE_BINS]
+        self._show_edge_hover(p, edge_tokens)
+        self._node_at = (li.astype(np.int64), ei.astype(np.int64))
+        nodes = self._data[_EDGE_BINS + 1]
+        nodes["type"] = "scattergl" if li.size > GL_NODES else "scatter"
         nodes["x"] = layers.astype(np.int32)
         nodes["y"] = ei.astype(np.int32)
         nodes["customdata"] = tokens.astype(np.float64)
@@ -159,7 +243,27 @@ class GraphPane(widgets.VBox):
         nodes["marker"]["colorbar"] = {"title": {"text": "mean gate" if p.weighted else "tokens"}}
         self._layout["title"]["text"] = plain(title)  # sequence ids and token text, shown literally
         self._layout["yaxis"]["range"] = [-1, p.n_experts]
-        self.bundle = render_dict_into(self.output, self._data, self._layout)
+        self.plot.show(self._data, self._layout)
+
+    def _show_edge_hover(self, p: RoutingCounts, edge_tokens: EdgeTokens | None) -> None:
+        """Midpoint markers of the drawn edges: label, (count, weight, share) and top tokens for the hover."""
+        e = p.edges
+        hover = self._data[_EDGE_BINS]
+        hover["x"] = (p.layers[e.pair] + p.layers[e.pair + 1]) / 2.0
+        hover["y"] = (e.src + e.dst) / 2.0
+        totals = p.flow_totals[e.pair] if e.pair.size else np.zeros(0)
+        share = np.divide(e.weight, totals, out=np.zeros(e.weight.size), where=totals > 0)
+        hover["customdata"] = np.stack([e.count.astype(np.float64), e.weight.astype(np.float64), share], axis=1)
+        a, b = p.layers[e.pair].tolist(), p.layers[e.pair + 1].tolist()
+        hover["text"] = [
+            f"L{x}:E{s} → L{y}:E{d}" for x, s, y, d in zip(a, e.src.tolist(), b, e.dst.tolist(), strict=True)
+        ]
+        tops = edge_tokens(e.pair, e.src, e.dst) if edge_tokens is not None else None
+        hover["hovertext"] = (
+            ["top tokens: " + t for t in tops]
+            if tops is not None
+            else ["(large selection: click for its tokens)"] * len(e)
+        )
 
     def current_graph(self) -> nx.DiGraph:
         """The networkx reasoning graph of what the pane shows (all edges, not only the drawn ones)."""
@@ -192,9 +296,31 @@ class GraphPane(widgets.VBox):
         return path
 
     def _export_clicked(self) -> None:
+        fmt = str(self.format.value)
+        if fmt in ("png", "svg") and self.plot.live and self.pathways is not None:
+            # the browser that shows the figure draws the image (plotly.js toImage): no kaleido start
+            path = Path(self.path.value)
+            path = path if path.suffix.lower() == f".{fmt}" else path.with_name(path.name + f".{fmt}")
+            self.status.value = "exporting ..."
+            self.plot.request_image(fmt, 1000, 700, lambda data, error: self._write_image(path, data, error))
+            return
         try:
-            written = self.export(self.path.value, self.format.value)
+            written = self.export(self.path.value, fmt)
         except Exception as err:  # shown in the widget: a button callback has no cell to raise into
             self.status.value = f"<span style='color:#b00'>export failed: {html.escape(str(err))}</span>"
         else:
             self.status.value = f"wrote <code>{html.escape(str(written))}</code>"
+
+    def _write_image(self, path: Path, data: bytes | None, error: str) -> None:
+        """Write an image the browser drew (atomically, as ``export`` does), or say why not."""
+        if not data:
+            self.status.value = f"<span style='color:#b00'>export failed: {html.escape(error or 'no image')}</span>"
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                Path(tmp).write_bytes(data)
+        except (OSError, WorkbenchError) as err:
+            self.status.value = f"<span style='color:#b00'>export failed: {html.escape(str(err))}</span>"
+        else:
+            self.status.value = f"wrote <code>{html.escape(str(path))}</code>"

@@ -2,13 +2,15 @@
 
 A heatmap with one row per MoE layer and one column per router rank (0 = first choice): the colour
 is the gate weight the MoE applied, the cell text the expert id. ``TokenPathWidget`` adds a
-sequence picker and a position slider; the transcript + graph widget embeds the figure and points
-it at whichever token was clicked.
+sequence picker, a position slider and the expert card of a clicked cell (over the whole sequence);
+the transcript + graph widget embeds the figure and points it at whichever token was clicked. The
+figure is a ``PlotPane``: a move redraws in place, a click on a cell reports (layer, rank).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import ipywidgets as widgets
 import numpy as np
@@ -17,16 +19,24 @@ import xarray as xr
 from workbench.viz.text import plain
 
 from workbench.errors import WorkbenchError
+from workbench.experts.vocab import text_vocab
 
-from .render import render_into
+from .expert_card import ExpertCard, card_page
+from .pathways import store_vocab
+from .plot_pane import PlotPane
 from .sequence_data import SequenceData, as_dataset, load_sequence, sequence_ids
 
 
 class TokenPathFigure:
-    """A figure of one token's path in an Output widget; ``show`` swaps the arrays in place."""
+    """A figure of one token's path in a ``PlotPane``; ``show`` swaps the arrays in place.
+
+    ``on_expert(handler)``: ``handler(layer_index, expert)`` when a cell is clicked."""
 
     def __init__(self, *, height: int = 320) -> None:
-        self.output = widgets.Output(layout={"min_height": f"{height}px"})
+        self.plot = PlotPane(height=height, pane="token-path")
+        self._ids = np.zeros((0, 0), dtype=np.int64)
+        self._handlers: list = []
+        self.plot.on_click(self._clicked)
         self.figure = go.Figure(
             data=[
                 go.Heatmap(
@@ -35,7 +45,8 @@ class TokenPathFigure:
                     texttemplate="%{text}",
                     colorscale="Blues",
                     colorbar={"title": {"text": "gate"}},
-                    hovertemplate="layer %{y}, k %{x}<br>expert %{text}<br>gate %{z:.3f}<extra></extra>",
+                    hovertemplate="layer %{y}, k %{x}<br>expert %{text}<br>gate %{z:.3f}<extra>click: card</extra>",
+                    name="path",
                 )
             ],
             layout={
@@ -69,7 +80,22 @@ class TokenPathFigure:
                 "" if np.isfinite(w).any() else " (ids only: no gate weights)"
             )
             self.figure.layout.xaxis.title.text = "router rank" if rank_ordered else "top-k slot (unordered capture)"
-        render_into(self.output, self.figure)
+        self._ids = ids
+        self.plot.show_figure(self.figure)
+
+    def on_expert(self, handler: Any) -> None:
+        """Call ``handler(layer_index, expert)`` when the cell of that layer's expert is clicked."""
+        self._handlers.append(handler)
+
+    def click(self, layer_index: int, rank: int) -> None:
+        """Act as a click on the cell (layer index, router rank / slot)."""
+        self.plot.click("path", layer_index, rank)
+
+    def _clicked(self, _trace: str, where: tuple[int, ...]) -> None:
+        if len(where) != 2 or not (0 <= where[0] < self._ids.shape[0] and 0 <= where[1] < self._ids.shape[1]):
+            return
+        for h in self._handlers:
+            h(int(where[0]), int(self._ids[where[0], where[1]]))
 
 
 def token_title(data: SequenceData, position: int) -> str:
@@ -101,7 +127,10 @@ class TokenPathWidget(widgets.VBox):
             value=0, min=0, max=max(0, self.data.n_tokens - 1), description="position", continuous_update=False
         )
         self.path_figure = TokenPathFigure()
-        super().__init__([widgets.HBox([self.sequence, self.position]), self.path_figure.output])
+        self.card = ExpertCard()
+        self._texts = text_vocab(store_vocab(self._ds))
+        self.path_figure.on_expert(self._expert_clicked)
+        super().__init__([widgets.HBox([self.sequence, self.position]), self.path_figure.plot, self.card])
         self.sequence.observe(self._sequence_changed, names="value")
         self.position.observe(lambda _c: self._draw(), names="value")
         self.show(position)
@@ -127,6 +156,14 @@ class TokenPathWidget(widgets.VBox):
         self.path_figure.show(
             d.expert_ids[p], d.gate_weights[p], d.layers, title=token_title(d, p), rank_ordered=d.rank_ordered
         )
+
+    def _expert_clicked(self, layer_index: int, expert: int) -> None:
+        """The card of the clicked expert over the whole sequence."""
+        d = self.data
+        rows = np.arange(d.n_tokens)
+        model = str(self._ds.attrs.get("model", {}).get("model_name", ""))
+        page = card_page(d, rows, layer_index, expert, self._texts, model=model, selection=f"sequence {d.sequence_id}")
+        self.card.show_page(page)
 
     def _sequence_changed(self, change: dict) -> None:
         self.data = load_sequence(self._ds, change["new"])

@@ -67,6 +67,11 @@ function render({ model, el }) {
   let blocks = [];
   let blockOfToken = new Int32Array(0);
   let highlighted = [];
+  let hlMask = new Uint8Array(0); // tokens behind the clicked node / edge
+  let hitMask = new Uint8Array(0); // tokens of search hits
+  let hitStarts = new Int32Array(0);
+  let hitStops = new Int32Array(0);
+  let currentHit = -1;
 
   el.classList.add("wb-transcript");
   const bar = document.createElement("div");
@@ -84,13 +89,42 @@ function render({ model, el }) {
   const stepLabel = document.createElement("span");
   stepLabel.className = "wb-step-label";
   bar.append(allBtn, prev, slider, next, stepLabel);
+  const search = document.createElement("div");
+  search.className = "wb-searchbar";
+  const query = document.createElement("input");
+  query.type = "search";
+  query.className = "wb-search";
+  query.placeholder = "search the text (Enter)";
+  const regexLabel = document.createElement("label");
+  const regex = document.createElement("input");
+  regex.type = "checkbox";
+  regex.className = "wb-search-regex";
+  regexLabel.append(regex, " regex");
+  const findBtn = document.createElement("button");
+  findBtn.textContent = "Find";
+  findBtn.className = "wb-search-go";
+  const prevHit = document.createElement("button");
+  prevHit.textContent = "▲";
+  prevHit.title = "previous hit";
+  const nextHit = document.createElement("button");
+  nextHit.textContent = "▼";
+  nextHit.title = "next hit";
+  const graphHits = document.createElement("button");
+  graphHits.textContent = "Graph hits";
+  graphHits.className = "wb-search-select";
+  graphHits.title = "Make the hits' tokens the graph's selection";
+  const searchInfo = document.createElement("span");
+  searchInfo.className = "wb-search-info";
+  search.append(query, regexLabel, findBtn, prevHit, nextHit, graphHits, searchInfo);
   const status = document.createElement("div");
   status.className = "wb-status";
+  const hlStatus = document.createElement("div");
+  hlStatus.className = "wb-hl-status";
   const legend = document.createElement("div");
   legend.className = "wb-legend";
   const body = document.createElement("div");
   body.className = "wb-body";
-  el.append(bar, legend, status, body);
+  el.append(bar, search, legend, status, hlStatus, body);
 
   const tokenString = (p) => decoder.decode(s.text.subarray(s.offsets[p], s.offsets[p + 1]));
   const kindName = (code) => s.kinds[code] ?? `kind${code}`;
@@ -104,6 +138,8 @@ function render({ model, el }) {
       const t = document.createElement("span");
       const str = tokenString(p);
       t.className = /^<[^<>]*>$/.test(str) ? "wb-tok wb-special" : "wb-tok";
+      if (hlMask[p]) t.classList.add("wb-tok-hl");
+      if (hitMask[p]) t.classList.add("wb-tok-hit");
       t.textContent = str === "" ? "∅" : str;
       t.dataset.pos = String(p);
       const stepText = s.step[p] >= 0 ? ` · step ${s.step[p]}` : "";
@@ -212,6 +248,10 @@ function render({ model, el }) {
       }
       stepOfSel = s.step[sel.index];
       status.textContent = `token ${sel.index}: ${JSON.stringify(tokenString(sel.index))}`;
+    } else if (sel.kind === "search") {
+      let n = 0;
+      for (let i = 0; i < hitStarts.length; i++) n += hitStops[i] - hitStarts[i];
+      status.textContent = `search hits: ${hitStarts.length} hits, ${n} tokens`;
     } else {
       status.textContent = `whole sequence: ${s.nTokens} tokens`;
     }
@@ -222,7 +262,89 @@ function render({ model, el }) {
       : "no tool-loop steps";
     allBtn.classList.toggle("wb-active", sel.kind === "all");
     if (first && !isVisible(first)) scrollTo(first);
+    signal("selection");
   }
+
+  // Tell tests and benchmarks that the DOM shows the latest state (what changed, and a counter).
+  let signals = 0;
+  function signal(what) {
+    signals += 1;
+    el.dataset.signals = String(signals);
+    el.dispatchEvent(new CustomEvent("wb-rendered", { bubbles: true, detail: { what } }));
+  }
+
+  function tokenEl(p) {
+    const bi = blockOfToken[p];
+    fillBlock(bi);
+    return blocks[bi].bodyEl.children[p - blocks[bi].start];
+  }
+
+  // Positions arrive as sorted int32; classes are set on filled tokens now and on the rest when filled.
+  function markAll(cls, mask, positions) {
+    for (const t of body.querySelectorAll(`.${cls}`)) t.classList.remove(cls);
+    mask.fill(0);
+    for (const p of positions) {
+      if (p < 0 || p >= s.nTokens) continue;
+      mask[p] = 1;
+      const b = blocks[blockOfToken[p]];
+      if (b.filled) b.bodyEl.children[p - b.start].classList.add(cls);
+    }
+  }
+
+  function showHighlight() {
+    const pos = typed(model.get("highlight"), Int32Array);
+    markAll("wb-tok-hl", hlMask, pos);
+    el.dataset.highlighted = String(pos.length);
+    hlStatus.textContent = pos.length || model.get("highlight_label") ? model.get("highlight_label") : "";
+    if (pos.length) {
+      const t = tokenEl(pos[0]);
+      if (t && !isVisible(t)) scrollTo(t);
+    }
+    signal("highlight");
+  }
+
+  function showHits() {
+    hitStarts = typed(model.get("hit_start"), Int32Array);
+    hitStops = typed(model.get("hit_stop"), Int32Array);
+    const pos = [];
+    for (let i = 0; i < hitStarts.length; i++) for (let p = hitStarts[i]; p < hitStops[i]; p++) pos.push(p);
+    markAll("wb-tok-hit", hitMask, pos);
+    el.dataset.hits = String(hitStarts.length);
+    searchInfo.textContent = model.get("search_status") || "";
+    currentHit = -1;
+    if (hitStarts.length) jumpHit(1);
+    signal("hits");
+  }
+
+  function jumpHit(d) {
+    if (!hitStarts.length) return;
+    currentHit = (currentHit + d + hitStarts.length) % hitStarts.length;
+    for (const t of body.querySelectorAll(".wb-tok-cur")) t.classList.remove("wb-tok-cur");
+    let first = null;
+    for (let p = hitStarts[currentHit]; p < hitStops[currentHit]; p++) {
+      const t = tokenEl(p);
+      if (t) {
+        t.classList.add("wb-tok-cur");
+        first = first || t;
+      }
+    }
+    if (first && !isVisible(first)) scrollTo(first);
+    searchInfo.textContent = `${model.get("search_status") || ""} · hit ${currentHit + 1}/${hitStarts.length}`;
+  }
+
+  let queries = (model.get("query") || {}).n || 0;
+  function submitSearch() {
+    queries += 1;
+    model.set("query", { text: query.value, regex: regex.checked, n: queries });
+    model.save_changes();
+  }
+  query.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter") submitSearch();
+  });
+  findBtn.addEventListener("click", submitSearch);
+  prevHit.addEventListener("click", () => jumpHit(-1));
+  nextHit.addEventListener("click", () => jumpHit(1));
+  graphHits.addEventListener("click", () => setSelection("search", -1));
 
   function isVisible(x) {
     const a = x.getBoundingClientRect();
@@ -251,20 +373,45 @@ function render({ model, el }) {
   next.addEventListener("click", () => move(1));
   allBtn.addEventListener("click", () => setSelection("all", -1));
 
-  const rebuild = () => {
+  // Backbone fires one change event per trait of a message: run each redraw once per message.
+  const coalesce = (fn) => {
+    let pending = false;
+    return () => {
+      if (pending) return;
+      pending = true;
+      queueMicrotask(() => {
+        pending = false;
+        fn();
+      });
+    };
+  };
+  const rebuild = coalesce(() => {
     s = readState(model);
+    hlMask = new Uint8Array(s.nTokens);
+    hitMask = new Uint8Array(s.nTokens);
     build();
     showSelection();
-  };
+    showHighlight();
+    showHits();
+  });
+  const onHighlight = coalesce(showHighlight);
+  const onHits = coalesce(showHits);
   const dataTraits = ["token_text", "token_offsets", "span_start", "span_labels", "segment_kinds", "height"];
   for (const name of dataTraits) model.on(`change:${name}`, rebuild);
   model.on("change:selection", showSelection);
-  build();
-  showSelection();
+  model.on("change:highlight", onHighlight);
+  model.on("change:highlight_label", onHighlight);
+  model.on("change:hit_start", onHits);
+  model.on("change:search_status", onHits);
+  rebuild();
   return () => {
     observer.disconnect();
     for (const name of dataTraits) model.off(`change:${name}`, rebuild);
     model.off("change:selection", showSelection);
+    model.off("change:highlight", onHighlight);
+    model.off("change:highlight_label", onHighlight);
+    model.off("change:hit_start", onHits);
+    model.off("change:search_status", onHits);
   };
 }
 

@@ -1,11 +1,18 @@
 """Transcript + graph: a tool-loop transcript next to the reasoning graph of what is selected in it.
 
 Left, the transcript (``TranscriptView``: segments coloured by kind, tokens hoverable and clickable,
-a step slider); right, the expert pathways of the selected step, segment or token (``GraphPane``)
-with an export button, and below it the last clicked token's own path (``TokenPathFigure``).
+a step slider, a search box); right, the expert pathways of the selected step, segment, token or
+search hits (``GraphPane``) with an export button, the card of a clicked expert or the token list of a
+clicked edge (``ExpertCard``), and the last clicked token's own path (``TokenPathFigure``).
+
+Linking: a click on a node (or a cell of the token path) shows that expert's card over the current
+selection and highlights, in the transcript, the selected tokens routed to it; a click on an edge
+lists and highlights the selected tokens that took that transition. The search box runs
+``workbench.experts.find`` over this transcript; *Graph hits* makes the hits' tokens the selection.
 
 The sequence's routing is read from the store once, when the widget is built; a selection then
-costs one numpy aggregation and one figure restyle (``benchmarks/bench_widgets.py`` measures it).
+costs one numpy aggregation and one figure update (``benchmarks/bench_widgets.py`` measures it in
+Python, ``benchmarks/bench_browser_latency.py`` in the browser).
 """
 
 from __future__ import annotations
@@ -20,9 +27,15 @@ import numpy as np
 import xarray as xr
 
 from workbench.errors import WorkbenchError
+from workbench.experts import find
+from workbench.experts.vocab import text_vocab
 from workbench.graph.tables import RoutingCounts
+from workbench.store import schema as S
+from workbench.store.select import Selection
 
+from .expert_card import ExpertCard, card_page, edge_html
 from .graph_pane import GraphPane
+from .linking import edge_positions, edge_top_tokens, node_positions
 from .pathways import pathway_counts, store_vocab
 from .sequence_data import SequenceData, as_dataset, load_sequence, sequence_ids
 from .token_path import TokenPathFigure, token_title
@@ -63,7 +76,15 @@ class TranscriptGraphWidget(widgets.VBox):
     ) -> None:
         self._ds = as_dataset(store)
         self._vocab = store_vocab(self._ds)  # top tokens of exported nodes
-        self.data: SequenceData = load_sequence(self._ds, sequence)
+        self._texts = text_vocab(self._vocab)  # decoded, for cards and edge hovers
+        self.keep_transcripts = 3  # loaded transcripts kept in memory for switching back
+        self._loaded: dict[str, SequenceData] = {}
+        self.keep_counts = 64  # counted selections kept (their drawn edges and hover tokens)
+        self._counted: dict[tuple[str, str, int, int], tuple[RoutingCounts, list[str] | None]] = {}
+        self.data: SequenceData = self._load(sequence) if sequence is not None else load_sequence(self._ds)
+        self._loaded[self.data.sequence_id] = self.data
+        self.max_hits = 1000  # search hits kept per query
+        self._hit_rows = np.zeros(0, dtype=np.int64)  # positions covered by the current search hits
         self.last_update_s = 0.0  # seconds the last selection took in Python (aggregate + restyle)
         self._path_token: int | None = None  # position the token-path figure shows
         self.picker = widgets.Dropdown(
@@ -72,10 +93,15 @@ class TranscriptGraphWidget(widgets.VBox):
         self.view = TranscriptView.from_sequence(self.data, height=height - 70)
         self.graph = GraphPane(top_edges=top_edges, height=height - 60)
         self.token_path = TokenPathFigure(height=300)
+        self.card = ExpertCard()
         self.view.layout = widgets.Layout(width="42%")
-        right = widgets.VBox([self.graph, self.token_path.output], layout=widgets.Layout(width="58%"))
+        right = widgets.VBox([self.graph, self.card, self.token_path.plot], layout=widgets.Layout(width="58%"))
         super().__init__([self.picker, widgets.HBox([self.view, right])])
+        self.graph.on_node(self.show_expert)
+        self.graph.on_edge(self.show_edge)
+        self.token_path.on_expert(self.show_expert)
         self.view.observe(self._selection_changed, names="selection")
+        self.view.observe(self._query_changed, names="query")
         self.picker.observe(self._sequence_changed, names="value")
         self._start(step)
 
@@ -92,6 +118,50 @@ class TranscriptGraphWidget(widgets.VBox):
     def export(self, path: str | Path, fmt: str | None = None) -> Path:
         """Write the current graph (png, svg or graphml); see ``GraphPane.export``."""
         return self.graph.export(path, fmt)
+
+    def show_expert(self, layer_index: int, expert: int) -> None:
+        """The card of ``expert`` at layer index ``layer_index`` over the current selection, and its tokens
+        highlighted in the transcript (what a click on its node does)."""
+        t0 = time.perf_counter()
+        d = self.data
+        rows = self.selected_rows()
+        sel_text = self._describe(self.selection, rows)
+        model = str(self._ds.attrs.get("model", {}).get("model_name", ""))
+        page = card_page(d, rows, layer_index, expert, self._texts, model=model, selection=sel_text)
+        self.card.show_page(page)
+        hit = node_positions(d, rows, layer_index, expert)
+        self.view.set_highlight(hit, f"{hit.size} selected tokens through L{int(d.layers[layer_index])}:E{expert}")
+        self.last_update_s = time.perf_counter() - t0
+
+    def show_edge(self, pair: int, src: int, dst: int) -> None:
+        """List and highlight the selected tokens that took the edge ``src`` (layer index ``pair``) ->
+        ``dst`` (layer index ``pair + 1``) (what a click on the edge does)."""
+        t0 = time.perf_counter()
+        d = self.data
+        hit = edge_positions(d, self.selected_rows(), pair, src, dst)
+        a, b = int(d.layers[pair]), int(d.layers[pair + 1])
+        self.card.show_html(edge_html(a, src, b, dst, hit, d, self._texts))
+        self.view.set_highlight(hit, f"{hit.size} selected tokens took L{a}:E{src} → L{b}:E{dst}")
+        self.last_update_s = time.perf_counter() - t0
+
+    def search(self, text: str, *, regex: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Find ``text`` (or a regular expression) in this transcript's decoded text, across token
+        boundaries (``workbench.experts.find``); show and return the hits as token positions
+        ``(starts, stops)``. A pattern that does not compile raises ``ExpertPageError``."""
+        d = self.data
+        hits = find(
+            self._ds, text, regex=regex, max_hits=self.max_hits, selection=Selection(sequences=(d.sequence_id,))
+        )
+        i = sequence_ids(self._ds).index(d.sequence_id)
+        start = int(self._ds[S.SEQUENCE_START].values[i])
+        starts = np.array([h.start - start for h in hits], dtype=np.int64)
+        stops = np.array([h.stop - start for h in hits], dtype=np.int64)
+        self._hit_rows = np.unique(
+            np.concatenate([np.arange(a, b) for a, b in zip(starts, stops, strict=True)] or [starts])
+        )
+        more = " (the first ones)" if len(hits) >= self.max_hits else ""
+        self.view.set_hits(starts, stops, f"{len(hits)} hits{more} for {text!r}")
+        return starts, stops
 
     def selected_rows(self, selection: dict[str, Any] | None = None) -> np.ndarray:
         """Token positions (within the sequence) that ``selection`` (default: the current one) covers."""
@@ -113,7 +183,11 @@ class TranscriptGraphWidget(widgets.VBox):
             if not 0 <= index < d.n_tokens:
                 raise WorkbenchError(f"token {index} is outside {d.sequence_id!r} (0..{d.n_tokens - 1})")
             return np.array([index])
-        raise WorkbenchError(f"unknown selection kind {kind!r}; use all, step, segment or token")
+        if kind == "search":
+            if self._hit_rows.size == 0:
+                raise WorkbenchError("no search hits to graph: search for a text in the box above the transcript first")
+            return self._hit_rows
+        raise WorkbenchError(f"unknown selection kind {kind!r}; use all, step, segment, token or search")
 
     def pathways(self, selection: dict[str, Any] | None = None) -> RoutingCounts:
         """Expert pathways of ``selection`` (default: the current one), counted by ``workbench.graph``."""
@@ -143,6 +217,8 @@ class TranscriptGraphWidget(widgets.VBox):
             what += f" of step {int(d.span_step[index])}" if d.span_step[index] >= 0 else ""
         elif kind == "token":
             what = f"token {index} {d.token_text[index]!r}"
+        elif kind == "search":
+            what = f"search hits ({self.view.search_status})"
         else:
             what = "whole transcript"
         return f"{d.sequence_id}: {what} · {rows.size} tokens"
@@ -152,9 +228,23 @@ class TranscriptGraphWidget(widgets.VBox):
         sel = self.selection
         rows = self.selected_rows(sel)
         d = self.data
-        p = pathway_counts(d, rows, self._vocab, top_edges=self.graph.top_edges)  # what the figure draws
+        key = (d.sequence_id, sel["kind"], int(sel["index"]), self.graph.top_edges)
+        cached = self._counted.pop(key, None) if sel["kind"] != "search" else None
+        if cached is None:
+            p = pathway_counts(d, rows, self._vocab, top_edges=self.graph.top_edges)  # what the figure draws
+            tops: list[str] | None = edge_top_tokens(d, rows, p.edges.pair, p.edges.src, p.edges.dst, self._texts)
+        else:
+            p, tops = cached
+        self._counted[key] = (p, tops)  # the same selection again (e.g. All) is not counted twice
+        while len(self._counted) > self.keep_counts:
+            self._counted.pop(next(iter(self._counted)))
         vocab = self._vocab
-        self.graph.show(p, title=self._describe(sel, rows), all_edges=lambda: pathway_counts(d, rows, vocab))
+        self.graph.show(
+            p, title=self._describe(sel, rows), all_edges=lambda: pathway_counts(d, rows, vocab),
+            edge_tokens=lambda *_: tops,
+        )  # fmt: skip
+        if self.view.highlight:  # the highlighted tokens belonged to the previous selection
+            self.view.set_highlight(np.zeros(0, dtype=np.int64), "")
         if sel["kind"] == "token" or self._path_token is None:  # the token path follows token clicks only
             pos = int(rows[0])
             self.token_path.show(
@@ -169,17 +259,35 @@ class TranscriptGraphWidget(widgets.VBox):
         except WorkbenchError as err:  # e.g. a stale selection after switching transcripts
             self.graph.status.value = f"<span style='color:#b00'>{html.escape(str(err))}</span>"
 
+    def _query_changed(self, change: dict) -> None:
+        q = change["new"]
+        try:
+            self.search(str(q.get("text", "")), regex=bool(q.get("regex", False)))
+        except WorkbenchError as err:  # a bad pattern: one line in the search bar
+            self._hit_rows = np.zeros(0, dtype=np.int64)
+            self.view.set_hits(np.zeros(0), np.zeros(0), str(err))
+
     def _sequence_changed(self, change: dict) -> None:
-        self.data = load_sequence(self._ds, change["new"])
-        fresh = TranscriptView.from_sequence(self.data, height=self.view.height)
-        with self.view.hold_sync():
-            for name in fresh.trait_names(sync=True):
-                if not name.startswith("_") and name not in ("selection", "layout"):
-                    setattr(self.view, name, getattr(fresh, name))
-        fresh.close()
+        self.data = self._load(change["new"])
+        self._hit_rows = np.zeros(0, dtype=np.int64)
+        with self.view.hold_sync():  # one message: the new transcript, no hits, no highlight
+            for name, value in TranscriptView.sequence_traits(self.data).items():
+                setattr(self.view, name, value)
+            self.view.set_hits(np.zeros(0), np.zeros(0), "")
+            self.view.set_highlight(np.zeros(0, dtype=np.int64), "")
+        self.card.clear()
         self.graph.pathways = None
         self._path_token = None
         self._start(None)
+
+    def _load(self, sequence: str) -> SequenceData:
+        """The sequence's arrays, from a small cache of the last transcripts shown (switching back is free)."""
+        hit = self._loaded.pop(sequence, None)
+        data = hit if hit is not None else load_sequence(self._ds, sequence)
+        self._loaded[sequence] = data
+        while len(self._loaded) > self.keep_transcripts:
+            self._loaded.pop(next(iter(self._loaded)))
+        return data
 
 
 def _steps(d: SequenceData) -> str:

@@ -4,8 +4,9 @@ An anywidget whose front end is transcript.js. Python holds only the synced trai
 arrays travel as binary buffers (``bytes`` traits, sent by ipywidgets as raw buffers), never as JSON
 lists, so a 300-step transcript of ~50k tokens is a few hundred kB on the wire.
 
-The front end writes one trait back, ``selection``; whoever owns the view (``TranscriptGraphWidget``)
-observes it.
+The front end writes two traits back, ``selection`` and ``query`` (the search box); whoever owns the
+view (``TranscriptGraphWidget``) observes them and answers with ``highlight`` (tokens behind a clicked
+node or edge) and ``hit_start`` / ``hit_stop`` (the search hits).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import traitlets as t
 
 from .sequence_data import SequenceData
 
-SELECTION_KINDS = ("all", "step", "segment", "token")
+SELECTION_KINDS = ("all", "step", "segment", "token", "search")
 
 _HERE = pathlib.Path(__file__).parent
 
@@ -66,10 +67,21 @@ class TranscriptView(anywidget.AnyWidget):
     steps : bytes, default b""
         int32 sorted distinct steps (≥ 0), what the slider walks through.
     selection : dict, default {"kind": "all", "index": -1}
-        What is selected: kind ``all`` (index -1), ``step`` (a step number), ``segment`` (a span row)
-        or ``token`` (a position in the sequence). Written by clicks and the slider.
+        What is selected: kind ``all`` (index -1), ``step`` (a step number), ``segment`` (a span row),
+        ``token`` (a position in the sequence) or ``search`` (the tokens of the current search hits,
+        index -1). Written by clicks, the slider and the search box's *Graph hits* button.
     height : int, default 520
         Pixel height of the scrolling transcript body.
+    highlight : bytes, default b""
+        int32 sorted positions to highlight (the selected tokens behind a clicked node or edge).
+    highlight_label : str, default ""
+        What the highlight is, e.g. ``12 tokens through L3:E5`` (shown in the status line).
+    query : dict, default {"text": "", "regex": False, "n": 0}
+        The search box (written by the browser; ``n`` counts submissions so a repeat is a change).
+    hit_start, hit_stop : bytes, default b""
+        int32 (H,) token positions [start, stop) of each search hit, in text order.
+    search_status : str, default ""
+        One line about the last search (hits, or what was wrong with it).
     """
 
     _esm = _HERE / "transcript.js"
@@ -90,6 +102,12 @@ class TranscriptView(anywidget.AnyWidget):
     steps = t.Bytes(b"").tag(sync=True)
     selection = t.Dict(default_value={"kind": "all", "index": -1}).tag(sync=True)
     height = t.Int(520).tag(sync=True)
+    highlight = t.Bytes(b"").tag(sync=True)
+    highlight_label = t.Unicode("").tag(sync=True)
+    query = t.Dict(default_value={"text": "", "regex": False, "n": 0}).tag(sync=True)
+    hit_start = t.Bytes(b"").tag(sync=True)
+    hit_stop = t.Bytes(b"").tag(sync=True)
+    search_status = t.Unicode("").tag(sync=True)
 
     def __init__(self, **kwargs: Any) -> None:
         unknown = sorted(k for k in kwargs if not self.has_trait(k) or k.startswith("_"))
@@ -109,24 +127,56 @@ class TranscriptView(anywidget.AnyWidget):
     @classmethod
     def from_sequence(cls, data: SequenceData, *, height: int = 520) -> TranscriptView:
         """A view of one loaded sequence (see ``sequence_data.load_sequence``)."""
+        return cls(**cls.sequence_traits(data), height=height)
+
+    @staticmethod
+    def sequence_traits(data: SequenceData) -> dict[str, Any]:
+        """The trait values that show ``data`` (set them on a live view to switch sequences in place)."""
         text, offsets = pack_text(data.token_text)
-        return cls(
-            sequence_id=data.sequence_id,
-            segment_kinds=list(data.segment_kinds),
-            token_text=text,
-            token_offsets=offsets,
-            token_ids=_buf(data.token_ids, "<i4"),
-            token_segment=_buf(data.segment, "i1"),
-            token_step=_buf(data.step, "<i4"),
-            span_start=_buf(data.span_start, "<i4"),
-            span_stop=_buf(data.span_stop, "<i4"),
-            span_kind=_buf(data.span_kind, "i1"),
-            span_step=_buf(data.span_step, "<i4"),
-            span_labels=list(data.span_label),
-            steps=_buf(data.steps, "<i4"),
-            height=height,
-        )
+        return {
+            "sequence_id": data.sequence_id,
+            "segment_kinds": list(data.segment_kinds),
+            "token_text": text,
+            "token_offsets": offsets,
+            "token_ids": _buf(data.token_ids, "<i4"),
+            "token_segment": _buf(data.segment, "i1"),
+            "token_step": _buf(data.step, "<i4"),
+            "span_start": _buf(data.span_start, "<i4"),
+            "span_stop": _buf(data.span_stop, "<i4"),
+            "span_kind": _buf(data.span_kind, "i1"),
+            "span_step": _buf(data.span_step, "<i4"),
+            "span_labels": list(data.span_label),
+            "steps": _buf(data.steps, "<i4"),
+        }
 
     def select(self, kind: str, index: int = -1) -> None:
         """Select programmatically, as a click would (``view.select("step", 12)``)."""
         self.selection = {"kind": kind, "index": int(index)}
+
+    def search(self, text: str, *, regex: bool = False) -> None:
+        """Submit ``text`` to the search box, as typing it and pressing Enter would."""
+        n = int(str(dict(self.query).get("n", 0))) + 1
+        self.query = {"text": text, "regex": bool(regex), "n": n}
+
+    def set_highlight(self, positions: np.ndarray, label: str) -> None:
+        """Highlight the tokens at ``positions`` (within the sequence) with a status line ``label``."""
+        with self.hold_sync():
+            self.highlight = _buf(np.unique(np.asarray(positions, dtype=np.int64)), "<i4")
+            self.highlight_label = label
+
+    def set_hits(self, starts: np.ndarray, stops: np.ndarray, status: str) -> None:
+        """Show search hits (token positions [start, stop) each) and a status line."""
+        with self.hold_sync():
+            self.hit_start = _buf(starts, "<i4")
+            self.hit_stop = _buf(stops, "<i4")
+            self.search_status = status
+
+    @property
+    def highlighted(self) -> np.ndarray:
+        """The highlighted positions, (m,) int32."""
+        return np.frombuffer(self.highlight, dtype="<i4")
+
+    @property
+    def hits(self) -> tuple[np.ndarray, np.ndarray]:
+        """The search hits as (starts, stops) token positions, each (H,) int32."""
+        return np.frombuffer(self.hit_start, dtype="<i4"), np.frombuffer(self.hit_stop, dtype="<i4")

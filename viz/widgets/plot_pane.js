@@ -1,0 +1,126 @@
+// A plotly figure redrawn in place with Plotly.react; binary arrays arrive as typed arrays (plot_pane.py).
+
+function loadPlotly(model) {
+  if (window.Plotly) return Promise.resolve(window.Plotly);
+  if (!window.__wbPlotly) {
+    window.__wbPlotly = new Promise((resolve, reject) => {
+      const onMsg = (msg, buffers) => {
+        if (!msg || msg.type !== "plotly-js") return;
+        model.off("msg:custom", onMsg);
+        if (window.Plotly) return resolve(window.Plotly);
+        const blob = new Blob([buffers[0]], { type: "text/javascript" });
+        const script = document.createElement("script");
+        script.src = URL.createObjectURL(blob);
+        script.onload = () => resolve(window.Plotly);
+        script.onerror = () => reject(new Error("plotly.js did not load"));
+        document.head.append(script);
+      };
+      model.on("msg:custom", onMsg);
+      model.send({ type: "need-plotly" });
+    });
+  }
+  return window.__wbPlotly;
+}
+
+const CTORS = {
+  Float64Array, Float32Array, Int32Array, Int16Array, Int8Array, Uint8Array, Uint16Array, Uint32Array,
+};
+
+function isSpec(v) {
+  return v && typeof v === "object" && !Array.isArray(v) && typeof v.dtype === "string" && "buffer" in v;
+}
+
+function typedOf(spec) {
+  const b = spec.buffer;
+  const bytes = b instanceof DataView ? new Uint8Array(b.buffer, b.byteOffset, b.byteLength)
+    : b instanceof ArrayBuffer ? new Uint8Array(b) : new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+  const copy = bytes.slice(); // aligned
+  const Ctor = CTORS[spec.dtype];
+  const flat = new Ctor(copy.buffer, 0, copy.byteLength / Ctor.BYTES_PER_ELEMENT);
+  const shape = spec.shape || [flat.length];
+  if (shape.length < 2) return flat;
+  const rows = [];
+  const n = shape[1];
+  for (let i = 0; i < shape[0]; i++) rows.push(flat.subarray(i * n, (i + 1) * n));
+  return rows;
+}
+
+function decode(v) {
+  if (isSpec(v)) return typedOf(v);
+  if (Array.isArray(v)) return v.map(decode);
+  if (v && typeof v === "object" && !(v instanceof DataView)) {
+    const out = {};
+    for (const [k, x] of Object.entries(v)) out[k] = decode(x);
+    return out;
+  }
+  return v;
+}
+
+function render({ model, el }) {
+  const div = document.createElement("div");
+  div.className = "wb-plot";
+  el.append(div);
+  el.classList.add("wb-plot-pane");
+  el.dataset.pane = model.get("pane") || "";
+  let Plotly = null;
+  let bound = false;
+  let queued = Promise.resolve();
+
+  const draw = () => {
+    const fig = model.get("figure") || {};
+    if (!fig.data) return;
+    const rev = fig.rev || 0;
+    const layout = { ...decode(fig.layout || {}), height: model.get("height") };
+    const data = decode(fig.data);
+    queued = queued
+      .then(() => Plotly.react(div, data, layout, { displaylogo: false, responsive: true }))
+      .then(() => {
+        if (!bound) {
+          bound = true;
+          div.on("plotly_click", (ev) => {
+            const p = ev && ev.points && ev.points[0];
+            if (p) model.send({ type: "click", trace: p.curveNumber, point: p.pointNumber });
+            // heatmaps give pointNumber = [row, col]; scatter a number
+          });
+        }
+        if (!el.dataset.rev) model.send({ type: "rendered" });
+        el.dataset.rev = String(rev);
+        el.dispatchEvent(new CustomEvent("wb-rendered", { bubbles: true, detail: { rev } }));
+      })
+      .catch((err) => console.warn("wb plot pane:", err));
+  };
+
+  loadPlotly(model).then((P) => {
+    Plotly = P;
+    draw();
+  });
+  const onChange = () => Plotly && draw();
+  // Static image requests: plotly.js's own toImage, bytes back to the kernel (plot_pane.py).
+  const onMsg = (msg) => {
+    if (!msg || msg.type !== "image") return;
+    const reply = (buffers, error) => model.send({ type: "image", id: msg.id, error }, buffers);
+    queued = queued
+      .then(() => Plotly.toImage(div, { format: msg.format, width: msg.width, height: msg.height }))
+      .then((url) => {
+        const comma = url.indexOf(",");
+        const head = url.slice(0, comma);
+        const body = url.slice(comma + 1);
+        const bytes = head.endsWith(";base64")
+          ? Uint8Array.from(atob(body), (c) => c.charCodeAt(0))
+          : new TextEncoder().encode(decodeURIComponent(body));
+        reply([bytes.buffer], "");
+      })
+      .catch((err) => reply([], String(err)));
+  };
+  model.on("msg:custom", onMsg);
+  model.on("change:figure", onChange);
+  model.on("change:height", onChange);
+  return () => {
+    model.off("change:figure", onChange);
+    model.off("change:height", onChange);
+    model.off("msg:custom", onMsg);
+    if (Plotly) Plotly.purge(div);
+  };
+}
+
+export default { render };
