@@ -64,6 +64,7 @@ def graph(
         reasoning_graph,
         set_communities,
     )
+    from workbench.graph.circuit_tracer_export import SUFFIX as CT_SUFFIX
     from workbench.graph.circuit_tracer_export import check_folder, write_circuit_tracer
     from workbench.graph.export import FIGURE_FORMATS, export_format
     from workbench.graph.prune import check_pruning
@@ -75,10 +76,10 @@ def graph(
     if fmt is not None and fmt not in ("node-link", "cytoscape"):
         raise WorkbenchError(f"--format must be node-link or cytoscape, got {fmt!r}")
     targets = []
-    for path in export:  # every target checked before any work: its format, then where it is
-        kind = export_format(path, fmt if path.lower().endswith(".json") else None)
-        check = check_folder if kind == "circuit-tracer" else check_output_file  # NAME.ct is a folder
-        targets.append((check(path, flag="--export"), kind))
+    for path in export:  # every target checked before any work: where it is, then its format
+        check = check_folder if path.lower().rstrip("/").endswith(CT_SUFFIX) else check_output_file  # a folder
+        target = check(path, flag="--export")
+        targets.append((target, export_format(path, fmt if path.lower().endswith(".json") else None)))
 
     base = Selection()
     if sequence:
