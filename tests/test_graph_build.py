@@ -82,6 +82,12 @@ def test_top_tokens_decoded_with_store_vocab(ds):
     g = reasoning_graph(ds, top_tokens=2)
     assert g.nodes["L2:E3"]["top_tokens"] == "f (1)"  # only token 4 ("f", id 5) reaches expert 3 at layer 2
     assert g.nodes["L2:E0"]["top_tokens"] == "one (1) · plus (1)"  # ties broken by the smaller token id
+    # edges list the tokens that take them: L1:E2 -> L2:E1 is taken by t2 ("two") and t4 ("f")
+    assert g.edges["L1:E2", "L2:E1"]["top_tokens"] == "two (1) · f (1)"
+    assert g.edges["L1:E0", "L2:E0"]["top_tokens"] == "one (1) · plus (1)"  # t0, t1, t3: two shown, by id
+    pruned = reasoning_graph(ds, top_edges=1, top_tokens=3)  # only the kept edges are looked up
+    assert pruned.edges["L2:E0", "L3:E1"]["top_tokens"] == "one (1) · plus (1) · two (1)"
+    assert all(top for *_, top in pruned.edges(data="top_tokens"))
 
 
 @pytest.mark.parametrize(
