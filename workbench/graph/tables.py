@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from workbench.graph.edge_tokens import edge_top_token_ids
 from workbench.graph.ids import node_codes
 from workbench.pair_counts import pair_edges
 
@@ -148,32 +149,20 @@ class RoutingCounts:
         """The ``n`` most frequent tokens that take each edge of ``edges`` (the kept edges), in its row order.
 
         A token takes edge ``(p, a, b)`` when ``a`` is among its top-k at ``layers[p]`` and ``b`` at
-        ``layers[p + 1]``. Each layer pair is one vectorised pass over the selection's (T, k, k) expert
-        pairs, looked up in an E × E table of the pair's kept edges, so the cost is O(T·k²) per pair with
-        kept edges and memory O(E² + T·k²). Empty lists where the routing is not held in memory
-        (selections counted by dask blocks) or ``n`` is 0. Ties: the smaller token id first.
+        ``layers[p + 1]``. One compiled pass per layer pair with kept edges
+        (``workbench.graph.edge_tokens``): O(T·k²) per pair, memory O(E² + M·n). Empty lists where the
+        routing is not held in memory (selections counted by dask blocks) or ``n`` is 0. Ties: the
+        smaller token id first.
         """
-        out: list[list[tuple[str, int]]] = [[] for _ in range(len(edges))]
         if n <= 0 or len(edges) == 0 or self.expert_ids.shape[0] == 0:
-            return out
-        ne = self.n_experts
-        tok = self.token_ids.astype(np.int64)
-        shift = int(max(int(tok.max(initial=0)) + 1, len(self.vocab), 1))
-        lut = np.full(ne * ne, -1, dtype=np.int64)
-        for p in np.unique(edges.pair).tolist():
-            rows = np.flatnonzero(edges.pair == p)
-            codes = edges.src[rows] * ne + edges.dst[rows]
-            lut[codes] = rows
-            a = self.expert_ids[:, p, :].astype(np.int64)  # (T, k)
-            b = self.expert_ids[:, p + 1, :].astype(np.int64)
-            hit_rows = lut[(a[:, :, None] * ne + b[:, None, :]).reshape(a.shape[0], -1)]  # (T, k·k) edge row or -1
-            hit = hit_rows >= 0
-            toks = np.broadcast_to(tok[:, None], hit.shape)[hit]
-            pair_codes, counts = sorted_unique(hit_rows[hit] * shift + toks, counts=True)
-            for r, items in _top_per_group(pair_codes, counts, shift, n).items():
-                out[r] = [(self._decode(t), m) for t, m in items]
-            lut[codes] = -1
-        return out
+            return [[] for _ in range(len(edges))]
+        ids, counts = edge_top_token_ids(
+            self.expert_ids, self.token_ids, edges.pair, edges.src, edges.dst, self.n_experts, n
+        )
+        return [
+            [(self._decode(t), c) for t, c in zip(row_t, row_c, strict=True) if c > 0]
+            for row_t, row_c in zip(ids.tolist(), counts.tolist(), strict=True)
+        ]
 
     def _decode(self, token_id: int) -> str:
         return self.vocab[token_id] if 0 <= token_id < len(self.vocab) else f"<{token_id}>"
