@@ -97,6 +97,11 @@ def test_difference_figure_shows_both_sides_on_a_zero_centred_scale(ds):
     assert m.cmid == 0 and m.cmin == -m.cmax and "Δ load" in m.colorbar.title.text
     delta = dict(zip(nodes.customdata, m.color, strict=True))
     assert delta["L2:E3"] < 0 < delta["L3:E1"]  # L2:E3 only in code (−), L3:E1 more in math (+)
+    for layer in (1, 2, 3):  # two bands: every expert with more load in math above every one with more in code
+        ys = {
+            s: [d.nodes[n]["y"] for n in d if d.nodes[n]["layer"] == layer and d.nodes[n]["sign"] == s] for s in (1, -1)
+        }
+        assert min(ys[1], default=99) > max(ys[-1], default=-99)
     colours = {t.line.color for t in _traces(fig, "edges")}
     assert colours == {"#c0392b", "#2471a3"}  # red and blue edges: both sides drawn
     keys = [t.name for t in _traces(fig, "key") if t.name]

@@ -124,6 +124,10 @@ def caption(g: nx.DiGraph, *, labelled_all: bool) -> str:
     ]
     if is_difference(g):
         a, b = (plain(x) for x in side_labels(g))
+        lines[0] = (
+            f"Columns: MoE layers. In a column, experts with more load in {a} sit above those with more in {b}, "
+            f"each stacked by circuit, then size (an order, not a value); {labels}."
+        )
         lines += [
             f"Node colour and area: Δ load = load in {a} − load in {b}, load = tokens routed to the expert / tokens "
             "selected.",
