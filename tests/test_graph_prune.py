@@ -152,7 +152,9 @@ def test_difference_graph_signed_normalised_shares(ds):
         kept = {d["sign"]: (u, v) for u, v, d in top.edges(data=True) if top.nodes[u]["layer"] == layer}
         assert set(kept) == {1, -1}
         for sign, e in kept.items():
-            same_side = [x["weight"] for u, _, x in d.edges(data=True) if d.nodes[u]["layer"] == layer and x["sign"] == sign]
+            same_side = [
+                x["weight"] for u, _, x in d.edges(data=True) if d.nodes[u]["layer"] == layer and x["sign"] == sign
+            ]
             assert top.edges[e]["weight"] == pytest.approx(max(same_side))
     assert top.edges["L1:E3", "L2:E3"]["sign"] == -1  # token 4's path exists only in code
     # pruning the built difference graph gives the same edges as pruning in arrays
