@@ -165,6 +165,11 @@ def test_difference_graph_signed_normalised_shares(ds):
     assert sides["a"]["edges"] == sides["b"]["edges"] == 2 and (sides["a"]["tokens"], sides["b"]["tokens"]) == (3, 2)
     assert sides["a"]["delta_total"] == pytest.approx(sides["b"]["delta_total"])
     assert 0 < sides["a"]["kept"] <= 1 and 0 < sides["b"]["kept"] <= 1
+    # pruning a difference graph restates what each side keeps
+    again = prune_graph(d, top_edges=1).graph["sides"]
+    for side in "ab":
+        assert again[side]["edges"] == sides[side]["edges"]
+        assert again[side]["kept"] == pytest.approx(sides[side]["kept"])
     # an edge's top tokens come from the side where it is heavier: L1:E3 -> L2:E3 is token 4 ("f") in code
     assert top.edges["L1:E3", "L2:E3"]["top_tokens"] == "f (1)"
 

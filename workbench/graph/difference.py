@@ -38,6 +38,7 @@ from workbench.graph.prune import (
     graph_flow_totals,
     graph_layers,
     prune_pair_by_sign,
+    side_summary,
 )
 from workbench.graph.tables import EdgeTable, RoutingCounts, sorted_unique
 from workbench.store.select import Selection
@@ -126,31 +127,6 @@ def _build(
     g.graph.setdefault("flow_totals_by_sign", by_sign)
     g.graph["sides"] = side_summary(g)
     return g
-
-
-def side_summary(g: nx.DiGraph) -> dict[str, dict[str, float]]:
-    """What a difference graph holds of each side: ``{"a": {...}, "b": {...}}``.
-
-    Per side (a: delta > 0, b: delta < 0): ``edges`` and ``nodes`` of that sign, ``tokens`` of its
-    selection, ``delta_kept`` = Σ |delta| of its kept edges, ``delta_total`` = the same over every edge
-    of the selection before pruning (``flow_totals_by_sign``; for shares this is, per layer pair, the
-    total variation distance between the two sides' edge-share distributions, summed over pairs), and
-    ``kept`` = delta_kept / delta_total, the part of that side's difference the graph shows.
-    """
-    totals = graph_flow_totals(g, "flow_totals_by_sign")
-    out: dict[str, dict[str, float]] = {}
-    for i, (side, sign) in enumerate((("a", 1), ("b", -1))):
-        kept = sum(abs(float(d)) for *_, d in g.edges(data="delta", default=0.0) if np.sign(d) == sign)
-        total = sum(float(v[i]) for v in totals.values())
-        out[side] = {
-            "edges": sum(1 for *_, d in g.edges(data="delta", default=0.0) if np.sign(d) == sign),
-            "nodes": sum(1 for _, d in g.nodes(data="delta", default=0.0) if np.sign(d) == sign),
-            "tokens": int(g.graph.get(f"n_tokens_{side}", 0)),
-            "delta_kept": kept,
-            "delta_total": total,
-            "kept": kept / total if total else 0.0,
-        }
-    return out
 
 
 def _side_arrays(g: nx.DiGraph, layers: list[int], ne: int, use_count: bool) -> tuple[np.ndarray, ...]:

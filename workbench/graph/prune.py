@@ -20,7 +20,8 @@ the edges where ``a > b`` (delta > 0) and where ``b > a`` (delta < 0), each agai
 total |delta| of the layer pair, so ``top_edges=N`` keeps up to N edges of each sign and a figure of
 ``math − code`` shows where code is heavier as well as where math is (pruning on |delta| alone keeps
 only the side whose differences are the more concentrated). Edges with delta = 0 carry no
-difference and are dropped by ``flow`` and ``top_edges``.
+difference and are dropped by ``flow`` and ``top_edges``. ``prune_graph`` restates what each side
+keeps (``G.graph["sides"]``, ``side_summary``).
 
 The array functions here work on an ``EdgeTable``; ``prune_graph`` applies the same rules to a
 networkx graph built by ``reasoning_graph`` or ``difference_graph``.
@@ -261,6 +262,8 @@ def prune_graph(
     out.add_nodes_from((n, dict(g.nodes[n])) for n in g.nodes if n in nodes)
     out.add_edges_from((u, v, dict(g.edges[u, v])) for u, v in kept)
     out.graph["pruning"] = describe_pruning(min_count, top_edges, flow, previous=g.graph.get("pruning"))
+    if g.graph.get("kind") == "difference":
+        out.graph["sides"] = side_summary(out)
     return out
 
 
@@ -277,3 +280,28 @@ def describe_pruning(min_count: int | None, top_edges: int | None, flow: float |
     if previous and previous != "none":
         return f"{previous}; {text}"
     return text
+
+
+def side_summary(g: nx.DiGraph) -> dict[str, dict[str, float]]:
+    """What a difference graph holds of each side: ``{"a": {...}, "b": {...}}``.
+
+    Per side (a: delta > 0, b: delta < 0): ``edges`` and ``nodes`` of that sign, ``tokens`` of its
+    selection, ``delta_kept`` = Σ |delta| of its kept edges, ``delta_total`` = the same over every edge
+    of the selection before pruning (``flow_totals_by_sign``; for shares this is, per layer pair, the
+    total variation distance between the two sides' edge-share distributions, summed over pairs), and
+    ``kept`` = delta_kept / delta_total, the part of that side's difference the graph shows.
+    """
+    totals = graph_flow_totals(g, "flow_totals_by_sign")
+    out: dict[str, dict[str, float]] = {}
+    for i, (side, sign) in enumerate((("a", 1), ("b", -1))):
+        kept = sum(abs(float(d)) for *_, d in g.edges(data="delta", default=0.0) if np.sign(d) == sign)
+        total = sum(float(v[i]) for v in totals.values())
+        out[side] = {
+            "edges": sum(1 for *_, d in g.edges(data="delta", default=0.0) if np.sign(d) == sign),
+            "nodes": sum(1 for _, d in g.nodes(data="delta", default=0.0) if np.sign(d) == sign),
+            "tokens": int(g.graph.get(f"n_tokens_{side}", 0)),
+            "delta_kept": kept,
+            "delta_total": total,
+            "kept": kept / total if total else 0.0,
+        }
+    return out
