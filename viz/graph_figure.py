@@ -228,7 +228,7 @@ def _node_traces(
         delta = np.array([float(d.get("delta", 0.0)) for d in data])
         bound = float(np.abs(delta).max()) or 1.0
         a, b = (plain(x) for x in labels)
-        colour = {
+        scale = {
             "color": delta.tolist(),
             "colorscale": DIVERGING,
             "cmin": -bound,
@@ -246,7 +246,7 @@ def _node_traces(
                 "tickfont": {"size": KEY_PX},
             },
         }
-        return [trace(list(range(len(nodes))), colour)]
+        return [trace(list(range(len(nodes))), scale)]
     comm = np.array([int(d.get("community", 0)) for d in data])
     load = {c: float(values[comm == c].sum()) for c in set(comm.tolist())}
     total = sum(load.values()) or 1.0
@@ -257,10 +257,10 @@ def _node_traces(
     if rest:
         groups.append((f"{len(rest)} smaller circuits · {int(np.isin(comm, rest).sum())} experts", rest))
     for j, (name, members) in enumerate(groups):
-        colour = PALETTE[j] if j < len(shown) else OTHER
+        fill = PALETTE[j] if j < len(shown) else OTHER
         title = "node colour: circuit" if j == 0 else None
-        out.append(_key_marker(name, colour, f"circuit{j}", title, rank=10 + j))
-        out.append(trace(np.flatnonzero(np.isin(comm, members)).tolist(), {"color": colour}, legendgroup=f"circuit{j}"))
+        out.append(_key_marker(name, fill, f"circuit{j}", title, rank=10 + j))
+        out.append(trace(np.flatnonzero(np.isin(comm, members)).tolist(), {"color": fill}, legendgroup=f"circuit{j}"))
     return out
 
 
