@@ -45,7 +45,13 @@ def graph(
     tokens: Annotated[str | None, typer.Option(help="Global token rows A:B (B exclusive).")] = None,
     layers: Annotated[str | None, typer.Option(help="MoE layers A:B (real layer indices, inclusive).")] = None,
     min_count: Annotated[int | None, typer.Option(help="Drop edges taken by fewer tokens.")] = None,
-    top_edges: Annotated[int | None, typer.Option(help="Keep the N heaviest edges per layer pair.")] = None,
+    top_edges: Annotated[
+        int | None,
+        typer.Option(
+            help="Keep the N heaviest edges per layer pair (--diff: N of each sign). With no pruning flag: "
+            f"{DEFAULT_TOP_EDGES} ({DEFAULT_TOP_EDGES_DIFF} of each sign)."
+        ),
+    ] = None,
     flow: Annotated[
         float | None, typer.Option(help="Keep the fewest edges carrying this share of flow per layer pair.")
     ] = None,
@@ -64,7 +70,7 @@ def graph(
         int | None,
         typer.Option(help="Tabulate the N heaviest paths through all layers (default 3; differences: 1 per side)."),
     ] = None,
-    top_tokens: Annotated[int, typer.Option(help="Top tokens listed per expert (hover, exports).")] = 5,
+    top_tokens: Annotated[int, typer.Option(help="Top tokens listed per expert and per edge (hover, exports).")] = 5,
     title: Annotated[str | None, typer.Option(help="Figure title.")] = None,
 ) -> None:
     """Build the reasoning graph of a selection (experts per layer, edges between layers); summarise or export it."""
