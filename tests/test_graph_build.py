@@ -82,6 +82,12 @@ def test_top_tokens_decoded_with_store_vocab(ds):
     g = reasoning_graph(ds, top_tokens=2)
     assert g.nodes["L2:E3"]["top_tokens"] == "f (1)"  # only token 4 ("f", id 5) reaches expert 3 at layer 2
     assert g.nodes["L2:E0"]["top_tokens"] == "one (1) · plus (1)"  # ties broken by the smaller token id
+    # edges list the tokens that take them: L1:E2 -> L2:E1 is taken by t2 ("two") and t4 ("f")
+    assert g.edges["L1:E2", "L2:E1"]["top_tokens"] == "two (1) · f (1)"
+    assert g.edges["L1:E0", "L2:E0"]["top_tokens"] == "one (1) · plus (1)"  # t0, t1, t3: two shown, by id
+    pruned = reasoning_graph(ds, top_edges=1, top_tokens=3)  # only the kept edges are looked up
+    assert pruned.edges["L2:E0", "L3:E1"]["top_tokens"] == "one (1) · plus (1) · two (1)"
+    assert all(top for *_, top in pruned.edges(data="top_tokens"))
 
 
 @pytest.mark.parametrize(
@@ -191,3 +197,23 @@ def test_routing_that_does_not_match_the_model_is_a_graph_error(ds):
     n_layers = ds.sizes["layer"]
     with pytest.raises(GraphError, match="selection_a and selection_b must cover the same layers"):
         difference_of_selections(ds, Selection(layers=(1, n_layers)), Selection(layers=(2, n_layers)))
+
+
+def test_edge_top_tokens_match_brute_force_on_random_routing():
+    """The compiled per-pair pass equals counting (edge, token id) pairs token by token, ties by smaller id."""
+    from collections import Counter
+
+    rng = np.random.default_rng(11)
+    t, n_layers, k, e, vocab = 300, 4, 3, 7, 12
+    ids = np.stack([np.stack([rng.choice(e, k, replace=False) for _ in range(n_layers)]) for _ in range(t)])
+    tok = rng.integers(0, vocab, t)
+    counts = count_arrays(
+        ids, None, layers=np.arange(1, n_layers + 1), n_experts=e, token_ids=tok, vocab=[f"w{i}" for i in range(vocab)]
+    )
+    edges = counts.edges.take(np.flatnonzero(rng.random(len(counts.edges)) < 0.5))  # any subset of edges
+    got = counts.edge_top_tokens(edges, 4)
+    for i, (p, s, d) in enumerate(zip(edges.pair.tolist(), edges.src.tolist(), edges.dst.tolist(), strict=True)):
+        takes = Counter(int(tok[j]) for j in range(t) if s in ids[j, p] and d in ids[j, p + 1])
+        want = sorted(takes.items(), key=lambda x: (-x[1], x[0]))[:4]
+        assert got[i] == [(f"w{w}", c) for w, c in want]
+        assert sum(takes.values()) == edges.count[i]

@@ -49,7 +49,8 @@ def test_several_exports_at_once(store, tmp_path):
         cwd=tmp_path,
     )
     assert r.returncode == 0, r.stderr
-    assert "domain=math:" in r.stdout and "path 1 (weight 1.125): L1:E0 → L2:E0 → L3:E1" in r.stdout
+    assert "domain=math:" in r.stdout and "path 1 = 1.125" in r.stdout  # heaviest path L1:E0 → L2:E0 → L3:E1
+    assert "pruned by default" not in r.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.ct", "m.cyjs", "m.graphml", "m.html"]
     expected = reasoning_graph(open_hand_store(store), parse_where("domain=math"), top_edges=2)
     h = nx.read_graphml(tmp_path / "m.graphml")
@@ -89,6 +90,40 @@ def test_segment_and_diff_options(store, tmp_path, monkeypatch, capsys):
     assert deltas[("L1:E3", "L2:E3")] < 0 < deltas[("L2:E0", "L3:E1")]
 
 
+def test_without_export_prints_a_per_layer_summary_and_writes_nothing(store, tmp_path, monkeypatch, capsys):
+    code, out, err = run_main(store, "--where", "domain=math", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    # no pruning flag: the readable default, said in one line
+    assert lines[1] == (
+        "pruned by default to the 12 heaviest edges per layer pair "
+        "(choose with --top-edges N, --flow F or --min-count N; --all-edges keeps all)"
+    )
+    assert lines[2].startswith("heaviest paths (Σ edge weight): path 1 = 1.125")
+    header, *rows = lines[3:]
+    assert header.split()[:5] == ["layer", "experts", "top", "experts", "(load)"] and header.endswith("path 3")
+    assert [r.split()[0] for r in rows] == ["1", "2", "3"]  # one row per layer
+    # layer 1 of math: E0 and E1 carry 2 of 3 tokens each; path 1 takes E0 at L1, E0 at L2, E1 at L3
+    assert "E0 .67 · E1 .67" in rows[0] and rows[0].split()[-3] == "E0" and rows[2].split()[-3] == "E1"
+    assert list(tmp_path.iterdir()) == []
+
+    code, out, err = run_main(
+        store, "--all-edges", "--paths", "0", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert code == 0 and "pruning: none" in out and "pruned by default" not in out and "layer" not in out
+
+
+def test_difference_summary_states_both_sides(store, tmp_path, monkeypatch, capsys):
+    args = ("--where", "domain=math", "--diff", "domain=code", "--top-edges", "1")
+    code, out, err = run_main(store, *args, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 0, err
+    assert "more in domain=math (red in figures): 2 edges" in out
+    assert "more in domain=code (blue in figures): 2 edges" in out
+    assert "path a = " in out and "path b = " in out
+    table = out[out.index("layer  experts") :].splitlines()
+    assert "more in domain=math (Δ load)" in table[0] and "more in domain=code (Δ load)" in table[0]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -97,6 +132,8 @@ def test_segment_and_diff_options(store, tmp_path, monkeypatch, capsys):
         (["--layers", "2:9", "-o", "g.graphml"], "outside this model's MoE layers 1:3"),
         (["--where", "domain=bio", "-o", "g.graphml"], "unknown domain 'bio'"),
         (["--top-edges", "0", "-o", "g.graphml"], "--top-edges must be >= 1"),
+        (["--top-edges", "3", "--all-edges", "-o", "g.graphml"], "--all-edges keeps every edge"),
+        (["--paths", "-1"], "--paths must be >= 0"),
         (["-o", "g.graphml", "-o", "nowhere/g.svg"], "folder nowhere does not exist"),
     ],
 )

@@ -145,10 +145,46 @@ def test_difference_graph_signed_normalised_shares(ds):
         assert d2.edges[key]["count_a"] == d.edges[key]["count_a"]
     for n in d.nodes:
         assert d2.nodes[n]["delta"] == pytest.approx(d.nodes[n]["delta"])
-    # pruning by |delta| keeps the largest differences
+    # pruning keeps the largest differences of EACH sign: one edge where math > code, one where code > math
     top = difference_of_selections(ds, math, code, top_edges=1)
-    assert top.number_of_edges() == 2
+    assert top.number_of_edges() == 4
+    for layer in (1, 2):
+        kept = {d["sign"]: (u, v) for u, v, d in top.edges(data=True) if top.nodes[u]["layer"] == layer}
+        assert set(kept) == {1, -1}
+        for sign, e in kept.items():
+            same_side = [
+                x["weight"] for u, _, x in d.edges(data=True) if d.nodes[u]["layer"] == layer and x["sign"] == sign
+            ]
+            assert top.edges[e]["weight"] == pytest.approx(max(same_side))
     assert top.edges["L1:E3", "L2:E3"]["sign"] == -1  # token 4's path exists only in code
+    # pruning the built difference graph gives the same edges as pruning in arrays
+    for kwargs in ({"top_edges": 1}, {"top_edges": 2}, {"flow": 0.5}):
+        assert set(prune_graph(d, **kwargs).edges) == set(difference_of_selections(ds, math, code, **kwargs).edges)
+    # each side's totals: Σ delta > 0 equals Σ |delta| < 0 per pair (both sides' shares sum to 1)
+    sides = top.graph["sides"]
+    assert sides["a"]["edges"] == sides["b"]["edges"] == 2 and (sides["a"]["tokens"], sides["b"]["tokens"]) == (3, 2)
+    assert sides["a"]["delta_total"] == pytest.approx(sides["b"]["delta_total"])
+    assert 0 < sides["a"]["kept"] <= 1 and 0 < sides["b"]["kept"] <= 1
+    # pruning a difference graph restates what each side keeps
+    again = prune_graph(d, top_edges=1).graph["sides"]
+    for side in "ab":
+        assert again[side]["edges"] == sides[side]["edges"]
+        assert again[side]["kept"] == pytest.approx(sides[side]["kept"])
+    # an edge's top tokens come from the side where it is heavier: L1:E3 -> L2:E3 is token 4 ("f") in code
+    assert top.edges["L1:E3", "L2:E3"]["top_tokens"] == "f (1)"
+
+
+def test_signed_pruning_per_pair_and_side():
+    from workbench.graph.prune import prune_pair_by_sign, sign_totals
+
+    count = np.array([1, 1, 1, 1, 1, 1])
+    delta = np.array([0.30, 0.10, -0.05, -0.02, 0.0, -0.20])
+    assert prune_pair_by_sign(count, delta, (0.4, 0.27), top_edges=1).tolist() == [0, 5]
+    assert prune_pair_by_sign(count, delta, (0.4, 0.27), top_edges=2).tolist() == [0, 1, 2, 5]
+    # flow per side: 0.3 reaches half of 0.4; 0.20 reaches half of 0.27
+    assert prune_pair_by_sign(count, delta, (0.4, 0.27), flow=0.5).tolist() == [0, 5]
+    assert prune_pair_by_sign(count, delta, (0.4, 0.27)).tolist() == list(range(6))  # no rule: all, zero too
+    np.testing.assert_allclose(sign_totals(np.array([0, 0, 0, 1, 1, 1]), delta, 2), [[0.4, 0.0], [0.05, 0.22]])
 
 
 @pytest.mark.parametrize("kwargs", [{"top_edges": 3}, {"flow": 0.3}, {"min_count": 2, "flow": 0.6, "top_edges": 4}])

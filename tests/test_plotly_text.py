@@ -81,9 +81,11 @@ def test_graph_hover_and_title_are_escaped(hostile_store):
     g = reasoning_graph(open_store(str(hostile_store)))
     set_communities(g)
     fig = graph_figure(g, title=f"{LINK} graph")
-    nodes = fig.data[-1]
-    assert all("&lt;a href" in h and "<a href" not in h for h in nodes.hovertext)
-    assert all("&lt;img src=x" in h for h in nodes.hovertext)  # token text
+    hover = [h for t in fig.data if t.meta == "nodes" for h in t.hovertext]
+    assert hover and all("&lt;a href" in h and "<a href" not in h for h in hover)
+    assert all("&lt;img src=x" in h for h in hover)  # token text
+    edges = [h for t in fig.data if t.meta == "edge-hover" for h in t.hovertext]
+    assert edges and all("&lt;img src=x" in h and "<img" not in h for h in edges)  # edge top tokens
     assert fig.layout.title.text.startswith("&lt;a href")
     assert_escaped(fig)
 
@@ -118,7 +120,7 @@ def test_no_live_link_in_the_browser(hostile_store, tmp_path):
     graph_html = export_graph(g, tmp_path / "g.html", title=f"{LINK} graph")
     report = write_report(compare(ds, None, n_boot=10, n_perm=10), tmp_path / "report", title=LINK)["report.html"]
     hover_first_point = """gd => {
-        const t = gd._fullData.findIndex(d => d.hoverinfo !== 'skip' && d.visible === true);
+        const t = gd._fullData.findIndex(d => d.hoverinfo !== 'skip' && d.visible === true && d.meta !== 'edge-hover');
         const d = gd._fullData[t];
         if (d.type === 'heatmap') Plotly.Fx.hover(gd, {xval: d.x ? d.x[0] : 0, yval: d.y ? d.y[0] : 0}, 'xy');
         else Plotly.Fx.hover(gd, [{curveNumber: t, pointNumber: 0}]);

@@ -28,9 +28,11 @@ from typing import Any
 import networkx as nx
 import plotly.graph_objects as go
 import xarray as xr
+from workbench.viz.file_meta import set_pdf_info, set_svg_title
 from workbench.viz.graph_figure import graph_figure
 from workbench.viz.graph_html import expert_cards, graph_page, page_title
 from workbench.viz.html_page import page
+from workbench.viz.text import unmarked
 
 from workbench.graph.export import (
     DATA_FORMATS,
@@ -103,7 +105,31 @@ def export_figure(fig: go.Figure, path: str | Path, fmt: str | None = None, *, s
         if not os.environ.get("BROWSER_PATH"):
             os.environ["BROWSER_PATH"] = browser
         _write_image(fig, tmp, kind, scale, target.name)
+        _write_metadata(fig, tmp, kind, target.name)
     return target
+
+
+def figure_title(fig: go.Figure) -> tuple[str, str]:
+    """(title, description) of a figure as plain text: ``layout.meta`` if it has them, else the title text.
+
+    Both are plotly text (escaped user text inside the figure's markup), so markup is dropped and
+    entities decoded here (``workbench.viz.text.unmarked``).
+    """
+    meta = fig.layout.meta if isinstance(fig.layout.meta, dict) else {}
+    title = unmarked(str(meta.get("title") or fig.layout.title.text or "")) or "workbench figure"
+    return title, unmarked(str(meta.get("description") or ""))
+
+
+def _write_metadata(fig: go.Figure, tmp: Path, kind: str, name: str) -> None:
+    """The figure's title (not kaleido's page title, "Kaleido-fier") in the PDF info / SVG ``<title>``."""
+    title, description = figure_title(fig)
+    try:
+        if kind == "pdf":
+            set_pdf_info(tmp, title, description)
+        elif kind == "svg":
+            set_svg_title(tmp, title, description)
+    except ValueError as err:  # a file layout kaleido has not written so far: say so, write nothing
+        raise ExportError(f"static export to {name}: could not set its title metadata ({err})") from err
 
 
 def export_graph(

@@ -17,6 +17,7 @@ added around the escaped text, never inside it.
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterable
 
 
@@ -28,3 +29,12 @@ def plain(text: object) -> str:
 def plain_all(texts: Iterable[object]) -> list[str]:
     """``plain`` of each item (category labels, legend names, per-point hover text)."""
     return [plain(t) for t in texts]
+
+
+def unmarked(markup: str) -> str:
+    """Plotly text without its markup: tags dropped (``<br>`` becomes " — "), entities decoded.
+
+    The inverse view of ``plain`` for places that show plain text, such as a PDF's or SVG's title
+    metadata. Escaped user text stays text: its ``<`` is an entity until decoded here, after the tags.
+    """
+    return html.unescape(re.sub(r"<[^>]*>", "", re.sub(r"<br\s*/?>", " — ", markup)))

@@ -1,8 +1,9 @@
 """Reasoning graphs: the expert pathways of a selection of tokens, as networkx graphs.
 
 Build (``reasoning_graph``), prune (``prune_graph``), find heaviest paths and expert circuits,
-difference two selections, lay out by layer, and export to GraphML, GEXF, node-link JSON,
-Cytoscape.js JSON and circuit-tracer data folders. Figures live in ``workbench.viz``.
+difference two selections, lay out by layer, summarise per layer for a terminal
+(``graph_summary``), and export to GraphML, GEXF, node-link JSON, Cytoscape.js JSON and
+circuit-tracer data folders. Figures live in ``workbench.viz``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from workbench.graph.ids import node_id, parse_node_id
 from workbench.graph.layout import layered_layout
 from workbench.graph.paths import heaviest_paths, path_subgraph
 from workbench.graph.prune import prune_edges, prune_graph
+from workbench.graph.summary import graph_summary
 from workbench.graph.tables import EdgeTable, RoutingCounts
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "difference_graph",
     "difference_of_selections",
     "expert_circuits",
+    "graph_summary",
     "heaviest_paths",
     "layered_layout",
     "node_id",

@@ -10,6 +10,7 @@ with top-k experts ``K_l(t)`` and gate weights ``g_l(t, e)`` at MoE layer ``l``:
 - edge ``count``      = |{t : a ∈ K_l(t), b ∈ K_l'(t)}| for consecutive MoE layers l, l'
 - edge ``weight``     = Σ_t g_l(t, a) · g_l'(t, b)  (ids-only stores: the count)
 - edge ``share``      = weight / Σ over all edges of the layer pair (before pruning)
+- edge ``top_tokens`` = the most frequent tokens that take the edge (same format as the node's)
 
 Sources: ``load`` is the expert load f_i of Switch Transformer (Fedus et al. 2021, eq. 4) restricted
 to one layer and one selection; the gate weights are the ones the MoE applies (DeepSeek-V3, Liu et al.
@@ -89,8 +90,9 @@ def counts_to_graph(
         attrs["top_tokens"] = _format_top(tops.get(c, []))
         g.add_node(node_id(layers[li], ex), **attrs)
     totals = counts.flow_totals
-    for p, s, d, cnt, w in zip(
-        e.pair.tolist(), e.src.tolist(), e.dst.tolist(), e.count.tolist(), e.weight.tolist(), strict=True
+    edge_tops = counts.edge_top_tokens(e, top_tokens)
+    for p, s, d, cnt, w, top in zip(
+        e.pair.tolist(), e.src.tolist(), e.dst.tolist(), e.count.tolist(), e.weight.tolist(), edge_tops, strict=True
     ):
         g.add_edge(
             node_id(layers[p], s),
@@ -98,6 +100,7 @@ def counts_to_graph(
             count=int(cnt),
             weight=float(w),
             share=float(w / totals[p]) if totals[p] else 0.0,
+            top_tokens=_format_top(top),
         )
     g.graph.update(
         kind="reasoning",

@@ -12,6 +12,12 @@ element missing on one side counts as share 0 there. The edge share uses each si
 hold; edges pruned away on one side count as 0, so difference unpruned graphs (or use
 ``difference_of_selections``, which differences in arrays and prunes the result).
 If either side is ids-only (count weights), both sides use count shares.
+
+Pruning is per sign (``workbench.graph.prune.prune_pair_by_sign``): ``top_edges=N`` keeps the N
+edges of largest delta > 0 *and* the N of largest delta < 0 per layer pair, so both sides show.
+``G.graph["flow_totals_by_sign"]`` holds, per source layer, (Σ delta > 0, Σ |delta| < 0) before
+pruning, and ``G.graph["sides"]`` what the kept graph holds of each side (``side_summary``). An
+edge's ``top_tokens`` are those of the side where it is heavier (a's where delta > 0, else b's).
 """
 
 from __future__ import annotations
@@ -26,8 +32,15 @@ from workbench.errors import GraphError
 from workbench.graph.build import describe_selection
 from workbench.graph.counts import count_routing
 from workbench.graph.ids import node_id
-from workbench.graph.prune import check_pruning, describe_pruning, graph_flow_totals, graph_layers, prune_pair
-from workbench.graph.tables import RoutingCounts, sorted_unique
+from workbench.graph.prune import (
+    check_pruning,
+    describe_pruning,
+    graph_flow_totals,
+    graph_layers,
+    prune_pair_by_sign,
+    side_summary,
+)
+from workbench.graph.tables import EdgeTable, RoutingCounts, sorted_unique
 from workbench.store.select import Selection
 
 
@@ -48,14 +61,15 @@ def _build(
     edge: tuple[np.ndarray, ...],
     tops: dict[int, str],
     attrs: dict[str, Any],
-    keep: np.ndarray | None = None,
+    edge_tops: tuple[dict[int, str], dict[int, str]] = ({}, {}),
 ) -> nx.DiGraph:
     """The signed graph from union node codes (l·E+e) and edge codes ((p·E+src)·E+dst).
 
-    ``node`` = (codes, load a, load b); ``edge`` = (codes, share a, share b, count a, count b).
+    ``node`` = (codes, load a, load b); ``edge`` = (codes, share a, share b, count a, count b);
+    ``edge_tops`` = top tokens of each side's edges by edge code (an edge takes the heavier side's).
     """
     ne = n_experts
-    ecodes, ea, eb, ca, cb = edge if keep is None else (x[keep] for x in edge)
+    ecodes, ea, eb, ca, cb = edge
     pair, rest = np.divmod(ecodes, ne * ne)
     src, dst = np.divmod(rest, ne)
     ncodes, na, nb = node
@@ -79,12 +93,22 @@ def _build(
             top_tokens=tops.get(c, ""),
         )
     flow: dict[str, float] = {str(layer): 0.0 for layer in layers[:-1]}
+    by_sign: dict[str, list[float]] = {str(layer): [0.0, 0.0] for layer in layers[:-1]}
     rows = zip(
-        pair.tolist(), src.tolist(), dst.tolist(), ea.tolist(), eb.tolist(), ca.tolist(), cb.tolist(), strict=True
+        ecodes.tolist(),
+        pair.tolist(),
+        src.tolist(),
+        dst.tolist(),
+        ea.tolist(),
+        eb.tolist(),
+        ca.tolist(),
+        cb.tolist(),
+        strict=True,
     )
-    for p, s, t, a, b, n_a, n_b in rows:
+    for code, p, s, t, a, b, n_a, n_b in rows:
         d = a - b
         flow[str(layers[p])] += abs(d)
+        by_sign[str(layers[p])][0 if d > 0 else 1] += abs(d)
         g.add_edge(
             node_id(layers[p], s),
             node_id(layers[p + 1], t),
@@ -96,13 +120,17 @@ def _build(
             count_a=int(n_a),
             count_b=int(n_b),
             count=int(n_a + n_b),
+            top_tokens=edge_tops[0 if d > 0 else 1].get(code, ""),
         )
     g.graph.update(kind="difference", layers=list(layers), n_experts=ne, weight_kind="abs_delta", **attrs)
     g.graph.setdefault("flow_totals", flow)
+    g.graph.setdefault("flow_totals_by_sign", by_sign)
+    g.graph["sides"] = side_summary(g)
     return g
 
 
 def _side_arrays(g: nx.DiGraph, layers: list[int], ne: int, use_count: bool) -> tuple[np.ndarray, ...]:
+    """One side's (node codes, loads, edge codes, edge shares, edge counts), each sorted by code."""
     pos = {layer: i for i, layer in enumerate(layers)}
     n_tok = max(int(g.graph.get("n_tokens", 1)), 1)
     k = int(g.graph.get("top_k", 1))
@@ -147,7 +175,18 @@ def difference_graph(g_a: nx.DiGraph, g_b: nx.DiGraph, *, label_a: str = "a", la
             tops[pos[int(d["layer"])] * ne + int(d["expert"])] = str(d.get("top_tokens", ""))
     attrs = _side_attrs(label_a, label_b, g_a.graph.get("n_tokens", 0), g_b.graph.get("n_tokens", 0), use_count)
     edge = (*_union(ea_c, ea_v, eb_c, eb_v), *_union(ea_c, ea_n, eb_c, eb_n)[1:])
-    return _build(layers, ne, _union(na_c, na_v, nb_c, nb_v), edge, tops, attrs)
+    edge_tops = (_graph_edge_tops(g_a, pos, ne), _graph_edge_tops(g_b, pos, ne))
+    return _build(layers, ne, _union(na_c, na_v, nb_c, nb_v), edge, tops, attrs, edge_tops)
+
+
+def _graph_edge_tops(g: nx.DiGraph, pos: dict[int, int], ne: int) -> dict[int, str]:
+    """``{edge code: top_tokens}`` of a reasoning graph's edges that list any."""
+    out = {}
+    for u, v, top in g.edges(data="top_tokens", default=""):
+        if top:
+            du, dv = g.nodes[u], g.nodes[v]
+            out[(pos[int(du["layer"])] * ne + int(du["expert"])) * ne + int(dv["expert"])] = str(top)
+    return out
 
 
 def _side_attrs(label_a: str, label_b: str, n_a: int, n_b: int, use_count: bool) -> dict[str, Any]:
@@ -174,12 +213,13 @@ def difference_of_selections(
     flow: float | None = None,
     top_tokens: int = 5,
 ) -> nx.DiGraph:
-    """``difference_graph`` of two selections, differenced in arrays and then pruned on ``|delta|``.
+    """``difference_graph`` of two selections, differenced in arrays and then pruned per sign on ``|delta|``.
 
     Each layer pair is counted for both selections, differenced and pruned before the next, so the
     full edge tables are never held. ``min_count`` applies to the larger of the two counts of an
-    edge; ``flow`` and ``top_edges`` rank edges by ``|delta|`` per layer pair (see
-    ``workbench.graph.prune``).
+    edge; ``flow`` and ``top_edges`` rank edges by ``|delta|`` per layer pair and sign, so
+    ``top_edges=N`` keeps up to N edges where a is heavier and N where b is (see
+    ``workbench.graph.prune.prune_pair_by_sign``).
     """
     check_pruning(min_count, top_edges, flow)
     ca = count_routing(ds, selection_a, edges=False)
@@ -196,19 +236,29 @@ def difference_of_selections(
     ne = ca.n_experts
     node = _union(*_node_loads(ca), *_node_loads(cb))
     parts: list[tuple[np.ndarray, ...]] = []
-    totals = np.zeros(max(ca.layers.size - 1, 0))
+    totals = np.zeros((2, max(ca.layers.size - 1, 0)))  # per sign (a > b, b > a), per layer pair
     for (p, codes_a, cnt_a, w_a), (_, codes_b, cnt_b, w_b) in zip(ca.pair_edges(), cb.pair_edges(), strict=True):
         codes, share_a, share_b = _union(codes_a, w_a / (w_a.sum() or 1.0), codes_b, w_b / (w_b.sum() or 1.0))
         _, n_a, n_b = _union(codes_a, cnt_a, codes_b, cnt_b)
-        delta = np.abs(share_a - share_b)
-        totals[p] = float(delta.sum())
-        kept = prune_pair(np.maximum(n_a, n_b), delta, totals[p], min_count=min_count, top_edges=top_edges, flow=flow)
+        delta = share_a - share_b
+        totals[:, p] = float(delta[delta > 0].sum()), float(-delta[delta < 0].sum())
+        kept = prune_pair_by_sign(
+            np.maximum(n_a, n_b),
+            delta,
+            (totals[0, p], totals[1, p]),
+            min_count=min_count,
+            top_edges=top_edges,
+            flow=flow,
+        )
         parts.append((p * ne * ne + codes[kept], share_a[kept], share_b[kept], n_a[kept], n_b[kept]))
     edge = tuple(np.concatenate(col) for col in zip(*parts, strict=True)) if parts else (np.zeros(0, np.int64),) * 5
     la, lb = describe_selection(selection_a), describe_selection(selection_b)
     attrs = _side_attrs(la, lb, ca.n_tokens, cb.n_tokens, use_count)
     attrs["pruning"] = describe_pruning(min_count, top_edges, flow)
-    attrs["flow_totals"] = {str(ca.layers[p]): float(t) for p, t in enumerate(totals.tolist())}
+    attrs["flow_totals"] = {str(ca.layers[p]): float(t) for p, t in enumerate(totals.sum(axis=0).tolist())}
+    attrs["flow_totals_by_sign"] = {
+        str(ca.layers[p]): [float(x), float(y)] for p, (x, y) in enumerate(totals.T.tolist())
+    }
     pair, rest = np.divmod(edge[0], ne * ne)
     src, dst = np.divmod(rest, ne)
     shown = (
@@ -218,7 +268,16 @@ def difference_of_selections(
         **_top_text(cb.top_tokens(shown, top_tokens)),
         **_top_text(ca.top_tokens(shown, top_tokens)),  # a's top tokens where both have the node
     }
-    return _build(ca.layers.tolist(), ne, node, edge, tops, attrs)
+    kept_edges = EdgeTable(pair, src, dst, np.zeros_like(pair), np.zeros(pair.size))
+    edge_tops = tuple(
+        {
+            c: _format_tokens(t)
+            for c, t in zip(edge[0].tolist(), side.edge_top_tokens(kept_edges, top_tokens), strict=True)
+            if t
+        }
+        for side in (ca, cb)
+    )
+    return _build(ca.layers.tolist(), ne, node, edge, tops, attrs, (edge_tops[0], edge_tops[1]))
 
 
 def _node_loads(c: RoutingCounts) -> tuple[np.ndarray, np.ndarray]:
@@ -229,4 +288,8 @@ def _node_loads(c: RoutingCounts) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _top_text(tops: dict[int, list[tuple[str, int]]]) -> dict[int, str]:
-    return {c: " · ".join(f"{t} ({m})" for t, m in v) for c, v in tops.items() if v}
+    return {c: _format_tokens(v) for c, v in tops.items() if v}
+
+
+def _format_tokens(items: list[tuple[str, int]]) -> str:
+    return " · ".join(f"{t} ({m})" for t, m in items)

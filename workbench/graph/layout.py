@@ -2,7 +2,9 @@
 
 x = the node's MoE layer (its real index); y = its rank within the layer, experts ordered by
 community (``community`` attribute; largest circuits first), then by load (``tokens``, or
-``weight`` = |delta| for difference graphs) descending, then by expert id. Ranks are centred on 0
+``weight`` = |delta| for difference graphs) descending, then by expert id. Difference graphs put
+the experts with more load in the first selection (``sign`` +1) above those with more in the
+second, so the two sides read as two bands. Ranks are centred on 0
 and the heaviest node of the first community sits at the top. The same graph always gets the same
 positions, so figures of different selections line up layer by layer.
 """
@@ -19,6 +21,12 @@ from workbench.graph.communities import set_communities
 def _load(d: dict[str, object]) -> float:
     v = d.get("tokens", d.get("weight", 0.0))
     return float(v) if isinstance(v, int | float) else 0.0
+
+
+def _band(g: nx.DiGraph, n: str) -> tuple[int, int]:
+    """(side, community): difference graphs first by sign (+1 on top), every graph then by community."""
+    side = -int(g.nodes[n].get("sign", 0)) if g.graph.get("kind") == "difference" else 0
+    return side, int(g.nodes[n].get("community", 0))
 
 
 def layered_layout(g: nx.DiGraph, *, communities: bool = True) -> dict[str, tuple[float, float]]:
@@ -41,7 +49,7 @@ def layered_layout(g: nx.DiGraph, *, communities: bool = True) -> dict[str, tupl
         by_layer[int(d["layer"])].append(node)
     pos: dict[str, tuple[float, float]] = {}
     for layer, nodes in by_layer.items():
-        nodes.sort(key=lambda n: (int(g.nodes[n].get("community", 0)), -_load(g.nodes[n]), int(g.nodes[n]["expert"])))
+        nodes.sort(key=lambda n: (*_band(g, n), -_load(g.nodes[n]), int(g.nodes[n]["expert"])))
         mid = (len(nodes) - 1) / 2
         for rank, n in enumerate(nodes):
             pos[n] = (float(layer), float(mid - rank))

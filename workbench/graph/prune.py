@@ -15,6 +15,14 @@ in or the edges were added to a graph, so pruning is deterministic. (Weights tha
 products can differ in the last bit when the same tokens are summed in another order; counts are exact.)
 Nodes left without an edge are dropped (except in a one-layer graph, which has no edges).
 
+Difference graphs (``workbench.graph.difference``) are pruned **per sign**: the rules run separately on
+the edges where ``a > b`` (delta > 0) and where ``b > a`` (delta < 0), each against its own side's
+total |delta| of the layer pair, so ``top_edges=N`` keeps up to N edges of each sign and a figure of
+``math − code`` shows where code is heavier as well as where math is (pruning on |delta| alone keeps
+only the side whose differences are the more concentrated). Edges with delta = 0 carry no
+difference and are dropped by ``flow`` and ``top_edges``. ``prune_graph`` restates what each side
+keeps (``G.graph["sides"]``, ``side_summary``).
+
 The array functions here work on an ``EdgeTable``; ``prune_graph`` applies the same rules to a
 networkx graph built by ``reasoning_graph`` or ``difference_graph``.
 """
@@ -22,6 +30,7 @@ networkx graph built by ``reasoning_graph`` or ``difference_graph``.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -88,6 +97,40 @@ def prune_pair(
     return np.sort(idx[ranked])
 
 
+def prune_pair_by_sign(
+    count: np.ndarray,
+    delta: np.ndarray,
+    totals: tuple[float, float],
+    *,
+    min_count: int | None = None,
+    top_edges: int | None = None,
+    flow: float | None = None,
+) -> np.ndarray:
+    """``prune_pair`` for ONE layer pair of a difference graph, run on each sign separately. Shape (M',).
+
+    ``delta`` (M,) is signed (a − b), edges in (src, dst) order; ``totals`` = (Σ delta over delta > 0,
+    Σ |delta| over delta < 0) of the pair before pruning, the reference of ``flow`` for each side.
+    Without ``flow`` and ``top_edges`` this is ``prune_pair`` on |delta| (``min_count`` only).
+    """
+    weight = np.abs(delta)
+    if flow is None and top_edges is None:
+        return prune_pair(count, weight, 0.0, min_count=min_count)
+    kept = []
+    for side, total in zip((delta > 0, delta < 0), totals, strict=True):
+        idx = np.flatnonzero(side)  # stays in (src, dst) order, so ties break as in prune_pair
+        kept.append(
+            idx[prune_pair(count[idx], weight[idx], total, min_count=min_count, top_edges=top_edges, flow=flow)]
+        )
+    return np.sort(np.concatenate(kept))
+
+
+def sign_totals(pair: np.ndarray, delta: np.ndarray, n_pairs: int) -> np.ndarray:
+    """(2, n_pairs): Σ delta where delta > 0 and Σ |delta| where delta < 0, per layer pair ``pair`` (M,)."""
+    pos = np.bincount(pair, weights=np.where(delta > 0, delta, 0.0), minlength=n_pairs)
+    neg = np.bincount(pair, weights=np.where(delta < 0, -delta, 0.0), minlength=n_pairs)
+    return np.stack([pos, neg])
+
+
 def prune_edges(
     edges: EdgeTable,
     *,
@@ -95,12 +138,16 @@ def prune_edges(
     top_edges: int | None = None,
     flow: float | None = None,
     flow_totals: np.ndarray | None = None,
+    delta: np.ndarray | None = None,
 ) -> np.ndarray:
     """Boolean keep-mask over ``edges`` (shape (M,)) for the rules in the module docstring.
 
     ``flow_totals[p]`` is the total weight of layer pair ``p`` before pruning; if None, the sum of
     the weights in ``edges`` is used. ``count_routing`` applies the same rule (``prune_pair``) to each
     layer pair as it is counted, so a large selection never holds its full edge table.
+
+    ``delta`` (M,), the signed differences of a difference graph, prunes each sign separately
+    (``prune_pair_by_sign``); ``flow_totals`` is then (2, P), the per-sign totals (``sign_totals``).
 
     Examples
     --------
@@ -114,18 +161,29 @@ def prune_edges(
     if not min_count and flow is None and top_edges is None:
         return np.ones(len(edges), dtype=bool)
     order, bounds = _pair_groups(edges)
+    n_pairs = int(edges.pair.max(initial=-1)) + 1
     if flow is not None and flow_totals is None:
-        n_pairs = int(edges.pair.max(initial=-1)) + 1
-        flow_totals = np.bincount(edges.pair, weights=edges.weight, minlength=n_pairs)
+        flow_totals = (
+            np.bincount(edges.pair, weights=edges.weight, minlength=n_pairs)
+            if delta is None
+            else sign_totals(edges.pair, delta, n_pairs)
+        )
     out = np.zeros(len(edges), dtype=bool)
     for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
         rows = order[a:b]
         if rows.size == 0:
             continue
-        total = float(flow_totals[int(edges.pair[rows[0]])]) if flow_totals is not None else 0.0
-        kept = prune_pair(
-            edges.count[rows], edges.weight[rows], total, min_count=min_count, top_edges=top_edges, flow=flow
-        )
+        p = int(edges.pair[rows[0]])
+        if delta is not None:
+            totals = (float(flow_totals[0, p]), float(flow_totals[1, p])) if flow_totals is not None else (0.0, 0.0)
+            kept = prune_pair_by_sign(
+                edges.count[rows], delta[rows], totals, min_count=min_count, top_edges=top_edges, flow=flow
+            )
+        else:
+            total = float(flow_totals[p]) if flow_totals is not None else 0.0
+            kept = prune_pair(
+                edges.count[rows], edges.weight[rows], total, min_count=min_count, top_edges=top_edges, flow=flow
+            )
         out[rows[kept]] = True
     return out
 
@@ -138,12 +196,16 @@ def graph_layers(g: nx.DiGraph) -> list[int]:
     return sorted({int(x) for x in listed} | {int(d) for _, d in g.nodes(data="layer")})
 
 
-def graph_flow_totals(g: nx.DiGraph) -> dict[str, float]:
-    """``g.graph["flow_totals"]`` as ``{source layer as str: total}`` (also read back from a JSON string)."""
-    ft = g.graph.get("flow_totals") or {}
+def graph_flow_totals(g: nx.DiGraph, key: str = "flow_totals") -> dict[str, Any]:
+    """``g.graph[key]`` as ``{source layer as str: total}`` (also read back from a JSON string).
+
+    ``flow_totals`` holds one float per layer; ``flow_totals_by_sign`` (difference graphs) a
+    ``(positive, negative)`` pair of floats per layer.
+    """
+    ft = g.graph.get(key) or {}
     if isinstance(ft, str):
         ft = json.loads(ft)
-    return {str(k): float(v) for k, v in ft.items()}
+    return {str(k): (float(v) if isinstance(v, int | float) else tuple(float(x) for x in v)) for k, v in ft.items()}
 
 
 def graph_edge_table(g: nx.DiGraph, weight: str = "weight") -> tuple[EdgeTable, list[tuple[str, str]]]:
@@ -170,7 +232,9 @@ def prune_graph(
     """A pruned copy of ``g`` (rules in the module docstring); nodes left without edges are dropped.
 
     The flow share uses ``g.graph["flow_totals"]`` (per source layer, totals before pruning) when
-    present, so pruning an already pruned graph still measures against all of the flow.
+    present, so pruning an already pruned graph still measures against all of the flow. A difference
+    graph (``g.graph["kind"] == "difference"``, pruned on its ``weight`` = |delta|) is pruned per
+    sign, against ``g.graph["flow_totals_by_sign"]`` when present.
 
     See Also
     --------
@@ -178,10 +242,17 @@ def prune_graph(
     """
     edges, uv = graph_edge_table(g, weight)
     totals = None
-    ft = graph_flow_totals(g)
-    if flow is not None and ft:
-        totals = np.array([ft.get(str(layer), 0.0) for layer in graph_layers(g)], dtype=np.float64)
-    keep = prune_edges(edges, min_count=min_count, top_edges=top_edges, flow=flow, flow_totals=totals)
+    delta = None
+    if g.graph.get("kind") == "difference" and weight == "weight":
+        delta = np.array([float(g.edges[e].get("delta", 0.0)) for e in uv], dtype=np.float64)
+        by_sign = graph_flow_totals(g, "flow_totals_by_sign")
+        if flow is not None and by_sign:
+            totals = np.array([by_sign.get(str(layer), (0.0, 0.0)) for layer in graph_layers(g)], dtype=np.float64).T
+    else:
+        ft = graph_flow_totals(g)
+        if flow is not None and ft:
+            totals = np.array([ft.get(str(layer), 0.0) for layer in graph_layers(g)], dtype=np.float64)
+    keep = prune_edges(edges, min_count=min_count, top_edges=top_edges, flow=flow, flow_totals=totals, delta=delta)
     out = nx.DiGraph()
     out.graph.update(g.graph)
     kept = [uv[i] for i in np.flatnonzero(keep).tolist()]
@@ -191,6 +262,8 @@ def prune_graph(
     out.add_nodes_from((n, dict(g.nodes[n])) for n in g.nodes if n in nodes)
     out.add_edges_from((u, v, dict(g.edges[u, v])) for u, v in kept)
     out.graph["pruning"] = describe_pruning(min_count, top_edges, flow, previous=g.graph.get("pruning"))
+    if g.graph.get("kind") == "difference":
+        out.graph["sides"] = side_summary(out)
     return out
 
 
@@ -207,3 +280,28 @@ def describe_pruning(min_count: int | None, top_edges: int | None, flow: float |
     if previous and previous != "none":
         return f"{previous}; {text}"
     return text
+
+
+def side_summary(g: nx.DiGraph) -> dict[str, dict[str, float]]:
+    """What a difference graph holds of each side: ``{"a": {...}, "b": {...}}``.
+
+    Per side (a: delta > 0, b: delta < 0): ``edges`` and ``nodes`` of that sign, ``tokens`` of its
+    selection, ``delta_kept`` = Σ |delta| of its kept edges, ``delta_total`` = the same over every edge
+    of the selection before pruning (``flow_totals_by_sign``; for shares this is, per layer pair, the
+    total variation distance between the two sides' edge-share distributions, summed over pairs), and
+    ``kept`` = delta_kept / delta_total, the part of that side's difference the graph shows.
+    """
+    totals = graph_flow_totals(g, "flow_totals_by_sign")
+    out: dict[str, dict[str, float]] = {}
+    for i, (side, sign) in enumerate((("a", 1), ("b", -1))):
+        kept = sum(abs(float(d)) for *_, d in g.edges(data="delta", default=0.0) if np.sign(d) == sign)
+        total = sum(float(v[i]) for v in totals.values())
+        out[side] = {
+            "edges": sum(1 for *_, d in g.edges(data="delta", default=0.0) if np.sign(d) == sign),
+            "nodes": sum(1 for _, d in g.nodes(data="delta", default=0.0) if np.sign(d) == sign),
+            "tokens": int(g.graph.get(f"n_tokens_{side}", 0)),
+            "delta_kept": kept,
+            "delta_total": total,
+            "kept": kept / total if total else 0.0,
+        }
+    return out

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from workbench.graph.edge_tokens import edge_top_token_ids
 from workbench.graph.ids import node_codes
 from workbench.pair_counts import pair_edges
 
@@ -115,8 +116,7 @@ class RoutingCounts:
 
     def decoded_tokens(self, limit: int = 512) -> list[str]:
         """The selected tokens as text (first ``limit``), decoded with the store's vocabulary."""
-        ids = self.token_ids[:limit].tolist()
-        return [self.vocab[t] if 0 <= t < len(self.vocab) else f"<{t}>" for t in ids]
+        return [self._decode(t) for t in self.token_ids[:limit].tolist()]
 
     def node_token_counts(self, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
         """How often each token id is routed to each ``wanted`` node (bool over node codes, (L·E,)).
@@ -141,17 +141,47 @@ class RoutingCounts:
         wanted = np.zeros(self.layers.size * self.n_experts, dtype=bool)
         wanted[nodes] = True
         pair_codes, counts, shift = self.node_token_counts(wanted)
-        node_of, tok_of = np.divmod(pair_codes, shift)
-        order = np.lexsort((tok_of, -counts, node_of))  # by node, then count desc, then token id
-        node_of, tok_of, counts = node_of[order], tok_of[order], counts[order]
-        first = np.flatnonzero(np.concatenate([[True], node_of[1:] != node_of[:-1]]))  # start of each node's run
-        rank = np.arange(node_of.size) - np.repeat(first, np.diff(np.append(first, node_of.size)))
-        for c, t, m in zip(
-            node_of[rank < n].tolist(), tok_of[rank < n].tolist(), counts[rank < n].tolist(), strict=True
-        ):
-            text = self.vocab[t] if 0 <= t < len(self.vocab) else f"<{t}>"
-            out[c].append((text, m))
+        for c, items in _top_per_group(pair_codes, counts, shift, n).items():
+            out[c] = [(self._decode(t), m) for t, m in items]
         return out
+
+    def edge_top_tokens(self, edges: EdgeTable, n: int = 3) -> list[list[tuple[str, int]]]:
+        """The ``n`` most frequent tokens that take each edge of ``edges`` (the kept edges), in its row order.
+
+        A token takes edge ``(p, a, b)`` when ``a`` is among its top-k at ``layers[p]`` and ``b`` at
+        ``layers[p + 1]``. One compiled pass per layer pair with kept edges
+        (``workbench.graph.edge_tokens``): O(T·k²) per pair, memory O(E² + M·n). Empty lists where the
+        routing is not held in memory (selections counted by dask blocks) or ``n`` is 0. Ties: the
+        smaller token id first.
+        """
+        if n <= 0 or len(edges) == 0 or self.expert_ids.shape[0] == 0:
+            return [[] for _ in range(len(edges))]
+        ids, counts = edge_top_token_ids(
+            self.expert_ids, self.token_ids, edges.pair, edges.src, edges.dst, self.n_experts, n
+        )
+        return [
+            [(self._decode(t), c) for t, c in zip(row_t, row_c, strict=True) if c > 0]
+            for row_t, row_c in zip(ids.tolist(), counts.tolist(), strict=True)
+        ]
+
+    def _decode(self, token_id: int) -> str:
+        return self.vocab[token_id] if 0 <= token_id < len(self.vocab) else f"<{token_id}>"
+
+
+def _top_per_group(codes: np.ndarray, counts: np.ndarray, shift: int, n: int) -> dict[int, list[tuple[int, int]]]:
+    """For codes ``group * shift + token`` (distinct) with ``counts``: each group's ``n`` most frequent tokens.
+
+    Returns ``{group: [(token id, count), ...]}``, by count descending, ties by the smaller token id.
+    """
+    group, tok = np.divmod(codes, shift)
+    order = np.lexsort((tok, -counts, group))  # by group, then count desc, then token id
+    group, tok, counts = group[order], tok[order], counts[order]
+    first = np.flatnonzero(np.concatenate([[True], group[1:] != group[:-1]]))  # start of each group's run
+    rank = np.arange(group.size) - np.repeat(first, np.diff(np.append(first, group.size)))
+    out: dict[int, list[tuple[int, int]]] = {}
+    for g, t, m in zip(group[rank < n].tolist(), tok[rank < n].tolist(), counts[rank < n].tolist(), strict=True):
+        out.setdefault(g, []).append((t, m))
+    return out
 
 
 def node_counts(
