@@ -57,6 +57,10 @@ def test_atlas_pages_agree_with_expert_page(store_path: Path, selection) -> None
             assert [r[:3] for r in a["suc"]] == [[n.layer, n.expert, n.count] for n in p.successors[:8]]
             assert [(c[1], c[9]) for c in a["ctx"]] == [(c.token, c.rank) for c in p.contexts]
     planted = layers[1]["experts"][PLANT]
+    if selection is None:  # layers=A:B keeps those layers; their neighbours still come from the layers around
+        only = list(atlas_layers(store_path, Selection(layers=(2, 3)), n_boot=10))
+        assert [lp["layer"] for lp in only] == [2, 3]
+        assert only[0]["experts"][PLANT]["pre"] == planted["pre"]
     assert planted["lift"][0][0] == "␣cat" and planted["ctx"][0][1] == VOCAB[CAT].replace("Ġ", " ")
 
 
@@ -67,6 +71,8 @@ def test_atlas_pages_agree_with_expert_page(store_path: Path, selection) -> None
         (["--where", "tokens=0:1", "--where", "segment=answer"], "no tokens"),
         (["--where", "regex=(x"], "does not compile"),
         (["--metric", "beauty"], "--metric must be one of"),
+        (["--where", "layers=2:9"], "outside this model's MoE layers 1:3"),
+        (["--where", "match=no such text"], "occurs nowhere"),
         (["--model", "k2-mini"], "not built yet"),
     ],
 )
@@ -97,7 +103,8 @@ def test_an_ids_only_store_builds_and_says_what_it_fell_back_to(tmp_path: Path) 
     meta = (out / "data" / "meta.js").read_text()
     assert "no gate weights" in meta and "router rank, then token frequency" in meta
     layer = json.loads((out / "data" / "L002-B00.js").read_text()[len("atlasLayer(") : -3])
-    assert layer["experts"][PLANT]["wh"] == [] and layer["grid"]["weight"] == [None] * 8
+    grid = json.loads((out / "data" / "grid.js").read_text()[len("atlasGrid(") : -3])
+    assert layer["experts"][PLANT]["wh"] == [] and grid["weight"] == [[None] * 8] * 3
 
 
 @pytest.fixture(scope="module")

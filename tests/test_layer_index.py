@@ -54,6 +54,12 @@ def test_pages_from_the_index_equal_pages_from_the_store(store_path: Path, selec
     for layer, page in zip((1, 2, 3), before, strict=True):
         _same(page, expert_page(ds, layer, PLANT, selection, n_boot=50))
     assert build_index(store_path)["status"] == "fresh"  # up to date: kept as it is
+    # a part of the Dataset (rows or layers selected) keeps xarray's encoding but is not what the index holds
+    part = ds.isel(token=slice(0, 100))
+    assert open_index(part) is None and open_index(ds.isel(layer=[0, 1])) is None
+    sub_page = expert_page(part, 2, PLANT, n_boot=10)
+    assert sub_page.n_selected == 100
+    assert sub_page.n_routed == int((ids[:100, 1] == PLANT).any(-1).sum())
 
 
 def test_an_append_makes_the_index_stale_until_rebuilt(store_path: Path) -> None:

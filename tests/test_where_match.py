@@ -95,3 +95,15 @@ def test_cli_bad_regex_in_where_is_one_line_and_writes_nothing(store_path: Path,
     r = _run("graph", str(store_path), "--where", "regex=(", "--export", str(out))
     assert r.returncode == 2 and r.stderr.startswith("error: --where regex=") and "does not compile" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_the_accessor_finds_and_selects_by_text(store_path: Path) -> None:
+    import workbench
+
+    ds = workbench.open_store(store_path)
+    hits = ds.routing.find(" cat", max_hits=10_000)
+    assert hits and all(h.text == " cat" for h in hits)
+    assert ds.routing.select(where="match= cat").sizes["token"] == len(hits)  # " cat" is one token
+    assert ds.routing.select(where=["match= cat", "domain=math"]).sizes["token"] == sum(
+        h.domain == "math" for h in hits
+    )

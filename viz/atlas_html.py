@@ -53,7 +53,7 @@ INDEX_HTML = (
 <canvas id="grid"></canvas><div id="tip"></div>
 <div class="sub" id="axes"></div>
 <h2>Search tokens and contexts</h2>
-<div class="sub">experts whose special or frequent tokens match come first (exact token, then by the token's lift), then those whose top contexts contain the text</div>
+<div class="sub">experts whose special or frequent tokens match come first (exact token, spaces ignored, then by the token's lift), then those whose top contexts contain the text</div>
 <input type="search" id="q" placeholder="a token or some text, e.g. def" autocomplete="off">
 <span id="status" class="sub"></span><ol id="results"></ol>
 <script>"""
@@ -102,13 +102,14 @@ function init(){
 }
 function loadNext(){if(LOADED>=META.search_shards)return;
   loadScript(`data/search-${String(LOADED).padStart(2,'0')}.js`,()=>{LOADED++;search();loadNext();});}
+function norm(x){return x.replace(/\u2423/g,' ').trim().toLowerCase();}
 function search(){
   const q=document.getElementById('q').value.trim().toLowerCase(),out=document.getElementById('results');
   if(!q){out.replaceChildren();document.getElementById('status').textContent='';return;}
   if(LOADED<0){LOADED=0;loadNext();}
   const hits=[];
   for(const [L,E,toks,lifts,ctxs] of SEARCH){
-    const t=toks.split('\u241f'),tl=t.map(x=>x.toLowerCase()),te=tl.indexOf(q),ti=te>=0?te:tl.findIndex(x=>x.includes(q));
+    const t=toks.split('\u241f'),tl=t.map(norm),te=tl.indexOf(norm(q)),ti=te>=0?te:tl.findIndex(x=>x.includes(q));
     if(ti>=0){hits.push([te>=0?0:1,-(lifts[ti]||0),L,E,`token ${t[ti]} (lift ${fmt(lifts[ti])})`]);continue;}
     const c=ctxs.split('\u241f').find(x=>x.toLowerCase().includes(q));
     if(c)hits.push([2,0,L,E,'context …'+c+'…']);}

@@ -80,7 +80,7 @@ def atlas(
     from workbench.store import schema as S
     from workbench.store.io import open_store
     from workbench.store.layer_index import build_index, open_index
-    from workbench.store.select import parse_where, token_mask
+    from workbench.store.select import layer_indexer, parse_where, token_mask
     from workbench.viz.atlas import write_atlas
 
     if model is not None:
@@ -92,6 +92,10 @@ def atlas(
     sel = parse_where(where) if where else None
     ds = open_store(store)
     target = check_out(out)
+    n_layers = int(ds.sizes[S.LAYER])
+    if sel is not None:
+        lay = layer_indexer(ds, sel)  # a layer range outside the model: one line, before anything is written
+        n_layers = n_layers if isinstance(lay, slice) else len(lay)
     if sel is not None and not token_mask(ds, sel).any():
         raise WorkbenchError(
             "the selection holds no tokens; widen its where clauses or check what the store holds (`workbench info`)"
@@ -119,11 +123,11 @@ def atlas(
     }  # fmt: skip
     from tqdm.auto import tqdm
 
-    layers = tqdm(atlas_layers(store, sel, workers=workers, top=top, width=width), total=ds.sizes[S.LAYER],
+    layers = tqdm(atlas_layers(store, sel, workers=workers, top=top, width=width), total=n_layers,
                   unit="layer", desc="atlas")  # fmt: skip
     record = write_atlas(layers, target, meta)
     typer.echo(
-        f"wrote {target}/index.html: {record['experts']:,} expert pages in {record['layers']} layer shards, "
+        f"wrote {target}/index.html: {record['experts']:,} expert pages of {record['layers']} layers, "
         f"{record['bytes'] / 1e6:.1f} MB, in {time.perf_counter() - t0:.0f} s"
     )
 

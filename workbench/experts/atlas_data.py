@@ -23,7 +23,7 @@ from workbench.rank_order import is_rank_ordered
 from workbench.store import schema as S
 from workbench.store.io import open_store
 from workbench.store.layer_index import LayerIndex, open_index
-from workbench.store.select import Selection, token_mask
+from workbench.store.select import Selection, layer_indexer, token_mask
 from workbench.store.text import token_texts
 
 
@@ -97,11 +97,13 @@ def atlas_layers(
     ds = open_store(path_or_url, storage_options=storage_options)
     ix = require_index(ds, where)
     common = prepare(ds, selection, n_boot=n_boot)
-    n_layers = ds.sizes[S.LAYER]
-    if workers <= 1 or n_layers < 2:
-        for li in range(n_layers):
+    lay = layer_indexer(ds, selection or Selection())  # ``layers=A:B`` keeps those layers (neighbours still read)
+    positions = list(range(ds.sizes[S.LAYER])) if isinstance(lay, slice) else [int(i) for i in lay]
+    if workers <= 1 or len(positions) < 2:
+        for li in positions:
             yield one_layer(ds, ix, common, li, kw)
         return
     ctx = mp.get_context("fork")  # the workers inherit ``common`` without pickling it
-    with ctx.Pool(min(workers, n_layers), initializer=_init, initargs=(where, storage_options, common, kw)) as pool:
-        yield from pool.imap(_job, range(n_layers))
+    init = (where, storage_options, common, kw)
+    with ctx.Pool(min(workers, len(positions)), initializer=_init, initargs=init) as pool:
+        yield from pool.imap(_job, positions)

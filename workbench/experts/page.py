@@ -27,6 +27,8 @@ from workbench.rank_order import is_rank_ordered
 from workbench.store import schema as S
 from workbench.store.select import Selection
 
+SLOW_READ = 5_000_000  # token-layers above which a page read without the layer index suggests building it
+
 
 @dataclass
 class ExpertPage:
@@ -113,6 +115,9 @@ def page_from_rows(
         notes.append("this store's top-k ids are not in router rank order (an engine capture): ranks are top-k slots")
     if idx.size == 0:
         notes.append("no selected token is routed to this expert")
+    if not r.from_index and r.store_token_id.size * ds.sizes[S.LAYER] >= SLOW_READ:
+        notes.append("read from the store's token-major chunks, which decodes every layer; `workbench index STORE` "
+                     "builds a layer index that reads only the 3 layers a page needs")  # fmt: skip
     describe: dict[str, np.ndarray | list[str]] = {
         "sequence": seq_ids, "domain": seq_domain, "segment_kinds": kinds, "seq": r.seq[idx],
         "segment": r.segment[idx], "step": r.step[idx], "position": r.position[idx],

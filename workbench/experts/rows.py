@@ -56,6 +56,7 @@ class ExpertRows:
     weight: np.ndarray | None  # (N_E,) float32
     store_token_id: np.ndarray  # (N,) token ids of every row of the store (contexts reach past the selection)
     store_seq: np.ndarray  # (N,) sequence row of every row of the store
+    from_index: bool = False  # the routing came from the store's layer index (only 3 layers decoded)
 
 
 def check_layer_expert(ds: xr.Dataset, layer: int, expert: int) -> tuple[int, int]:
@@ -91,8 +92,9 @@ def _layer_routing(
 ) -> tuple[list[np.ndarray], np.ndarray | None, np.ndarray | None]:
     """Expert ids (T, k) of each layer at positions ``near`` and layer ``li``'s gate weights (T, k) float16
     (None without gate weights), for token ``rows`` (None: all), plus the index's whole-store load table
-    (L, E) when it was read from the layer index. From the layer index when the store has a fresh one
-    (reads only those layers), else from the store's token-major chunks (which decodes every layer)."""
+    (L, E) when it was read from the layer index (empty for a sub-selection; None when the index was not
+    used). From the layer index when the store has a fresh one (reads only those layers), else from the
+    store's token-major chunks (which decodes every layer)."""
     has_w = bool(ds.attrs.get("has_gate_weights", S.GATE_WEIGHTS in ds)) and S.GATE_WEIGHTS in ds
     ix = open_index(ds)
     if ix is not None:
@@ -101,7 +103,7 @@ def _layer_routing(
         if rows is not None:
             lays = [x[rows] for x in lays]
             w = w[rows] if w is not None else None
-        return lays, w, ix.load if rows is None else None
+        return lays, w, ix.load if rows is None else np.zeros((0, 0), dtype=np.int64)
     ids_da = ds[S.EXPERT_IDS].isel({S.LAYER: near})
     ids_da = ids_da if rows is None else ids_da.isel({S.TOKEN: rows})
     w_da = None
@@ -144,7 +146,8 @@ def load_rows(ds: xr.Dataset, layer: int, expert: int, selection: Selection | No
     base = np.zeros((3, n_experts), dtype=np.int64)
     for j, i in enumerate(near):
         near_ids[:, i - li + 1] = lays[j][idx]
-        base[i - li + 1] = load[i] if load is not None else np.bincount(lays[j].reshape(-1), minlength=n_experts)
+        counted = load[i] if load is not None and load.size else None  # the index's whole-store load
+        base[i - li + 1] = counted if counted is not None else np.bincount(lays[j].reshape(-1), minlength=n_experts)
     weight = weights[idx, rank].astype(np.float32) if weights is not None else None
     if weights is not None and np.isnan(weights[: min(len(weights), 4096)]).all() and np.isnan(weights).all():
         weight = None  # an ids-only capture (engines) stores NaN weights
@@ -160,5 +163,5 @@ def load_rows(ds: xr.Dataset, layer: int, expert: int, selection: Selection | No
         rows=rows.astype(np.int64), token_id=per_token(S.TOKEN_ID), seq=per_token(S.SEQUENCE_INDEX),
         segment=per_token(S.SEGMENT), step=per_token(S.STEP), position=per_token(S.POSITION),
         routed=routed, rank=rank, near_ids=near_ids, base=base, weight=weight,
-        store_token_id=store_token_id, store_seq=store_seq,
+        store_token_id=store_token_id, store_seq=store_seq, from_index=load is not None,
     )  # fmt: skip

@@ -156,14 +156,23 @@ def index_status(store: Store, attrs: dict[str, Any]) -> str:
 def open_index(ds: Any) -> LayerIndex | None:
     """The fresh layer index of the store ``ds`` was opened from (``open_store``), or None.
 
-    None when ``ds`` was not opened by ``open_store``, the store has no index, or it changed since the
-    index was built (stale). Raises ``StoreDamagedError`` (one line, how to rebuild) for a damaged index.
+    None when ``ds`` was not opened by ``open_store`` (or is a part of such a Dataset: rows or layers
+    selected), the store has no index, or it changed since the index was built (stale). Raises
+    ``StoreDamagedError`` (one line, how to rebuild) for a damaged index.
     """
     handle = ds.encoding.get("routing_store") if hasattr(ds, "encoding") else None
     if not isinstance(handle, CheckedStore):
         return None
     pointer = _pointer(handle._store)
     if pointer is None or pointer.get("format") != FORMAT or pointer.get("fingerprint") != fingerprint(ds.attrs):
+        return None
+    committed = ds.attrs.get("committed") or {}
+    whole = (
+        ds.sizes.get(S.TOKEN) == pointer.get("tokens") == committed.get("tokens")
+        and ds.sizes.get(S.LAYER) == pointer.get("layers")
+        and ds.sizes.get(S.SEQUENCE) == committed.get("sequences")
+    )
+    if not whole:  # a sub-Dataset (``isel``/``select`` keep the encoding): its rows are not the index's
         return None
     return _open_build(handle._store, handle.where, pointer)
 
