@@ -13,6 +13,7 @@ import pytest
 import zarr
 from store_helpers import make_record, tiny_config, tiny_tokenizer
 
+import workbench.accessor  # noqa: F401  (registers ds.routing, used below)
 from workbench.errors import StoreDamagedError
 from workbench.store import codecs
 from workbench.store import schema as S
