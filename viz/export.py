@@ -30,9 +30,9 @@ import plotly.graph_objects as go
 import xarray as xr
 from workbench.viz.file_meta import set_pdf_info, set_svg_title
 from workbench.viz.graph_figure import graph_figure
-from workbench.viz.graph_html import expert_cards, graph_page, page_title
+from workbench.viz.graph_html import expert_cards, graph_page
 from workbench.viz.html_page import page
-from workbench.viz.text import unmarked
+from workbench.viz.text import figure_title
 
 from workbench.graph.export import (
     DATA_FORMATS,
@@ -94,7 +94,7 @@ def export_figure(fig: go.Figure, path: str | Path, fmt: str | None = None, *, s
     target = Path(path)
     with atomic_path(target, flag="path") as tmp:
         if kind == "html":
-            tmp.write_text(page(page_title(fig), "", [("figure", fig)]), encoding="utf-8")
+            tmp.write_text(page(figure_title(fig)[0], "", [("figure", fig)]), encoding="utf-8")
             return target
         browser = system_browser()
         if browser is None:
@@ -107,17 +107,6 @@ def export_figure(fig: go.Figure, path: str | Path, fmt: str | None = None, *, s
         _write_image(fig, tmp, kind, scale, target.name)
         _write_metadata(fig, tmp, kind, target.name)
     return target
-
-
-def figure_title(fig: go.Figure) -> tuple[str, str]:
-    """(title, description) of a figure as plain text: ``layout.meta`` if it has them, else the title text.
-
-    Both are plotly text (escaped user text inside the figure's markup), so markup is dropped and
-    entities decoded here (``workbench.viz.text.unmarked``).
-    """
-    meta = fig.layout.meta if isinstance(fig.layout.meta, dict) else {}
-    title = unmarked(str(meta.get("title") or fig.layout.title.text or "")) or "workbench figure"
-    return title, unmarked(str(meta.get("description") or ""))
 
 
 def _write_metadata(fig: go.Figure, tmp: Path, kind: str, name: str) -> None:

@@ -14,9 +14,7 @@ the other nodes' cards say so.
 
 from __future__ import annotations
 
-import html
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +22,7 @@ import networkx as nx
 import plotly.graph_objects as go
 import xarray as xr
 from workbench.viz.html_page import page
+from workbench.viz.text import figure_title
 
 from workbench.graph.build import describe_selection
 from workbench.store.select import Selection
@@ -158,12 +157,6 @@ def expert_cards(g: nx.DiGraph, store: xr.Dataset | None = None, selection: Sele
     return cards
 
 
-def page_title(fig: go.Figure) -> str:
-    """The figure's title as plain text for the page's <title> (plotly markup and line breaks dropped)."""
-    text = str(fig.layout.title.text or "reasoning graph")
-    return html.unescape(re.sub(r"<[^>]*>", " ", text)).replace("&#37;", "%").strip()
-
-
 def graph_page(fig: go.Figure, cards: Mapping[str, Card]) -> str:
     """The page: the figure (div ``wb-graph``, as wide as the window allows) with the card panel to its right,
     plotly.js inlined once."""
@@ -174,4 +167,4 @@ def graph_page(fig: go.Figure, cards: Mapping[str, Card]) -> str:
         "<div id='wb-card'><p class='hint'>Click a node to see its expert card.</p></div></div>"
     )
     script = _SCRIPT % json.dumps(cards, ensure_ascii=False).replace("</", "<\\/")
-    return page(page_title(fig), body, [("wb-graph", shown)], css=_CSS, script=script)
+    return page(figure_title(fig)[0], body, [("wb-graph", shown)], css=_CSS, script=script)

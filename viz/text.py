@@ -19,6 +19,10 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 
 def plain(text: object) -> str:
@@ -38,3 +42,14 @@ def unmarked(markup: str) -> str:
     metadata. Escaped user text stays text: its ``<`` is an entity until decoded here, after the tags.
     """
     return html.unescape(re.sub(r"<[^>]*>", "", re.sub(r"<br\s*/?>", " — ", markup)))
+
+
+def figure_title(fig: go.Figure) -> tuple[str, str]:
+    """(title, description) of a figure as plain text: ``layout.meta`` if it has them, else the title text.
+
+    Both are plotly text (escaped user text inside the figure's markup), so markup is dropped and
+    entities decoded here (``unmarked``).
+    """
+    meta = fig.layout.meta if isinstance(fig.layout.meta, dict) else {}
+    title = unmarked(str(meta.get("title") or fig.layout.title.text or "")) or "workbench figure"
+    return title, unmarked(str(meta.get("description") or ""))
