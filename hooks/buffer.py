@@ -67,9 +67,12 @@ class DeviceBuffer:
     def row_bytes(self) -> int:
         """Bytes one token takes in the buffers."""
         lk = self.n_sites * self.top_k
-        return lk * (2 if self.id_dtype == torch.int16 else 4) + lk * 4 * (1 + self.keep_selected) + (
-            self.n_sites * self.n_experts * 4 * self.keep_logits
-        ) + 9
+        return (
+            lk * (2 if self.id_dtype == torch.int16 else 4)
+            + lk * 4 * (1 + self.keep_selected)
+            + (self.n_sites * self.n_experts * 4 * self.keep_logits)
+            + 9
+        )
 
     @property
     def nbytes(self) -> int:

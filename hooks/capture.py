@@ -200,6 +200,7 @@ class CaptureHooks:
             self._capture(pos, named[site.index_param], named[site.weights_param], self._logits.pop(pos, None))
 
         return hook
+
     def _remote_gate_hook(self, pos: int) -> Any:
         def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
             if self._pending is None:

@@ -86,9 +86,7 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def rank_key(
-    selected_logits: np.ndarray, expert_ids: np.ndarray, scoring: str, bias: np.ndarray | None
-) -> np.ndarray:
+def rank_key(selected_logits: np.ndarray, expert_ids: np.ndarray, scoring: str, bias: np.ndarray | None) -> np.ndarray:
     """The value the router ranks the chosen experts by, per (token, [layer,] rank).
 
     DeepSeek-V3/K2 (``noaux_tc``) select by ``sigmoid(logit) + e_score_correction_bias``

@@ -55,7 +55,7 @@ def test_override_by_parameter_and_environment(cache_dir: Path, monkeypatch: pyt
 
 def test_dispatch_sends_small_forwards_to_one_implementation_and_large_to_another() -> None:
     name = experts_kernel.register_dispatch("batched_mm", "eager", 16)
-    model, tok = load_model("k2-mini", experts_impl="eager")
+    model, _ = load_model("k2-mini", experts_impl="eager")
     experts = experts_kernel._experts_module(model)
     hidden = torch.randn(40, model.config.hidden_size) * 0.1
     ids = torch.rand(40, model.config.n_routed_experts).topk(8, dim=-1).indices

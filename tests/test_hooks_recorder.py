@@ -238,3 +238,29 @@ def test_device_buffers_grow_geometrically() -> None:
     assert isinstance(rec._buffer, DeviceBuffer) and rec._buffer.n == 600
     assert len(set(caps)) <= 6  # 64, 128, ..., 1024: log2 growth, not one allocation per forward
     assert [r.n_tokens for r in rec.routing()] == [3] * 200
+
+
+@pytest.mark.slow
+def test_torch_compile_traces_the_hooks_without_a_graph_break() -> None:
+    """dynamo (backend "eager": tracing without code generation) keeps the hooks in one graph; same routing."""
+    import torch._dynamo as dynamo
+
+    model = tiny_deepseek()
+    ids = torch.arange(3, 13)[None]
+    with RoutingRecorder(model, scores=True) as rec, torch.no_grad():
+        model(input_ids=ids)
+    (ref,) = rec.routing()
+    dynamo.reset()
+    compiled = torch.compile(model, backend="eager")
+    with RoutingRecorder(model, scores=True) as rec, torch.no_grad():
+        compiled(input_ids=ids)
+        compiled(input_ids=ids)
+        explained = dynamo.explain(model)(input_ids=ids)
+    routes = rec.routing()
+    assert explained.graph_break_count == 0 and explained.graph_count == 1
+    assert len(routes) == 3  # two compiled forwards and the explained one, each a row
+    for r in routes:
+        assert np.array_equal(r.expert_ids, ref.expert_ids) and np.array_equal(r.token_ids, ref.token_ids)
+        assert r.router_scores is not None and ref.router_scores is not None
+        np.testing.assert_allclose(r.router_scores, ref.router_scores, rtol=1e-6, atol=1e-7)
+    dynamo.reset()

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -95,8 +94,9 @@ def _key(model: Any, device: Any) -> str:
     else:
         where = f"{platform.machine()} {platform.processor()} x{torch.get_num_threads()}"
     dtype = str(next(model.parameters()).dtype)
-    return f"{device.type}|{where}|torch {torch.__version__}|transformers {transformers.__version__}|{dtype}|" + (
-        config_sha256(model)[:16]
+    return (
+        f"{device.type}|{where}|torch {torch.__version__}|transformers {transformers.__version__}|{dtype}|"
+        + (config_sha256(model)[:16])
     )
 
 
@@ -198,7 +198,9 @@ def measure(model: Any, candidates: tuple[str, ...] = CANDIDATES) -> dict[str, d
 def _apply(model: Any, choice: Choice) -> Choice:
     if choice.decode and choice.prefill:
         same = choice.decode == choice.prefill
-        choice.implementation = choice.decode if same else register_dispatch(choice.decode, choice.prefill, choice.threshold)
+        choice.implementation = (
+            choice.decode if same else register_dispatch(choice.decode, choice.prefill, choice.threshold)
+        )
     _install(model, str(choice.implementation))
     model.workbench_experts = choice
     return choice
@@ -265,6 +267,12 @@ def choose(model: Any, override: str | None = None, *, remeasure: bool = False) 
     _MEMORY[key] = choice
     _write_cache(key, choice)
     return choice
+
+
+def installed(model: Any) -> Choice:
+    """The ``Choice`` ``load_model`` / ``choose`` installed on ``model`` (measured now if none was)."""
+    choice = getattr(model, "workbench_experts", None)
+    return choice if isinstance(choice, Choice) else choose(model)
 
 
 def _from_dict(data: Any) -> Choice | None:

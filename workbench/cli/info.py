@@ -86,12 +86,12 @@ def _layers(moe: list[int]) -> str:
 
 def model_facts(model_name: str, *, experts_impl: str | None = None, remeasure: bool = False) -> dict[str, Any]:
     """Load a model as ``workbench record`` does and say which experts implementation runs, and why."""
-    from workbench.experts_kernel import cache_path, choose
+    from workbench.experts_kernel import cache_path, choose, installed
     from workbench.hooks import find_adapter
     from workbench.models import load_model
 
     model, _ = load_model(model_name, experts_impl=experts_impl)
-    choice = choose(model, experts_impl, remeasure=True) if remeasure else model.workbench_experts
+    choice = choose(model, experts_impl, remeasure=True) if remeasure else installed(model)
     adapter = find_adapter(model)
     return {
         "model": model_name,
@@ -113,13 +113,18 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print the facts as JSON.")] = False,
     model: Annotated[
         str | None,
-        typer.Option("--model", help="Instead of a store: a model (k2-mini or a checkpoint directory); shows the "
-                     "experts implementation chosen for this device and the measured times."),
-    ] = None,  # fmt: skip
+        typer.Option(
+            "--model",
+            help="Instead of a store: a model (k2-mini or a checkpoint directory); shows the "
+            "experts implementation chosen for this device and the measured times.",
+        ),
+    ] = None,
     experts_impl: Annotated[
         str | None, typer.Option("--experts-impl", help="With --model: install this implementation (or auto).")
     ] = None,
-    remeasure: Annotated[bool, typer.Option("--remeasure", help="With --model: measure again, ignore the cache.")] = False,
+    remeasure: Annotated[
+        bool, typer.Option("--remeasure", help="With --model: measure again, ignore the cache.")
+    ] = False,
 ) -> None:
     """Show what a routing store holds: model, MoE layers, experts, top-k, tokens, sequences per domain, size."""
     from workbench.errors import WorkbenchError
@@ -138,6 +143,7 @@ def info(
             f"cache       {m['experts_cache']} (WORKBENCH_EXPERTS_IMPL overrides; --remeasure measures again)"
         )
         return
+    assert store is not None
     s = summarize(store)
     if as_json:
         typer.echo(json.dumps(s, indent=2))
