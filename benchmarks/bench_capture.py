@@ -286,6 +286,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     started = time.time()
     results = [bench_model(name, args) for name in args.models.split(",")]
+    write(args, results, started)
+
+
+def write(args: argparse.Namespace, results: list[dict[str, Any]], started: float) -> None:
+    """bench_capture[-TAG].json, and one line per run on stdout."""
     out = {
         "benchmark": "capture_overhead",
         "argv": vars(args) | {"modes": sorted(args.modes), "out": str(args.out)},

@@ -99,3 +99,27 @@ def test_every_implementation_gives_the_same_logits_and_routing(cache_dir: Path)
         for r, ref in zip(rec.routing(), ref_gen, strict=True):
             assert np.array_equal(r.token_ids, ref.token_ids) and np.array_equal(r.expert_ids, ref.expert_ids), impl
     assert {"eager", "batched_mm", "padded_bmm"} <= set(ran)
+
+
+def test_info_shows_the_chosen_kernel_and_its_timings(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from workbench.cli.app import main
+
+    def run(*argv: str) -> int:
+        monkeypatch.setattr("sys.argv", ["workbench", "info", *argv])
+        try:
+            main()
+        except SystemExit as done:
+            return int(done.code or 0)
+        return 0
+
+    assert run("--model", "k2-mini", "--json") == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["experts_source"] == "measured" and facts["experts_cache"] == str(cache_dir / "experts_kernel.json")
+    assert facts["experts_implementation"] in facts["experts_choice"] and "decode" in facts["experts_seconds"]
+    assert run("--model", "k2-mini") == 0
+    assert "(cache; decode " in capsys.readouterr().out  # the second run reads the cache and prints the timings
+    assert run() == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: give a routing store, or --model NAME for a model's experts kernel (not both)"
