@@ -109,6 +109,7 @@ class CaptureHooks:
         self._logits: dict[int, torch.Tensor] = {}
         self._offloaded: dict[int, torch.Tensor] = {}  # router weights fetched from accelerate's offload
         self._at_experts: set[int] = set()  # sites whose router returns no routing: read at the experts
+        self._at_gate: set[int] = set()  # sites whose router returns (logits, weights, ids)
 
     @property
     def attached(self) -> bool:
@@ -139,6 +140,7 @@ class CaptureHooks:
         self._logits.clear()
         self._offloaded.clear()
         self._at_experts.clear()
+        self._at_gate.clear()
 
     def _begin_forward(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         input_ids = kwargs.get("input_ids", args[0] if args else None)
@@ -168,8 +170,12 @@ class CaptureHooks:
         def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
             if self._pending is None:
                 return
+            if pos in self._at_gate:  # checked on this layer's first forward; the recorder checks shapes each time
+                self._capture(pos, output[2], output[1], output[0])
+                return
             routed = None if pos in self._at_experts else router_routing(output, top_k, n_experts)
             if routed is not None:
+                self._at_gate.add(pos)
                 logits, weights, ids = routed
                 self._capture(pos, ids, weights, logits)
                 return
@@ -228,14 +234,17 @@ class CaptureHooks:
         return self._offloaded[pos]
 
     def _capture(self, pos: int, idx: torch.Tensor, weights: torch.Tensor, logits: torch.Tensor | None) -> None:
+        """Keep one layer's routing (views of the router's tensors; a gather of the rank key where needed)."""
         assert self._pending is not None
-        k = idx.shape[-1]
-        idx = idx.reshape(-1, k)  # hook_expert_indices (N, k)
-        selected = None
-        if self.rank_by_logits and logits is not None:
-            selected = logits.reshape(-1, logits.shape[-1]).gather(1, idx.to(logits.device))  # (N, k)
-        kept = logits.reshape(-1, logits.shape[-1]) if self.keep_logits and logits is not None else None
-        self._pending.layers[pos] = RouterCapture(idx, weights.reshape(-1, k), selected, kept)
+        if idx.dim() != 2:
+            idx = idx.reshape(-1, idx.shape[-1])  # hook_expert_indices (N, k)
+        if weights.dim() != 2:
+            weights = weights.reshape(-1, weights.shape[-1])  # hook_expert_weights (N, k)
+        if logits is not None and logits.dim() != 2:
+            logits = logits.reshape(-1, logits.shape[-1])  # hook_router_logits (N, E)
+        # the router made ids and logits on one device (remote code: logits computed where the hidden states are)
+        selected = logits.gather(1, idx) if self.rank_by_logits and logits is not None else None  # (N, k)
+        self._pending.layers[pos] = RouterCapture(idx, weights, selected, logits if self.keep_logits else None)
 
     def _end_forward(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         pending, self._pending = self._pending, None

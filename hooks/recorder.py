@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from workbench.hooks.adapters import Adapter, MoESite, find_adapter, routing_config
 from workbench.hooks.buffer import DeviceBuffer
-from workbench.hooks.capture import CaptureHooks, ForwardCapture, offloaded
+from workbench.hooks.capture import CaptureHooks, ForwardCapture, RouterCapture, offloaded
 from workbench.hooks.routing import Routing
 from workbench.hooks.stitch import RowStitcher
 
@@ -142,24 +142,35 @@ class RoutingRecorder:
             self._flush()
 
     def _check(self, capture: ForwardCapture) -> None:
-        """Shapes of every site's capture (Python ints, no sync), before anything is kept."""
+        """Shapes of every site's capture (Python ints, no sync), before anything is kept.
+
+        The loop runs every forward (every decode step), so it only compares; messages are built on failure.
+        """
         n, k, e = capture.batch * capture.length, self.adapter.top_k, self.adapter.n_experts
-        for pos in range(len(self.sites)):
-            c = capture.layers[pos]
-            where = f"MoE layer {self.sites[pos].layer}"
-            if tuple(c.expert_ids.shape) != (n, k) or tuple(c.gate_weights.shape) != (n, k):
-                raise WorkbenchError(
-                    f"{where}: captured expert ids {tuple(c.expert_ids.shape)} and weights "
-                    f"{tuple(c.gate_weights.shape)}, expected ({n}, {k}) for {n} tokens; nothing was recorded"
-                )
-            if c.router_logits is not None and tuple(c.router_logits.shape) != (n, e):
-                raise WorkbenchError(f"{where}: router logits {tuple(c.router_logits.shape)}, expected ({n}, {e})")
-            if capture.on_meta:
-                continue  # shapes only: an offloaded router on meta has no logits to compute
-            if self.scores and c.router_logits is None:
-                raise WorkbenchError("router scores were asked for but a router's logits could not be computed")
-            if self._buffer.keep_selected and c.selected_logits is None:
-                raise WorkbenchError(f"{where}: the router's logits could not be read, so the rank order is unknown")
+        nk, ne = (n, k), (n, e)
+        need_logits, need_selected = self.scores, self._buffer.keep_selected and not capture.on_meta
+        for pos, c in capture.layers.items():
+            if (
+                c.expert_ids.shape != nk
+                or c.gate_weights.shape != nk
+                or (c.router_logits is not None and c.router_logits.shape != ne)
+                or (need_logits and c.router_logits is None and not capture.on_meta)
+                or (need_selected and c.selected_logits is None)
+            ):
+                raise self._shape_error(pos, c, n)
+
+    def _shape_error(self, pos: int, c: RouterCapture, n: int) -> WorkbenchError:
+        k, e, where = self.adapter.top_k, self.adapter.n_experts, f"MoE layer {self.sites[pos].layer}"
+        if tuple(c.expert_ids.shape) != (n, k) or tuple(c.gate_weights.shape) != (n, k):
+            return WorkbenchError(
+                f"{where}: captured expert ids {tuple(c.expert_ids.shape)} and weights "
+                f"{tuple(c.gate_weights.shape)}, expected ({n}, {k}) for {n} tokens; nothing was recorded"
+            )
+        if c.router_logits is not None:
+            return WorkbenchError(f"{where}: router logits {tuple(c.router_logits.shape)}, expected ({n}, {e})")
+        if self.scores:
+            return WorkbenchError("router scores were asked for but a router's logits could not be computed")
+        return WorkbenchError(f"{where}: the router's logits could not be read, so the rank order is unknown")
 
     def _flush(self) -> None:
         """Device buffers -> host (one sync) -> rows."""
