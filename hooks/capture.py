@@ -1,19 +1,31 @@
 """Device side of the recorder: the forward hooks and what they capture, as references to device tensors.
 
 Hooks are global state: they live on the model's modules, not on any recorder. ``CaptureHooks.attach``
-registers every one of them (and only it does); ``detach`` removes every handle, also after the body
-of a ``with`` raised. Per MoE layer the hooks keep one ``RouterCapture``, whose fields are the stable,
-documented capture names:
+registers them and ``detach`` removes every handle, also after the body of a ``with`` raised. Per
+decoder forward there are two hooks on the decoder (its inputs; its end) and **one per MoE layer**:
+
+- transformers 5.x routers that return ``(router_logits, top_k_weights, top_k_index)`` (DeepSeek-V3,
+  Mixtral, Qwen3-MoE, OLMoE in 5.24; the MoE block hands the last two to its ``experts`` unchanged): a
+  forward hook on the router reads all three.
+- routers that return logits only (other 5.x releases): on the first forward the router's hook sees
+  that and adds a forward pre-hook on that layer's ``experts``, which reads what reaches the experts;
+  the router's hook keeps the logits.
+- K2's remote code (``MoEGate`` returns ``(topk_idx, topk_weight)``): a forward hook on the gate; the
+  logits are recomputed from its weight.
+
+Per MoE layer the hooks keep one ``RouterCapture``, whose fields are the stable capture names:
 
     RouterCapture.expert_ids       (N, k) int64   hook_expert_indices: the top-k ids that reach the experts
     RouterCapture.gate_weights     (N, k) float   hook_expert_weights: the weights the MoE applies to them
-    RouterCapture.selected_logits  (N, k) float   the router's logits of the chosen experts (rank order)
+    RouterCapture.selected_logits  (N, k) float   the router's logits of the chosen experts (rank key), or
+                                                  None where the router returns its top-k ranked already
     RouterCapture.router_logits    (N, E) float   hook_router_logits: all logits (kept only with scores)
 
 (N = batch x new tokens of one forward.) The hot path inside each MoE layer only keeps references to
-tensors the model made anyway, plus one (N, k) gather of the chosen logits: no ``.cpu()``, ``.item()``
-or sync per layer. When the decoder's forward returns, the finished ``ForwardCapture`` goes to a
-callback (the host side, ``hooks/stitch.py``).
+tensors the model made anyway, plus one (N, k) gather of the chosen logits for routers whose top-k
+comes unsorted (DeepSeek-V3/K2): no ``.cpu()``, ``.item()`` or sync per layer. When the decoder's
+forward returns, the finished ``ForwardCapture`` goes to a callback (``hooks/buffer.py`` stacks it into
+device buffers; ``hooks/stitch.py`` turns those into rows on the host, rarely).
 """
 
 from __future__ import annotations
@@ -56,11 +68,26 @@ class ForwardCapture:
         return bool(self.layers) and self.layers[0].expert_ids.is_meta
 
 
+def router_routing(output: Any, top_k: int, n_experts: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """``(logits (.., E), weights (.., k), ids (.., k))`` when a router's output carries its routing, else None."""
+    if not (isinstance(output, tuple) and len(output) == 3):
+        return None
+    logits, weights, ids = output
+    if not all(isinstance(t, torch.Tensor) for t in output):
+        return None
+    if ids.is_floating_point() or not weights.is_floating_point() or ids.shape != weights.shape:
+        return None
+    if ids.shape[-1] != top_k or logits.shape[-1] != n_experts or not logits.is_floating_point():
+        return None
+    return logits, weights, ids
+
+
 class CaptureHooks:
-    """The forward hooks of one model's MoE sites.
+    """The forward hooks of one model's MoE sites (see the module docstring).
 
     ``on_forward(capture)`` is called once per decoder forward in which every MoE site captured;
     ``open_rows()`` says how many rows the KV cache currently holds (decode steps append to them).
+    ``rank_by_logits``: keep each token's chosen logits (the rank key of routers whose top-k is unsorted).
     """
 
     def __init__(
@@ -70,19 +97,28 @@ class CaptureHooks:
         sites: list[MoESite],
         *,
         keep_logits: bool,
+        rank_by_logits: bool,
         on_forward: Callable[[ForwardCapture], None],
         open_rows: Callable[[], int],
     ) -> None:
         self.model, self.adapter, self.sites, self.keep_logits = model, adapter, sites, keep_logits
+        self.rank_by_logits = rank_by_logits
         self._on_forward, self._open_rows = on_forward, open_rows
         self._handles: list[RemovableHandle] = []
         self._pending: ForwardCapture | None = None
         self._logits: dict[int, torch.Tensor] = {}
         self._offloaded: dict[int, torch.Tensor] = {}  # router weights fetched from accelerate's offload
+        self._at_experts: set[int] = set()  # sites whose router returns no routing: read at the experts
+        self._at_gate: set[int] = set()  # sites whose router returns (logits, weights, ids)
 
     @property
     def attached(self) -> bool:
         return bool(self._handles)
+
+    @property
+    def n_hooks(self) -> int:
+        """Hooks registered now (2 on the decoder + 1 per MoE layer, +1 per layer read at its experts)."""
+        return len(self._handles)
 
     def attach(self) -> None:
         decoder = decoder_of(self.model, self.sites)
@@ -90,13 +126,8 @@ class CaptureHooks:
             self._handles.append(decoder.register_forward_pre_hook(self._begin_forward, with_kwargs=True))
             self._handles.append(decoder.register_forward_hook(self._end_forward, always_call=True))
             for pos, site in enumerate(self.sites):
-                if site.experts is not None:
-                    self._handles.append(site.gate.register_forward_hook(self._gate_logits_hook(pos)))
-                    self._handles.append(
-                        site.experts.register_forward_pre_hook(self._experts_pre_hook(pos), with_kwargs=True)
-                    )
-                else:
-                    self._handles.append(site.gate.register_forward_hook(self._remote_gate_hook(pos)))
+                hook = self._gate_hook(pos) if site.experts is not None else self._remote_gate_hook(pos)
+                self._handles.append(site.gate.register_forward_hook(hook))
         except BaseException:
             self.detach()
             raise
@@ -108,6 +139,8 @@ class CaptureHooks:
         self._pending = None
         self._logits.clear()
         self._offloaded.clear()
+        self._at_experts.clear()
+        self._at_gate.clear()
 
     def _begin_forward(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         input_ids = kwargs.get("input_ids", args[0] if args else None)
@@ -131,18 +164,35 @@ class CaptureHooks:
         self._pending = ForwardCapture(batch, length, append, ids, mask)
         self._logits.clear()
 
-    def _gate_logits_hook(self, pos: int) -> Any:
+    def _gate_hook(self, pos: int) -> Any:
+        top_k, n_experts = self.adapter.top_k, self.adapter.n_experts
+
         def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            if self._pending is None:
+                return
+            if pos in self._at_gate:  # checked on this layer's first forward; the recorder checks shapes each time
+                self._capture(pos, output[2], output[1], output[0])
+                return
+            routed = None if pos in self._at_experts else router_routing(output, top_k, n_experts)
+            if routed is not None:
+                self._at_gate.add(pos)
+                logits, weights, ids = routed
+                self._capture(pos, ids, weights, logits)
+                return
             logits = output[0] if isinstance(output, tuple) else output
-            n_experts = self.adapter.n_experts
             if not (isinstance(logits, torch.Tensor) and logits.shape[-1] == n_experts and logits.is_floating_point()):
-                # a router that returns no logits (other 5.x versions): recompute them from its weight
+                # a router that returns no logits either: recompute them from its weight
                 hidden = args[0]
                 weight = self._router_weight(pos, module, hidden)
                 if weight is None:
                     return
                 logits = F.linear(hidden.reshape(-1, hidden.shape[-1]).float(), weight.float())
             self._logits[pos] = logits.reshape(-1, n_experts)  # hook_router_logits (N, E)
+            if pos not in self._at_experts:  # first forward: read the routing where it reaches the experts
+                self._at_experts.add(pos)
+                experts = self.sites[pos].experts
+                assert experts is not None
+                self._handles.append(experts.register_forward_pre_hook(self._experts_pre_hook(pos), with_kwargs=True))
 
         return hook
 
@@ -184,13 +234,17 @@ class CaptureHooks:
         return self._offloaded[pos]
 
     def _capture(self, pos: int, idx: torch.Tensor, weights: torch.Tensor, logits: torch.Tensor | None) -> None:
+        """Keep one layer's routing (views of the router's tensors; a gather of the rank key where needed)."""
         assert self._pending is not None
-        k = idx.shape[-1]
-        idx = idx.reshape(-1, k)  # hook_expert_indices (N, k)
-        selected = logits.gather(1, idx.to(logits.device)) if logits is not None else None  # (N, k)
-        self._pending.layers[pos] = RouterCapture(
-            idx, weights.reshape(-1, k), selected, logits if self.keep_logits else None
-        )
+        if idx.dim() != 2:
+            idx = idx.reshape(-1, idx.shape[-1])  # hook_expert_indices (N, k)
+        if weights.dim() != 2:
+            weights = weights.reshape(-1, weights.shape[-1])  # hook_expert_weights (N, k)
+        if logits is not None and logits.dim() != 2:
+            logits = logits.reshape(-1, logits.shape[-1])  # hook_router_logits (N, E)
+        # the router made ids and logits on one device (remote code: logits computed where the hidden states are)
+        selected = logits.gather(1, idx) if self.rank_by_logits and logits is not None else None  # (N, k)
+        self._pending.layers[pos] = RouterCapture(idx, weights, selected, logits if self.keep_logits else None)
 
     def _end_forward(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         pending, self._pending = self._pending, None
@@ -198,28 +252,6 @@ class CaptureHooks:
         if pending is None or output is None or len(pending.layers) != len(self.sites):
             return  # the forward raised before every MoE layer ran: nothing half-recorded is kept
         self._on_forward(pending)
-
-
-def to_host(capture: ForwardCapture) -> tuple[list[RouterCapture], torch.Tensor | None, torch.Tensor | None]:
-    """Copy a forward's captures to the host with one synchronisation per device.
-
-    The copies are started ``non_blocking`` (into pinned memory for CUDA sources), then each device the
-    captures live on is synchronised once. Returns the per-site captures (site order), the input ids
-    (B, T) and the mask (B, T) on the CPU.
-    """
-
-    def host(t: torch.Tensor | None) -> torch.Tensor | None:
-        return t.detach().to("cpu", non_blocking=True) if t is not None else None
-
-    sites = [RouterCapture(*(host(t) for t in capture.layers[pos])) for pos in range(len(capture.layers))]  # type: ignore[arg-type]
-    ids, mask = host(capture.input_ids), host(capture.mask)
-    devices = {t.device for layer in capture.layers.values() for t in layer if t is not None}
-    for device in devices:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        elif device.type not in ("cpu", "meta") and hasattr(torch, device.type):
-            getattr(torch, device.type).synchronize(device)
-    return sites, ids, mask  # type: ignore[return-value]
 
 
 def offloaded(module: nn.Module, name: str) -> torch.Tensor | None:

@@ -1,10 +1,12 @@
 """``RoutingRecorder``: a context manager that records per-token expert routing of a model.
 
-It joins the two halves of a recording: the device-side hooks (``hooks/capture.py``: one
-``RouterCapture`` per MoE layer and forward, references to device tensors only) and the host-side
-stitching (``hooks/stitch.py``: one sync per forward, rank order, scores, padding dropped, rows).
-Hooks are registered in ``RoutingRecorder.__enter__`` (and only there) and every one is removed in
-``__exit__``, also when the body raised.
+It joins the three parts of a recording: the device-side hooks (``hooks/capture.py``: one
+``RouterCapture`` per MoE layer and forward, references to device tensors only), the device buffers
+(``hooks/buffer.py``: each forward's captures stacked into preallocated device memory, no host sync)
+and the host-side stitching (``hooks/stitch.py``: once per ``routing()`` call or full buffer: one sync,
+rank order, scores, padding dropped, rows). Hooks are registered in ``RoutingRecorder.__enter__``
+(plus, for routers that return no routing, one per MoE layer on the first forward) and every one is
+removed in ``__exit__``, also when the body raised.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 from workbench.hooks.adapters import Adapter, MoESite, find_adapter, routing_config
-from workbench.hooks.capture import CaptureHooks, ForwardCapture, offloaded
+from workbench.hooks.buffer import DeviceBuffer
+from workbench.hooks.capture import CaptureHooks, ForwardCapture, RouterCapture, offloaded
 from workbench.hooks.routing import Routing
 from workbench.hooks.stitch import RowStitcher
 
@@ -39,6 +42,9 @@ class RoutingRecorder:
         Defaults to ``model.generation_config.eos_token_id``.
     model_name
         Name for ``.config.model_name`` (default: the checkpoint directory's name).
+    flush_bytes
+        Copy the device buffers to the host and stitch them once they hold more than this many bytes
+        (default 256 MiB); otherwise that happens once per ``routing()`` call.
 
     Examples
     --------
@@ -54,6 +60,7 @@ class RoutingRecorder:
         scores: bool = False,
         eos_token_id: int | Sequence[int] | None = None,
         model_name: str | None = None,
+        flush_bytes: int = 256 << 20,
     ) -> None:
         self.model = model
         self.scores = scores
@@ -66,9 +73,16 @@ class RoutingRecorder:
             eos_token_id = []
         self._eos = np.array([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), np.int64)
         self._stitcher = self._new_stitcher([None] * len(self.sites))
+        rank_by_logits = self.adapter.scoring == "sigmoid"  # DeepSeek-V3/K2 return their top-k unsorted
+        self._buffer = DeviceBuffer(
+            n_sites=len(self.sites), top_k=self.adapter.top_k, n_experts=self.adapter.n_experts,
+            selected=rank_by_logits, logits=scores,
+        )  # fmt: skip
+        self.flush_bytes = flush_bytes
+        self._open_rows = 0  # rows the KV cache holds: a later cached forward of this batch appends to them
         self._hooks = CaptureHooks(
-            model, self.adapter, self.sites, keep_logits=scores, on_forward=self._on_forward,
-            open_rows=lambda: self._stitcher.open_rows,
+            model, self.adapter, self.sites, keep_logits=scores, rank_by_logits=rank_by_logits,
+            on_forward=self._on_forward, open_rows=lambda: self._open_rows,
         )  # fmt: skip
         self.shapes: list[dict[int, dict[str, tuple[int, ...]]]] = []  # per forward on meta tensors
         self.forwards = 0
@@ -108,6 +122,7 @@ class RoutingRecorder:
 
     def _on_forward(self, capture: ForwardCapture) -> None:
         self.forwards += 1
+        self._check(capture)
         if capture.on_meta:
             self.shapes.append(
                 {
@@ -120,7 +135,47 @@ class RoutingRecorder:
                 }
             )
             return
-        self._stitcher.add(capture)
+        self._buffer.append(capture)  # on the device: no host copy, no sync
+        if not capture.append:
+            self._open_rows = capture.batch
+        if self._buffer.nbytes > self.flush_bytes:
+            self._flush()
+
+    def _check(self, capture: ForwardCapture) -> None:
+        """Shapes of every site's capture (Python ints, no sync), before anything is kept.
+
+        The loop runs every forward (every decode step), so it only compares; messages are built on failure.
+        """
+        n, k, e = capture.batch * capture.length, self.adapter.top_k, self.adapter.n_experts
+        nk, ne = (n, k), (n, e)
+        need_logits, need_selected = self.scores, self._buffer.keep_selected and not capture.on_meta
+        for pos, c in capture.layers.items():
+            if (
+                c.expert_ids.shape != nk
+                or c.gate_weights.shape != nk
+                or (c.router_logits is not None and c.router_logits.shape != ne)
+                or (need_logits and c.router_logits is None and not capture.on_meta)
+                or (need_selected and c.selected_logits is None)
+            ):
+                raise self._shape_error(pos, c, n)
+
+    def _shape_error(self, pos: int, c: RouterCapture, n: int) -> WorkbenchError:
+        k, e, where = self.adapter.top_k, self.adapter.n_experts, f"MoE layer {self.sites[pos].layer}"
+        if tuple(c.expert_ids.shape) != (n, k) or tuple(c.gate_weights.shape) != (n, k):
+            return WorkbenchError(
+                f"{where}: captured expert ids {tuple(c.expert_ids.shape)} and weights "
+                f"{tuple(c.gate_weights.shape)}, expected ({n}, {k}) for {n} tokens; nothing was recorded"
+            )
+        if c.router_logits is not None:
+            return WorkbenchError(f"{where}: router logits {tuple(c.router_logits.shape)}, expected ({n}, {e})")
+        if self.scores:
+            return WorkbenchError("router scores were asked for but a router's logits could not be computed")
+        return WorkbenchError(f"{where}: the router's logits could not be read, so the rank order is unknown")
+
+    def _flush(self) -> None:
+        """Device buffers -> host (one sync) -> rows."""
+        if self._buffer.forwards:
+            self._stitcher.add(self._buffer.to_host())
 
     # ------------------------------------------------------------------ results
     def routing(self, *, reset: bool = False) -> list[Routing]:
@@ -129,6 +184,7 @@ class RoutingRecorder:
         A forward whose cache already holds tokens (a decode step) appends to the rows of the call
         that filled it. Raises WorkbenchError after forwards on the meta device (use ``.shapes``).
         """
+        self._flush()
         if not len(self._stitcher) and self.shapes:
             raise WorkbenchError("the model ran on the meta device: no routing values exist; see recorder.shapes")
         out = self._stitcher.routing()
@@ -138,7 +194,9 @@ class RoutingRecorder:
 
     def reset(self) -> None:
         """Forget recorded rows (hooks stay registered while inside ``with``)."""
+        self._buffer.clear()
         self._stitcher.reset()
+        self._open_rows = 0
         self.shapes.clear()
 
 

@@ -87,17 +87,19 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 def rank_key(selected_logits: np.ndarray, expert_ids: np.ndarray, scoring: str, bias: np.ndarray | None) -> np.ndarray:
-    """The value the router ranks the chosen experts by, per (token, rank).
+    """The value the router ranks the chosen experts by, per (token, [layer,] rank).
 
     DeepSeek-V3/K2 (``noaux_tc``) select by ``sigmoid(logit) + e_score_correction_bias``
     (DeepSeek-V3 report, section 2.1.2, auxiliary-loss-free balancing); softmax routers (Mixtral,
     Qwen3-MoE, OLMoE) by the logit itself, since softmax is monotone. ``selected_logits`` and
-    ``expert_ids`` are (N, k); ``bias`` is (E,) or None.
+    ``expert_ids`` are (N, k) with ``bias`` (E,), or (N, L, k) with ``bias`` (L, E) (one row per
+    MoE layer; zeros where a layer has none), or ``bias`` None.
     """
     if scoring == "sigmoid":
         key = sigmoid(selected_logits)
         if bias is not None:
-            key = key + bias[expert_ids]
+            ids = expert_ids.astype(np.intp, copy=False)
+            key = key + (bias[ids] if bias.ndim == 1 else bias[np.arange(bias.shape[0])[:, None], ids])
         return key
     return selected_logits.astype(np.float32, copy=False)
 

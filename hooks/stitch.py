@@ -1,9 +1,11 @@
-"""Host side of the recorder: turn each finished forward's captures into per-row ``Routing`` pieces.
+"""Host side of the recorder: turn a block of buffered forwards into per-row ``Routing`` pieces.
 
-Once per forward, off the hot path: the captures come to the host (one sync per device), their shapes
-are checked (here, once: nothing downstream re-checks them), each token's top-k is put into the
-router's rank order, scores are computed from logits when asked for, and the (B, T) batch is split
-into rows with padding dropped. Every piece is already a ``Routing`` in its final dtypes (int16 ids,
+Runs rarely (once per ``routing()`` call, or when the device buffers are full; ``hooks/buffer.py``), on
+numpy arrays of every forward since the last flush at once: each token's top-k is put into the
+router's rank order (one vectorised argsort over all tokens and layers), scores are computed from
+logits when asked for, and the tokens are split into rows with padding dropped. A run of decode steps
+(one token per row each) is stitched as one (steps, rows) grid, so the cost per step is a few array
+slices, not a Python loop. Every piece is already a ``Routing`` in its final dtypes (int16 ids,
 float32 weights and scores); a row that spans a prefill and its decode steps is the concatenation of
 its pieces.
 """
@@ -13,10 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from workbench.hooks.capture import ForwardCapture, RouterCapture, to_host
+from workbench.hooks.buffer import ForwardSpan, HostBlock
 from workbench.hooks.routing import Routing, rank_key, scores_from_logits, to_rank_order
-
-from workbench.errors import WorkbenchError
 
 
 @dataclass
@@ -28,7 +28,7 @@ class _Row:
 
 
 class RowStitcher:
-    """Collects ``Routing`` rows from finished forwards (see the module docstring).
+    """Collects ``Routing`` rows from blocks of finished forwards (see the module docstring).
 
     Parameters
     ----------
@@ -60,78 +60,116 @@ class RowStitcher:
         self._rows: list[_Row] = []
         self._open: list[int] = []  # indices into _rows of the rows the KV cache currently holds
 
-    @property
-    def open_rows(self) -> int:
-        return len(self._open)
-
     def __len__(self) -> int:
         return len(self._rows)
 
-    def _check(self, sites: list[RouterCapture], n: int) -> None:
-        k, e = self.top_k, self.n_experts
-        for pos, c in enumerate(sites):
-            where = f"MoE layer {self.layers[pos]}"
-            if tuple(c.expert_ids.shape) != (n, k) or tuple(c.gate_weights.shape) != (n, k):
-                raise WorkbenchError(
-                    f"{where}: captured expert ids {tuple(c.expert_ids.shape)} and weights "
-                    f"{tuple(c.gate_weights.shape)}, expected ({n}, {k}) for {n} tokens; nothing was recorded"
-                )
-            if c.router_logits is not None and tuple(c.router_logits.shape) != (n, e):
-                raise WorkbenchError(f"{where}: router logits {tuple(c.router_logits.shape)}, expected ({n}, {e})")
-        if self.scores and any(c.router_logits is None for c in sites):
-            raise WorkbenchError("router scores were asked for but a router's logits could not be computed")
+    def _bias_table(self) -> np.ndarray | None:
+        """(L, E) selection biases, zeros for layers without one; None when no layer has one."""
+        if all(b is None for b in self.bias):
+            return None
+        return np.stack([np.zeros(self.n_experts, np.float32) if b is None else b for b in self.bias])
 
-    def add(self, capture: ForwardCapture) -> None:
-        """Stitch one finished forward into the rows (new rows, or appended to the open ones)."""
-        sites, ids_t, mask_t = to_host(capture)  # the one sync of this forward
-        b, t = capture.batch, capture.length
-        self._check(sites, b * t)
-        ids = np.stack([c.expert_ids.numpy() for c in sites], axis=1)  # (N, L, k)
-        weights = np.stack([c.gate_weights.float().numpy() for c in sites], axis=1)  # (N, L, k)
-        keys = None
-        if all(c.selected_logits is not None for c in sites):
-            keys = np.stack(
-                [
-                    rank_key(c.selected_logits.float().numpy(), c.expert_ids.numpy(), self.scoring, self.bias[pos])  # type: ignore[union-attr]
-                    for pos, c in enumerate(sites)
-                ],
-                axis=1,
-            )  # (N, L, k)
-        ids, weights = to_rank_order(ids, weights, keys)
-        n_sites = len(sites)
-        ids = ids.reshape(b, t, n_sites, -1).astype(np.int16)  # (B, T, L, k)
-        weights = weights.reshape(b, t, n_sites, -1).astype(np.float32)  # (B, T, L, k)
-        scores = None
-        if self.scores:
-            scores = np.stack(
-                [scores_from_logits(c.router_logits.float().numpy(), self.scoring) for c in sites],  # type: ignore[union-attr]
-                axis=1,
-            ).reshape(b, t, n_sites, -1)  # (B, T, L, E)
-        tokens = ids_t.numpy().astype(np.int64) if ids_t is not None else np.full((b, t), -1, np.int64)  # (B, T)
-        keep = mask_t.numpy().astype(bool) if mask_t is not None else np.ones((b, t), bool)  # (B, T)
+    def add(self, block: HostBlock) -> None:
+        """Stitch every forward of ``block`` into the rows (new rows, or appended to the open ones)."""
+        if not block.forwards:
+            return
+        if block.selected is not None:  # routers with an unsorted top-k: rank by what they selected by
+            keys = rank_key(block.selected, block.ids, self.scoring, self._bias_table())
+        else:  # routers that return their top-k sorted: the weights keep that order (stable sort)
+            keys = None
+        ids, weights = to_rank_order(block.ids, block.weights, keys)
+        ids = ids.astype(np.int16, copy=False)  # (N, L, k)
+        weights = weights.astype(np.float32, copy=False)  # (N, L, k)
+        scores = scores_from_logits(block.logits, self.scoring) if self.scores and block.logits is not None else None
+        spans = block.forwards
+        i = 0
+        while i < len(spans):
+            first = spans[i]
+            if first.append and first.length == 1:  # a run of decode steps over the same rows
+                j = i + 1
+                while j < len(spans) and spans[j].append and spans[j].length == 1 and spans[j].batch == first.batch:
+                    j += 1
+                rows = slice(first.start, spans[j - 1].start + first.batch)
+                self._decode_run(j - i, first.batch, ids[rows], weights[rows], _part(scores, rows), block, rows)
+                i = j
+            else:
+                rows = slice(first.start, first.start + first.batch * first.length)
+                self._forward(first, ids[rows], weights[rows], _part(scores, rows), block, rows)
+                i += 1
 
-        if not capture.append:
+    def _forward(
+        self,
+        span: ForwardSpan,
+        ids: np.ndarray,
+        weights: np.ndarray,
+        scores: np.ndarray | None,
+        block: HostBlock,
+        rows: slice,
+    ) -> None:
+        """One prefill (new rows) or multi-token continuation (appended to the open rows)."""
+        b, t = span.batch, span.length
+        tokens = block.tokens[rows].reshape(b, t)
+        keep = block.mask[rows].reshape(b, t)
+        ids, weights = ids.reshape(b, t, *ids.shape[1:]), weights.reshape(b, t, *weights.shape[1:])
+        sc = scores.reshape(b, t, *scores.shape[1:]) if scores is not None else None
+        if not span.append:
             self._open = list(range(len(self._rows), len(self._rows) + b))
             self._rows.extend(_Row() for _ in range(b))
-        decode = capture.append and t == 1
         for row_b, row_i in enumerate(self._open):
             row = self._rows[row_i]
-            if decode and row.finished:
-                continue
             sel = keep[row_b] & (not row.finished)
             fed = tokens[row_b][sel]
             row.pieces.append(
                 Routing(
                     expert_ids=ids[row_b][sel],
                     gate_weights=weights[row_b][sel],
-                    router_scores=scores[row_b][sel] if scores is not None else None,
+                    router_scores=sc[row_b][sel] if sc is not None else None,
                     token_ids=fed,
-                    generated=np.full(len(fed), decode),
+                    generated=np.zeros(len(fed), bool),
                     layers=self.layers,
                 )
             )
-            if decode and fed.size and np.isin(fed, self.eos).any():
-                row.finished = True
+
+    def _decode_run(
+        self,
+        steps: int,
+        b: int,
+        ids: np.ndarray,
+        weights: np.ndarray,
+        scores: np.ndarray | None,
+        block: HostBlock,
+        rows: slice,
+    ) -> None:
+        """``steps`` consecutive one-token steps over the ``b`` open rows, as one (steps, b) grid.
+
+        A row that has been fed an EOS (at an unmasked position) records nothing from the next step on.
+        """
+        tokens = block.tokens[rows].reshape(steps, b)
+        keep = block.mask[rows].reshape(steps, b)
+        finished = np.array([self._rows[r].finished for r in self._open], bool)  # (b,) before this run
+        eos_fed = np.isin(tokens, self.eos) & keep  # (steps, b)
+        before = finished[None, :] | ((np.cumsum(eos_fed, axis=0) - eos_fed) > 0)  # an EOS fed at an earlier step
+        sel = keep & ~before  # (steps, b)
+        grid = (steps, b)
+        ids, weights = ids.reshape(*grid, *ids.shape[1:]), weights.reshape(*grid, *weights.shape[1:])
+        sc = scores.reshape(*grid, *scores.shape[1:]) if scores is not None else None
+        for row_b, row_i in enumerate(self._open):
+            row = self._rows[row_i]
+            if row.finished:
+                continue
+            s = sel[:, row_b]
+            fed = tokens[s, row_b]
+            row.pieces.append(
+                Routing(
+                    expert_ids=ids[s, row_b],
+                    gate_weights=weights[s, row_b],
+                    router_scores=sc[s, row_b] if sc is not None else None,
+                    token_ids=fed,
+                    generated=np.ones(len(fed), bool),
+                    layers=self.layers,
+                )
+            )
+            row.finished = bool(eos_fed[:, row_b].any())
 
     def routing(self) -> list[Routing]:
         """One ``Routing`` per row, in the order the rows were opened."""
@@ -141,3 +179,7 @@ class RowStitcher:
     def reset(self) -> None:
         self._rows.clear()
         self._open.clear()
+
+
+def _part(a: np.ndarray | None, rows: slice) -> np.ndarray | None:
+    return None if a is None else a[rows]

@@ -164,10 +164,9 @@ def test_route_tokens_rejects_a_batch() -> None:
         route_tokens(tiny_deepseek(), torch.zeros(2, 3, dtype=torch.long))
 
 
-def test_captures_are_named_and_shapes_checked_once_on_the_host() -> None:
+def test_captures_are_named_and_shapes_checked_before_anything_is_kept() -> None:
     from workbench.hooks import RouterCapture
     from workbench.hooks.capture import ForwardCapture
-    from workbench.hooks.stitch import RowStitcher
 
     assert RouterCapture._fields == ("expert_ids", "gate_weights", "selected_logits", "router_logits")
     model = tiny_deepseek()
@@ -176,13 +175,92 @@ def test_captures_are_named_and_shapes_checked_once_on_the_host() -> None:
     (r,) = rec.routing()
     assert r.expert_ids.shape == (6, 3, 2)
 
-    stitcher = RowStitcher((1, 2), top_k=2, n_experts=8, scoring="sigmoid", bias=[None, None], scores=False,
-                           eos=np.zeros(0, np.int64))  # fmt: skip
-    good = RouterCapture(torch.zeros(6, 2, dtype=torch.long), torch.ones(6, 2), None, None)
-    bad = RouterCapture(torch.zeros(5, 2, dtype=torch.long), torch.ones(5, 2), None, None)
+    rec = RoutingRecorder(model)
+    good = RouterCapture(torch.zeros(6, 2, dtype=torch.long), torch.ones(6, 2), torch.zeros(6, 2), None)
+    bad = RouterCapture(torch.zeros(5, 2, dtype=torch.long), torch.ones(5, 2), torch.zeros(5, 2), None)
     with pytest.raises(WorkbenchError, match=r"MoE layer 2: captured expert ids \(5, 2\) .* expected \(6, 2\)"):
-        stitcher.add(ForwardCapture(1, 6, False, torch.arange(6)[None], None, {0: good, 1: bad}))
-    assert stitcher.routing() == []
-    stitcher.add(ForwardCapture(1, 6, False, torch.arange(6)[None], None, {0: good, 1: good}))
-    (row,) = stitcher.routing()
-    assert row.expert_ids.dtype == np.int16 and row.expert_ids.shape == (6, 2, 2) and row.layers == (1, 2)
+        rec._on_forward(ForwardCapture(1, 6, False, torch.arange(6)[None], None, {0: good, 1: bad, 2: good}))
+    assert rec.routing() == []
+    rec._on_forward(ForwardCapture(1, 6, False, torch.arange(6)[None], None, {0: good, 1: good, 2: good}))
+    (row,) = rec.routing()
+    assert row.expert_ids.dtype == np.int16 and row.expert_ids.shape == (6, 3, 2) and row.layers == (1, 2, 3)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_one_hook_per_moe_layer(family: str) -> None:
+    """Two hooks on the decoder and one per MoE layer, also during generate (routers returning their routing)."""
+    model = _model(family)
+
+    def registered() -> int:
+        return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+    ids, mask = padded_batch([5, 3], seed=9)
+    with RoutingRecorder(model) as rec, torch.no_grad():
+        model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=3, do_sample=False, pad_token_id=PAD)
+        assert rec._hooks.n_hooks == 2 + len(rec.sites) == registered()
+    assert registered() == 0
+
+
+def test_flushing_every_forward_records_what_one_flush_does() -> None:
+    """Device buffers copied to the host after every forward (flush_bytes=0) or once: the same rows, with EOS."""
+    model = tiny_deepseek()
+    ids, mask = padded_batch([6, 4, 5], seed=3)
+    kw = dict(input_ids=ids, attention_mask=mask, max_new_tokens=7, do_sample=False, pad_token_id=PAD)
+    with torch.no_grad():
+        gen = model.generate(**kw)[:, ids.shape[1] :]
+    stop = int(gen[0, 2])  # row 0 ends early at this token; any other row that meets it ends too
+    got = []
+    for flush_bytes in (0, 256 << 20):
+        with RoutingRecorder(model, scores=True, eos_token_id=stop, flush_bytes=flush_bytes) as rec, torch.no_grad():
+            model.generate(**kw, eos_token_id=stop)
+            model(input_ids=torch.arange(3, 9)[None])  # a plain forward after generate: a new row
+        got.append(rec.routing())
+    once, every = got[1], got[0]
+    assert len(once) == len(every) == 4
+    assert once[0].generated.sum() == 3  # up to and including its EOS
+    for a, b in zip(once, every, strict=True):
+        assert np.array_equal(a.token_ids, b.token_ids) and np.array_equal(a.generated, b.generated)
+        assert np.array_equal(a.expert_ids, b.expert_ids)
+        assert np.array_equal(a.gate_weights, b.gate_weights)
+        assert a.router_scores is not None and b.router_scores is not None
+        assert np.array_equal(a.router_scores, b.router_scores)
+
+
+def test_device_buffers_grow_geometrically() -> None:
+    from workbench.hooks.buffer import DeviceBuffer
+
+    model = tiny_deepseek()
+    with RoutingRecorder(model) as rec, torch.no_grad():
+        caps = []
+        for _ in range(200):
+            model(input_ids=torch.arange(3, 6)[None])
+            caps.append(rec._buffer.cap)
+    assert isinstance(rec._buffer, DeviceBuffer) and rec._buffer.n == 600
+    assert len(set(caps)) <= 6  # 64, 128, ..., 1024: log2 growth, not one allocation per forward
+    assert [r.n_tokens for r in rec.routing()] == [3] * 200
+
+
+@pytest.mark.slow
+def test_torch_compile_traces_the_hooks_without_a_graph_break() -> None:
+    """dynamo (backend "eager": tracing without code generation) keeps the hooks in one graph; same routing."""
+    import torch._dynamo as dynamo
+
+    model = tiny_deepseek()
+    ids = torch.arange(3, 13)[None]
+    with RoutingRecorder(model, scores=True) as rec, torch.no_grad():
+        model(input_ids=ids)
+    (ref,) = rec.routing()
+    dynamo.reset()
+    compiled = torch.compile(model, backend="eager")
+    with RoutingRecorder(model, scores=True) as rec, torch.no_grad():
+        compiled(input_ids=ids)
+        compiled(input_ids=ids)
+        explained = dynamo.explain(model)(input_ids=ids)
+    routes = rec.routing()
+    assert explained.graph_break_count == 0 and explained.graph_count == 1
+    assert len(routes) == 3  # two compiled forwards and the explained one, each a row
+    for r in routes:
+        assert np.array_equal(r.expert_ids, ref.expert_ids) and np.array_equal(r.token_ids, ref.token_ids)
+        assert r.router_scores is not None and ref.router_scores is not None
+        np.testing.assert_allclose(r.router_scores, ref.router_scores, rtol=1e-6, atol=1e-7)
+    dynamo.reset()

@@ -104,6 +104,7 @@ def load_model(
     offload_folder: str | Path | None = None,
     stream_int4: bool = True,
     tokenizer: PreTrainedTokenizerBase | None = None,
+    experts_impl: str | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer for recording, in eval mode.
 
@@ -125,6 +126,11 @@ def load_model(
         ``StreamDecompression`` is ``model.workbench_int4_stream``.
     tokenizer
         A tokenizer already loaded with ``load_tokenizer`` (not loaded again).
+    experts_impl
+        transformers' experts implementation to run the routed experts with ("eager", "batched_mm",
+        "grouped_mm", "padded_bmm"); None or "auto" (the default, or ``$WORKBENCH_EXPERTS_IMPL``): the
+        fastest on this device, measured once and cached (``workbench.experts_kernel``; the choice is
+        ``model.workbench_experts``). Implementations differ only in floating-point summation order.
 
     Raises
     ------
@@ -166,6 +172,9 @@ def load_model(
         stream = StreamDecompression(model)
         if stream.stats.packed_modules:
             model.workbench_int4_stream = stream.install()
+    from workbench.experts_kernel import choose
+
+    choose(model, experts_impl)
     return model, tokenizer
 
 

@@ -1,4 +1,5 @@
-"""``workbench info``: what a routing store holds (model, layers, experts, k, tokens, domains, size on disk)."""
+"""``workbench info``: what a routing store holds (model, layers, experts, k, tokens, domains, size on disk),
+or, with ``--model``, which experts implementation a model runs on this machine and what was measured."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ Examples:
   workbench info runs/k2-mini.zarr
 
   workbench info s3://bucket/k2.zarr --json
+
+  workbench info --model k2-mini          # the experts kernel chosen on this device, with the timings
 """
 
 
@@ -81,11 +84,66 @@ def _layers(moe: list[int]) -> str:
     return ",".join(map(str, moe))
 
 
+def model_facts(model_name: str, *, experts_impl: str | None = None, remeasure: bool = False) -> dict[str, Any]:
+    """Load a model as ``workbench record`` does and say which experts implementation runs, and why."""
+    from workbench.experts_kernel import cache_path, choose, installed
+    from workbench.hooks import find_adapter
+    from workbench.models import load_model
+
+    model, _ = load_model(model_name, experts_impl=experts_impl)
+    choice = choose(model, experts_impl, remeasure=True) if remeasure else installed(model)
+    adapter = find_adapter(model)
+    return {
+        "model": model_name,
+        "model_type": str(getattr(model.config, "model_type", "")),
+        "family": adapter.family,
+        "moe_layers": len(adapter.sites),
+        "n_routed_experts": adapter.n_experts,
+        "top_k": adapter.top_k,
+        "experts_implementation": choice.implementation,
+        "experts_choice": choice.describe(),
+        "experts_seconds": choice.seconds,
+        "experts_source": choice.source,
+        "experts_cache": str(cache_path()),
+    }
+
+
 def info(
-    store: Annotated[str, typer.Argument(help="Routing store (directory or fsspec URL).")],
+    store: Annotated[str | None, typer.Argument(help="Routing store (directory or fsspec URL).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the facts as JSON.")] = False,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Instead of a store: a model (k2-mini or a checkpoint directory); shows the "
+            "experts implementation chosen for this device and the measured times.",
+        ),
+    ] = None,
+    experts_impl: Annotated[
+        str | None, typer.Option("--experts-impl", help="With --model: install this implementation (or auto).")
+    ] = None,
+    remeasure: Annotated[
+        bool, typer.Option("--remeasure", help="With --model: measure again, ignore the cache.")
+    ] = False,
 ) -> None:
     """Show what a routing store holds: model, MoE layers, experts, top-k, tokens, sequences per domain, size."""
+    from workbench.errors import WorkbenchError
+
+    if (store is None) == (model is None):
+        raise WorkbenchError("give a routing store, or --model NAME for a model's experts kernel (not both)")
+    if model is not None:
+        m = model_facts(model, experts_impl=experts_impl, remeasure=remeasure)
+        if as_json:
+            typer.echo(json.dumps(m, indent=2))
+            return
+        typer.echo(
+            f"model       {m['model']} ({m['model_type']}, adapter {m['family']}): {m['moe_layers']} MoE layers, "
+            f"{m['n_routed_experts']} experts, top-{m['top_k']}\n"
+            f"experts     {m['experts_choice']}\n"
+            f"cache       {m['experts_cache']} (WORKBENCH_EXPERTS_IMPL overrides; --remeasure measures again)"
+        )
+        return
+    assert store is not None
     s = summarize(store)
     if as_json:
         typer.echo(json.dumps(s, indent=2))
