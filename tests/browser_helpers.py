@@ -108,7 +108,8 @@ def jupyter_lab(root: Path, python: str | None = None) -> Iterator[dict[str, str
 
 def run_notebook(page: Any, lab: dict[str, str], name: str) -> None:
     """Open ``name`` in JupyterLab, wait for its kernel, and run every cell as a user would (Run All)."""
-    page.goto(f"{lab['url']}/lab/tree/{name}?token={lab['token']}", timeout=LONG_MS)
+    # reset: a fresh workspace, so notebooks opened by earlier tests are not open (hidden) in this page
+    page.goto(f"{lab['url']}/lab/tree/{name}?reset&token={lab['token']}", timeout=LONG_MS)
     page.wait_for_function("window.jupyterapp && document.querySelector('.jp-Notebook')", timeout=LONG_MS)
     page.wait_for_selector(".jp-Notebook .jp-Cell")
     page.wait_for_function(

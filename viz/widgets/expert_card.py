@@ -144,10 +144,13 @@ def card_html(page: ExpertPage) -> str:
            f"<div class='sub'>{p.n_routed} of {p.n_selected} selected tokens routed here ({p.load:.1%}; "
            f"uniform k/E = {p.top_k / max(p.n_experts, 1):.1%}) · {_e(p.selection)}</div>"]  # fmt: skip
     out += [f"<div class='note'>{_e(n)}</div>" for n in p.notes if not n.startswith("one sequence")]
-    toks = "".join(
-        f"<tr><td><span class='tok'>{_e(t.text)}</span></td><td class='n'>{t.count}</td>"
-        f"<td class='n'>{t.lift:.2f}</td></tr>"
-        for t in p.lift
+    toks = (
+        "".join(
+            f"<tr><td><span class='tok'>{_e(t.text)}</span></td><td class='n'>{t.count}</td>"
+            f"<td class='n'>{t.lift:.2f}</td></tr>"
+            for t in p.lift
+        )
+        or "<tr><td colspan='3' class='sub'>no token occurs often enough here to rank</td></tr>"
     )
     freq = "".join(
         f"<tr><td><span class='tok'>{_e(t.text)}</span></td><td class='n'>{t.count}</td>"

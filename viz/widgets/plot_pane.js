@@ -98,7 +98,7 @@ function render({ model, el }) {
   // Static image requests: plotly.js's own toImage, bytes back to the kernel (plot_pane.py).
   const onMsg = (msg) => {
     if (!msg || msg.type !== "image") return;
-    const reply = (buffers, error) => model.send({ type: "image", id: msg.id, error }, buffers);
+    const reply = (buffers, error) => model.send({ type: "image", id: msg.id, error }, undefined, buffers);
     queued = queued
       .then(() => Plotly.toImage(div, { format: msg.format, width: msg.width, height: msg.height }))
       .then((url) => {
