@@ -20,7 +20,7 @@ import numpy as np
 
 from workbench.experts.contexts import ORDER_BY_WEIGHT, ORDER_FALLBACK, ORDER_UNRANKED, top_contexts
 from workbench.experts.lift import lift_table
-from workbench.experts.neighbours import neighbours
+from workbench.experts.neighbours import Neighbour, neighbours
 from workbench.experts.page import ExpertPage
 from workbench.experts.shares import GroupShare, group_shares
 from workbench.experts.vocab import text_of, visible
@@ -98,14 +98,28 @@ def card_page(
         context_order=order, contexts=contexts, lift=lift, frequent=frequent, domain_shares=dom_shares,
         segment_shares=seg_shares, weight_edges=edges, weight_hist=w_hist,
         rank_hist=np.bincount(rank, minlength=k), rank_ordered=data.rank_ordered,
-        co_activated=neighbours(ids[:, layer_pos], routed, int(data.layers[layer_pos]), exclude=int(expert),
-                                n_experts=data.n_experts, top=n_neighbours),
-        predecessors=neighbours(ids[:, near[0]] if real[0] is not None else empty, routed, real[0],
-                                n_experts=data.n_experts, top=n_neighbours),
-        successors=neighbours(ids[:, near[1]] if real[1] is not None else empty, routed, real[1],
-                              n_experts=data.n_experts, top=n_neighbours),
+        co_activated=_neighbours(ids[:, layer_pos], routed, int(data.layers[layer_pos]), data.n_experts, n_neighbours,
+                                 exclude=int(expert)),
+        predecessors=_neighbours(ids[:, near[0]] if real[0] is not None else empty, routed, real[0], data.n_experts,
+                                 n_neighbours),
+        successors=_neighbours(ids[:, near[1]] if real[1] is not None else empty, routed, real[1], data.n_experts,
+                               n_neighbours),
         notes=notes,
     )  # fmt: skip
+
+
+def _neighbours(
+    layer_ids: np.ndarray,
+    routed: np.ndarray,
+    layer: int | None,
+    n_experts: int,
+    top: int,
+    *,
+    exclude: int | None = None,
+) -> list[Neighbour]:
+    """``workbench.experts.neighbours`` on one layer's ids (T, k) of the selection and the routed (T,) mask."""
+    base = np.bincount(layer_ids.reshape(-1), minlength=n_experts) if layer is not None else np.zeros(n_experts)
+    return neighbours(layer_ids[routed], base, layer_ids.shape[0], layer, exclude=exclude, top=top)
 
 
 def _e(x: object) -> str:
