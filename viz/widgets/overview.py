@@ -3,9 +3,9 @@
 The figure is ``workbench.viz.overview.overview_figure`` (one column per MoE layer, blocks = supernodes,
 ribbons = token transitions); below it a layer and a supernode picker show that supernode's panel
 (``workbench.viz.overview_page.supernode_panel``: its flows in and out, and its experts with tokens,
-load and top tokens), the same fragment the HTML export shows when a block is clicked. Picking by
-controls rather than by clicking the figure: the widgets show plotly figures as mime bundles in an
-``Output`` (see ``render.py``), which send no click events back to the kernel.
+load and top tokens), the same fragment the HTML export shows when a block is clicked. The figure is a
+``PlotPane`` (``plot_pane.py``); picking is by controls, because plotly.js reports a Sankey block and a
+ribbon click with the same trace and point number.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from workbench.errors import WorkbenchError
 from workbench.graph.supernodes import Supernodes, supernodes
 from workbench.store.select import parse_where
 
-from .render import render_into
+from .plot_pane import PlotPane
 from .sequence_data import as_dataset
 
 
@@ -46,16 +46,16 @@ class OverviewWidget(widgets.VBox):
         sn = self.supernodes
         self.figure = overview_figure(sn)
         self._shown = shown_tokens(sn)
-        self.output = widgets.Output(layout={"overflow_x": "auto"})
+        self.plot = PlotPane(height=int(self.figure.layout.height or 600), pane="overview")
         self.layer = widgets.Dropdown(
             options=[(f"L{layer}", i) for i, layer in enumerate(sn.layers.tolist())], value=0, description="layer"
         )
         self.group = widgets.Dropdown(options=self._groups(0), description="supernode", layout={"width": "420px"})
         self.panel = widgets.HTML()
-        super().__init__([self.output, widgets.HBox([self.layer, self.group]), self.panel])
+        super().__init__([self.plot, widgets.HBox([self.layer, self.group]), self.panel])
         self.layer.observe(self._layer_changed, names="value")
         self.group.observe(lambda _c: self._draw_panel(), names="value")
-        render_into(self.output, self.figure)
+        self.plot.show_figure(self.figure)
         self._draw_panel()
 
     def _groups(self, i: int) -> list[tuple[str, int]]:
