@@ -19,7 +19,10 @@ check reads that number), as K2's 256k window holds sessions of hundreds of step
 Goal: per-step time flat within 1.5x from step 10 to step 100 (``flat_ratio``: the median time of steps
 95-104 over that of steps 10-19, both ~10-step windows so one noisy step does not decide it).
 
-    python benchmarks/bench_agent.py --out benchmarks/results [--steps 110] [--skip-before]
+The old loop's cost grows with the square of the steps; ``--before-steps`` times it over fewer steps
+(default: all), and ``after_first_n_total_s`` is the new loop's time over the same first steps.
+
+    python benchmarks/bench_agent.py --out benchmarks/results [--steps 110] [--before-steps N] [--skip-before]
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -78,23 +82,29 @@ def old_loop() -> types.ModuleType:
         check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
     mod = types.ModuleType("workbench_agent_loop_before")
+    sys.modules[mod.__name__] = mod  # dataclasses look their module up
     exec(compile(src, f"{BEFORE_REV}:workbench/agent/loop.py", "exec"), mod.__dict__)
     return mod
 
 
-def run(run_agent: Any, model: Any, tok: Any, steps: int) -> dict[str, Any]:
+def run(run_agent: Any, model: Any, tok: Any, steps: int, name: str) -> dict[str, Any]:
     from workbench.agent.tools import make_toolbox
 
     marks = [time.perf_counter()]
     t0 = marks[0]
+
+    def step(log: Any) -> None:
+        marks.append(time.perf_counter())
+        print(f"{name} step {log.step}: {marks[-1] - marks[-2]:.2f} s", file=sys.stderr, flush=True)
+
     ep = run_agent(
         model, tok, "Count up with the calculator.", make_toolbox(["calculator"]), max_steps=steps,
         max_new_tokens=64, generate_kwargs={"logits_processor": [ScriptedTurns(scripted_turns(tok, steps))]},
-        on_step=lambda log: marks.append(time.perf_counter()),
+        on_step=step,
     )  # fmt: skip
     total = time.perf_counter() - t0
     per_step = [b - a for a, b in itertools.pairwise(marks)]
-    early = statistics.median(per_step[10:20])
+    early = statistics.median(per_step[10:20]) if len(per_step) >= 20 else None
     late = statistics.median(per_step[95:105]) if len(per_step) >= 105 else None
     return {
         "steps": len(ep.steps),
@@ -103,9 +113,9 @@ def run(run_agent: Any, model: Any, tok: Any, steps: int) -> dict[str, Any]:
         "generated_tokens": int(ep.record.generated.sum()),
         "total_s": round(total, 3),
         "per_step_s": [round(x, 4) for x in per_step],
-        "median_step_10_19_s": round(early, 4),
+        "median_step_10_19_s": None if early is None else round(early, 4),
         "median_step_95_104_s": None if late is None else round(late, 4),
-        "flat_ratio": None if late is None else round(late / early, 3),
+        "flat_ratio": None if late is None or early is None else round(late / early, 3),
     }
 
 
@@ -114,6 +124,8 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--steps", type=int, default=110, help="tool-loop steps (>= 105 for the flatness figure)")
     ap.add_argument("--skip-before", action="store_true", help="do not time the old (quadratic) loop")
+    ap.add_argument("--skip-after", action="store_true", help="time only the old loop (e.g. in a second process)")
+    ap.add_argument("--before-steps", type=int, default=None, help="steps of the old loop (default: --steps)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
 
@@ -136,22 +148,31 @@ def main() -> None:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "load_average_start": list(__import__("os").getloadavg()),
+        "load_average_start": list(os.getloadavg()),
         "goal": "per-step time flat within 1.5x from step 10 to step 100 (flat_ratio <= 1.5)",
-        "after": run(run_agent, model, tok, args.steps),
     }
-    print(f"after: {result['after']['total_s']} s, flat_ratio {result['after']['flat_ratio']}", file=sys.stderr)
-    if not args.skip_before:
-        result["before"] = {"source": f"git show {BEFORE_REV}:workbench/agent/loop.py"} | run(
-            old_loop().run_agent, model, tok, args.steps
-        )
-        print(f"before: {result['before']['total_s']} s", file=sys.stderr)
-        result["speedup_total"] = round(result["before"]["total_s"] / result["after"]["total_s"], 2)
-    result["load_average_end"] = list(__import__("os").getloadavg())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "agent.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(out / "agent.json")
+    path = out / "agent.json"
+
+    def write() -> None:
+        result["load_average_end"] = list(os.getloadavg())
+        path.write_text(json.dumps(result, indent=1) + "\n")
+
+    if not args.skip_after:
+        result["after"] = run(run_agent, model, tok, args.steps, "after")
+        write()
+        print(f"after: {result['after']['total_s']} s, flat_ratio {result['after']['flat_ratio']}", file=sys.stderr)
+    if not args.skip_before:
+        n = args.before_steps or args.steps
+        before = run(old_loop().run_agent, model, tok, n, "before")
+        result["before"] = {"source": f"git show {BEFORE_REV}:workbench/agent/loop.py"} | before
+        if "after" in result:
+            result["after_first_n_total_s"] = round(sum(result["after"]["per_step_s"][:n]), 3)
+            result["speedup_first_n"] = round(before["total_s"] / result["after_first_n_total_s"], 2)
+        write()
+        print(f"before ({n} steps): {before['total_s']} s", file=sys.stderr)
+    print(path)
 
 
 if __name__ == "__main__":

@@ -108,3 +108,29 @@ def test_cache_is_cropped_where_the_template_re_renders(tmp_path, mini):
     assert ep.answer == "395."
     # the malformed turn's content holds the section markers the model wrote as special tokens
     _same_as_replay(tmp_path, mini, ep, allow_special=True)
+
+
+def test_cli_prints_each_step_and_the_answer(tmp_path):
+    """`workbench agent` on the mini K2: thinking, call and result lines per step on stderr, the answer on stdout."""
+    import subprocess
+    import sys
+
+    jl = tmp_path / "ep.jsonl"
+    r = subprocess.run(
+        [sys.executable, "-c", "from workbench.cli.app import main; main()", "agent", "--model", "k2-mini",
+         "--task", "What is 17 * 23 + 4?", "--tools", "calculator,python", "--max-steps", "4",
+         "--out", str(tmp_path / "a.zarr"), "--transcript-out", str(jl)],
+        capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    messages = json.loads(jl.read_text())["messages"]
+    lines = r.stderr.splitlines()
+    assert "step 0 (" in r.stderr and any(x.startswith("  thinking: ") for x in lines)
+    calls = [m for m in messages if m.get("tool_calls")]
+    if calls:  # the mini K2 calls the calculator on this task; its result is shown under the call
+        name = calls[0]["tool_calls"][0]["function"]["name"]
+        at = next(i for i, x in enumerate(lines) if x.startswith(f"  call {name}: "))
+        first = next(m for m in messages if m["role"] == "tool")["content"].splitlines()[0]
+        assert lines[at + 1] == "    -> " + " ".join(first.split())[:99]
+    assert all(len(x) <= 120 for x in lines if x.startswith("  "))
+    assert r.stdout.strip() == messages[-1]["content"].strip() and "answer: " in r.stderr

@@ -87,7 +87,7 @@ def test_agent_end_to_end_on_a_random_model(tmp_path, checkpoint):
     assert r.returncode == 0, r.stderr
     ds = open_store(out)
     assert [str(s) for s in ds.sequence.values] == ["ep1"]
-    assert "step 0:" in r.stderr and "-> " in r.stderr
+    assert "step 0 (" in r.stderr and "-> " in r.stderr
     (line,) = jl.read_text().splitlines()
     episode = json.loads(line)
     assert episode["messages"][0] == {"role": "user", "content": "What is 6*7?"}
