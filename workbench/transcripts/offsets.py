@@ -64,7 +64,8 @@ def tokenize_with_starts(tokenizer: Any, text: str, *, plain: bool = False) -> t
     that covers character ``c`` is ``searchsorted(starts, c, "right") - 1``.
     This is the same tokenization ``apply_chat_template(..., tokenize=True)`` performs; ``plain``: special-token
     strings are read as text (``split_special_tokens=True``). No "longer than the model's maximum length"
-    warning: a transcript longer than the window is windowed by ``route_sequence``, not indexed past it.
+    warning from fast tokenizers (``verbose=False``): a transcript longer than the window is windowed by
+    ``route_sequence``, not indexed past it.
     """
     split = {"split_special_tokens": True} if plain else {}
     if getattr(tokenizer, "is_fast", False):
@@ -73,7 +74,7 @@ def tokenize_with_starts(tokenizer: Any, text: str, *, plain: bool = False) -> t
         offsets = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)  # (T, 2)
         starts = offsets[:, 0] if len(offsets) else np.zeros(0, dtype=np.int64)
         return ids, np.maximum.accumulate(starts) if len(starts) else starts
-    ids = np.asarray(tokenizer(text, add_special_tokens=False, verbose=False, **split)["input_ids"], dtype=np.int64)
+    ids = np.asarray(tokenizer(text, add_special_tokens=False, **split)["input_ids"], dtype=np.int64)
     starts = np.zeros(len(ids), dtype=np.int64)
     pieces: list[str] = []
     pos = 0
