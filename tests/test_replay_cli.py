@@ -87,7 +87,7 @@ def test_agent_end_to_end_on_a_random_model(tmp_path, checkpoint):
     assert r.returncode == 0, r.stderr
     ds = open_store(out)
     assert [str(s) for s in ds.sequence.values] == ["ep1"]
-    assert "step 0:" in r.stderr and "-> " in r.stderr
+    assert "step 0 (" in r.stderr and "-> " in r.stderr
     (line,) = jl.read_text().splitlines()
     episode = json.loads(line)
     assert episode["messages"][0] == {"role": "user", "content": "What is 6*7?"}
@@ -99,3 +99,18 @@ def test_agent_end_to_end_on_a_random_model(tmp_path, checkpoint):
     tok = AutoTokenizer.from_pretrained(checkpoint)
     want = render_as_generated(tok, transcript_from_dict(episode)).token_ids
     assert np.asarray(ds.token_id.values).tolist() == want.tolist()
+
+
+def test_replay_past_the_window_says_what_it_means(tmp_path):
+    """No tokenizer 'indexing errors' warning (the workbench windows); one line on half-window context."""
+    d = tmp_path / "ckpt"
+    tok = k2_test_tokenizer()
+    tok.model_max_length = 64
+    tiny_deepseek(vocab_size=len(tok), max_position_embeddings=4096).save_pretrained(d)
+    tok.save_pretrained(d)
+    src = _transcripts(tmp_path / "t.jsonl", tool_loop_transcript(3))
+    r = _cli("replay", "--model", d, "--transcripts", src, "--out", tmp_path / "s.zarr", "--window", "64")
+    assert r.returncode == 0, r.stderr
+    assert "indexing errors" not in r.stderr and "longer than the specified maximum" not in r.stderr
+    (note,) = [x for x in r.stderr.splitlines() if "context window" in x]
+    assert "past the 64-token context window" in note and "previous 32+ tokens as context" in note

@@ -1,18 +1,22 @@
 """The live agent loop: the model generates with the recorder on, K2 tool calls run, results go back.
 
-Each step, as a chat API server would do it: the conversation is rendered with the chat template and a
-generation prompt, the model generates one assistant turn (until ``<|im_end|>``) inside a
-``RoutingRecorder``, the turn is parsed (``<think>`` reasoning, content, K2 tool-call section), every
-call runs in the ToolBox and its result goes back as a ``tool`` message. The loop ends at an answer
-without tool calls, after ``max_steps`` steps, or after ``max_malformed`` malformed tool-call sections
-in a row (each one is recorded verbatim and answered with a user message naming the problem).
+Each step, as a chat API server with prefix caching would do it: the conversation is rendered with the
+chat template and a generation prompt, the tokens the model has not read yet (the tool results, the
+turn opener) are fed through the model on top of the KV cache kept from the previous steps, and one
+assistant turn is generated (until ``<|im_end|>``) inside a ``RoutingRecorder``; the turn is parsed
+(``<think>`` reasoning, content, K2 tool-call section), every call runs in the ToolBox and its result goes
+back as a ``tool`` message. The loop ends at an answer without tool calls, after ``max_steps`` steps,
+after ``max_malformed`` malformed tool-call sections in a row (each one is recorded verbatim and
+answered with a user message naming the problem), or when the context window is full.
 
-The episode becomes one store sequence: the token stream the model processed (rendered exactly like
-``render_as_generated``), with the routing captured live while it generated, and the routing of prompt
-tokens from the prefill that read them. Where the template's re-rendering of a generated turn differs
-from the generated tokens (e.g. the model wrote a non-canonical tokenization, or text after its tool
-section), the re-rendered tokens are what later steps read, so those are kept and routed by the next
-pass; ``Episode.rerouted_tokens`` counts them.
+The episode becomes one store sequence (``workbench.agent.session.CachedStream``): the token stream the
+model read, rendered exactly like ``render_as_generated``, each token's routing recorded by the one
+forward that read it (a decode step for generated tokens, a cached prefill for the rest), so a step
+costs the tokens it adds, not the whole conversation. Where the template's re-rendering of a generated
+turn differs from the generated tokens, the re-rendered tokens are what later steps read: the cache is
+cropped to the common prefix and those tokens are fed and recorded; ``Episode.rerouted_tokens`` counts
+them. Message text that is not the model's own (the task, the system prompt, tool results) is
+tokenized as plain text: a ``"<|im_end|>"`` in it never becomes the control token.
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ from workbench.store.dataset import SequenceRecord
 from workbench.transcripts.as_generated import render_as_generated
 from workbench.transcripts.messages import normalize_messages
 from workbench.transcripts.render import render_transcript
-from workbench.transcripts.replay import cache_kwarg, route_sequence
 
 MALFORMED_LABEL = "malformed tool call"
 
@@ -45,6 +48,8 @@ class StepLog:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     results: list[str] = field(default_factory=list)
     error: str | None = None  # a malformed tool-call section: why
+    reasoning: str | None = None  # the turn's <think> text
+    content: str = ""  # the turn's visible text (the answer, when there are no tool calls)
 
 
 @dataclass
@@ -56,41 +61,15 @@ class Episode:
     stop_reason: str
     record: SequenceRecord
     rerouted_tokens: int = 0
+    forwards: int = 0  # model forwards run (prefills and decode steps)
 
-
-class _Stream:
-    """The token stream of the episode so far and the routing recorded for each of its tokens."""
-
-    def __init__(self) -> None:
-        self.ids = np.zeros(0, np.int64)
-        self.rows: list[tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]] = []  # per token block
-
-    def keep(self, ids: np.ndarray) -> int:
-        """Keep the longest prefix shared with ``ids``; return its length."""
-        n = min(len(ids), len(self.ids))
-        diff = np.nonzero(ids[:n] != self.ids[:n])[0]
-        c = int(diff[0]) if len(diff) else n
-        out, pos = [], 0
-        for block in self.rows:
-            m = len(block[0])
-            if pos + m <= c:
-                out.append(block)
-            elif pos < c:
-                out.append(tuple(None if a is None else a[: c - pos] for a in block))  # type: ignore[arg-type]
-            pos += m
-        self.rows, self.ids = out, self.ids[:c]
-        return c
-
-    def extend(self, ids: np.ndarray, eids: np.ndarray, w: np.ndarray, s: np.ndarray | None, gen: np.ndarray) -> None:
-        self.ids = np.concatenate([self.ids, ids])
-        self.rows.append((eids, w, s, gen))
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
-        eids = np.concatenate([b[0] for b in self.rows])  # (T, L, k)
-        w = np.concatenate([b[1] for b in self.rows])  # (T, L, k)
-        s = None if any(b[2] is None for b in self.rows) else np.concatenate([b[2] for b in self.rows])  # type: ignore[misc]
-        gen = np.concatenate([b[3] for b in self.rows])  # (T,)
-        return eids, w, s, gen
+    @property
+    def answer(self) -> str | None:
+        """The final answer's text, or None when the loop stopped without one."""
+        last = self.messages[-1] if self.messages else {}
+        if self.stop_reason.startswith("answered") and last.get("role") == "assistant":
+            return str(last.get("content") or "")
+        return None
 
 
 def _stop_ids(tokenizer: Any) -> list[int]:
@@ -103,32 +82,6 @@ def _stop_ids(tokenizer: Any) -> list[int]:
     if not ids:
         raise WorkbenchError("the tokenizer has neither <|im_end|> nor an EOS token to stop a turn at")
     return sorted(set(ids))
-
-
-def _generate(model: Any, prompt: np.ndarray, stop: list[int], pad: int, *, scores: bool, **gen: Any) -> Any:
-    """Generate one turn inside a recorder; returns (new token ids, Routing of prompt + new tokens)."""
-    import torch
-
-    from workbench.hooks import RoutingRecorder
-
-    device = next((p.device for p in model.parameters() if not p.is_meta), torch.device("cpu"))
-    x = torch.as_tensor(prompt, dtype=torch.long, device=device)[None]  # (1, T)
-    with RoutingRecorder(model, scores=scores, eos_token_id=stop) as rec, torch.no_grad():
-        out = model.generate(
-            input_ids=x, attention_mask=torch.ones_like(x), eos_token_id=stop, pad_token_id=pad,
-            return_dict_in_generate=True, **gen,
-        )  # fmt: skip
-        seq = out.sequences[0]  # (T + n,)
-        new = seq[x.shape[1] :].cpu().numpy()
-        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
-        if len(new) and cache is not None:  # generate never feeds its last token back: route it too
-            mask = torch.ones((1, len(seq)), dtype=torch.long, device=device)
-            model(input_ids=seq[None, -1:], attention_mask=mask, use_cache=True, **{cache_kwarg(model): cache})
-    (routing,) = rec.routing()
-    stops = np.nonzero(np.isin(new, stop))[0]
-    if len(stops):
-        new = new[: stops[0] + 1]
-    return new, routing
 
 
 def run_agent(
@@ -157,6 +110,9 @@ def run_agent(
     """
     import torch
 
+    from workbench.agent.session import CachedStream
+    from workbench.hooks import RoutingRecorder
+
     if not task.strip():
         raise ParameterError("{task} is empty; give the user's task as text", "task")
     if max_steps < 1:
@@ -168,84 +124,73 @@ def run_agent(
     ]
     stop = _stop_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
-    gen: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": temperature > 0}
+    window = int(getattr(getattr(model, "config", None), "max_position_embeddings", 0) or 0) or None
+    gen: dict[str, Any] = {"do_sample": temperature > 0}
     if temperature > 0:
         gen.update(temperature=temperature, top_p=top_p)
         torch.manual_seed(seed)
     gen.update(generate_kwargs or {})
-    stream, logs, malformed_steps = _Stream(), [], set()
-    rerouted, bad_in_row, reason = 0, 0, f"reached max_steps {max_steps} without a final answer"
-    for step in range(max_steps):
-        prompt = render_transcript(tokenizer, messages, tools, add_generation_prompt=True, **kw).token_ids
-        before = len(stream.ids)
-        kept = stream.keep(prompt)
-        rerouted += before - kept
-        new, routing = _generate(model, prompt, stop, int(pad), scores=scores, **gen)
-        total = len(prompt) + len(new)
-        if routing.n_tokens < total or not np.array_equal(routing.token_ids[:total], np.concatenate([prompt, new])):
-            raise WorkbenchError(f"step {step}: the recorder saw other tokens than the model was given")
-        sl = slice(kept, total)
-        flags = np.arange(kept, total) >= len(prompt)
-        stream.extend(
-            np.concatenate([prompt, new])[sl], routing.expert_ids[sl], routing.gate_weights[sl],
-            None if routing.router_scores is None else routing.router_scores[sl], flags,
-        )  # fmt: skip
-        text = tokenizer.decode(new.tolist(), skip_special_tokens=False)
-        turn = parse_assistant_output(text, tuple(tokenizer.convert_ids_to_tokens(stop)))
-        log = StepLog(step, text, len(new), turn.tool_calls, error=turn.error)
-        messages.append(turn.message())
-        if turn.error:
-            malformed_steps.add(step)
-            bad_in_row += 1
-            if bad_in_row >= max_malformed:
-                reason = f"stopped: {bad_in_row} malformed tool calls in a row (last: {turn.error})"
-                logs.append(log)
-                if on_step:
-                    on_step(log)
-                break
-            messages.append(
-                {"role": "user", "content": f"Your tool call could not be parsed ({turn.error}). "
-                 "Write a valid K2 tool call with JSON arguments, or answer."}
-            )  # fmt: skip
-        elif turn.tool_calls:
-            bad_in_row = 0
-            for call in turn.tool_calls:
-                result = toolbox.run(call["function"]["name"], call["function"]["arguments"])
-                log.results.append(result)
-                # Moonshot's tool-call guidance for K2 appends {"role": "tool", "tool_call_id", "name", "content"};
-                # K2's template opens the turn with `name` (role_name = message.get('name') or message['role'])
-                name = call["function"]["name"]
-                messages.append({"role": "tool", "tool_call_id": call["id"], "name": name, "content": result})
-        else:
-            logs.append(log)
-            if on_step:
-                on_step(log)
-            reason = "answered" if new.size and np.isin(new[-1], stop) else "answered (cut at max_new_tokens)"
-            break
+    logs: list[StepLog] = []
+    malformed_steps: set[int] = set()
+    bad_in_row, reason = 0, f"reached max_steps {max_steps} without a final answer"
+
+    def done(log: StepLog) -> None:
         logs.append(log)
         if on_step:
             on_step(log)
 
-    messages = normalize_messages(messages)
-    final = render_as_generated(tokenizer, messages, tools, **kw)
-    before = len(stream.ids)
-    kept = stream.keep(final.token_ids)
-    rerouted += before - kept
-    if kept < len(final.token_ids):  # the tool results of a last step nobody read, or a re-rendered tail
-        routed = route_sequence(model, final.token_ids, scores=scores)
-        sl = slice(kept, None)
-        stream.extend(
-            final.token_ids[sl], routed.expert_ids[sl], routed.gate_weights[sl],
-            None if routed.router_scores is None else routed.router_scores[sl],
-            np.zeros(len(final.token_ids) - kept, bool),
-        )  # fmt: skip
-    eids, w, s, gen_flags = stream.arrays()
+    with RoutingRecorder(model, scores=scores, eos_token_id=[]) as rec:
+        stream = CachedStream(model, rec)
+        for step in range(max_steps):
+            prompt = render_transcript(tokenizer, messages, tools, add_generation_prompt=True, plain_text=True, **kw)
+            room = max_new_tokens if window is None else min(max_new_tokens, window - len(prompt.token_ids))
+            if room < 1:
+                n = len(prompt.token_ids)
+                reason = f"stopped: the conversation fills the context window ({n} of {window} tokens)"
+                break
+            new = stream.generate(prompt.token_ids, stop, int(pad), max_new_tokens=room, **gen)
+            text = tokenizer.decode(new.tolist(), skip_special_tokens=False)
+            turn = parse_assistant_output(text, tuple(tokenizer.convert_ids_to_tokens(stop)))
+            log = StepLog(step, text, len(new), turn.tool_calls, error=turn.error, reasoning=turn.reasoning,
+                          content=turn.content)  # fmt: skip
+            messages.append(turn.message())
+            if turn.error:
+                malformed_steps.add(step)
+                bad_in_row += 1
+                if bad_in_row >= max_malformed:
+                    reason = f"stopped: {bad_in_row} malformed tool calls in a row (last: {turn.error})"
+                    done(log)
+                    break
+                messages.append(
+                    {"role": "user", "content": f"Your tool call could not be parsed ({turn.error}). "
+                     "Write a valid K2 tool call with JSON arguments, or answer."}
+                )  # fmt: skip
+            elif turn.tool_calls:
+                bad_in_row = 0
+                for call in turn.tool_calls:
+                    result = toolbox.run(call["function"]["name"], call["function"]["arguments"])
+                    log.results.append(result)
+                    # Moonshot's tool-call guidance for K2 appends {"role": "tool", "tool_call_id", "name", "content"};
+                    # K2's template opens the turn with `name` (role_name = message.get('name') or message['role'])
+                    name = call["function"]["name"]
+                    messages.append({"role": "tool", "tool_call_id": call["id"], "name": name, "content": result})
+            else:
+                reason = "answered" if new.size and np.isin(new[-1], stop) else "answered (cut at max_new_tokens)"
+                done(log)
+                break
+            done(log)
+
+        messages = normalize_messages(messages)
+        final = render_as_generated(tokenizer, messages, tools, plain_text=True, **kw)
+        stream.feed(final.token_ids)  # the last turn's end and the tool results no generation read yet
+    routing = stream.routing()
     spans = final.spans()
     for sp in spans:
         if sp.kind == "answer" and sp.step in malformed_steps:
             sp.label = MALFORMED_LABEL
     record = SequenceRecord(
         id=episode_id, domain="agent", source=f"agent: {task[:80]}", token_ids=final.token_ids,
-        expert_ids=eids, gate_weights=w, router_scores=s, generated=gen_flags, spans=spans,
+        expert_ids=routing.expert_ids, gate_weights=routing.gate_weights, router_scores=routing.router_scores,
+        generated=routing.generated, spans=spans,
     )  # fmt: skip
-    return Episode(episode_id, messages, tools, logs, reason, record, rerouted)
+    return Episode(episode_id, messages, tools, logs, reason, record, stream.rerouted, stream.forwards)

@@ -153,6 +153,9 @@ def accumulate(
 ) -> Partial:
     """Run one pass over the selected chunks and return the reduced counts.
 
+    ``progress``: show dask's progress bar on stderr for a pass over 2 s, where someone watches (a terminal
+    or a notebook, ``interactive``); in a log file its redraws would be ~30 lines of noise.
+
     ``extra_codes`` maps each name in ``want.extra`` to per-token codes (T,) int32 (-1 = skip);
     ``unit`` (T,) int32 numbers the resampling units for ``want.per_unit`` in row order.
     """
@@ -185,7 +188,7 @@ def accumulate(
     if not tasks:
         return Partial()
     root = tree_reduce(tasks, merge, split_every=SPLIT_EVERY)
-    if progress:
+    if progress and interactive(sys.stderr):
         from dask.diagnostics import ProgressBar
 
         with ProgressBar(minimum=2.0, out=sys.stderr):
@@ -195,6 +198,18 @@ def accumulate(
     if want.agreement:
         _add_boundary_pairs(result, inputs, bounds, kept)
     return result
+
+
+def interactive(stream: Any) -> bool:
+    """Whether ``stream`` is watched by someone: a terminal (a TTY) or a Jupyter kernel's output."""
+    try:
+        if stream.isatty():
+            return True
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+    shell = sys.modules.get("IPython")
+    ip = getattr(shell, "get_ipython", lambda: None)() if shell is not None else None
+    return ip is not None and "IPKernelApp" in getattr(ip, "config", {})
 
 
 def _add_boundary_pairs(result: Partial, inputs: RoutingInputs, bounds: np.ndarray, kept: list[int]) -> None:

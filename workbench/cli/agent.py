@@ -3,9 +3,14 @@ recorded with its segments and steps)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from workbench.agent.loop import StepLog
+
+WIDTH = 100  # characters of model or tool text per printed line
 
 EXAMPLE = """
 Examples:
@@ -42,7 +47,10 @@ def agent(
     dtype: Annotated[str, typer.Option(help="fp32 or bf16.")] = "fp32",
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Run the checkpoint's code.")] = False,
 ) -> None:
-    """Run a live tool loop (generate, parse K2 tool calls, run tools, feed results back) and record it."""
+    """Run a live tool loop (generate, parse K2 tool calls, run tools, feed results back) and record it.
+
+    Each step is printed as it ends (thinking, calls, results) on stderr; the final answer goes to stdout.
+    """
     from rich.console import Console
 
     from workbench.cli.params import cli_flags
@@ -50,12 +58,12 @@ def agent(
 
     console = Console(stderr=True)
 
-    def show(log):  # type: ignore[no-untyped-def]
-        calls = ", ".join(f"{c['function']['name']}({c['function']['arguments'][:60]})" for c in log.tool_calls)
-        what = f"error: {log.error}" if log.error else (f"calls {calls}" if calls else "answer")
-        console.print(f"step {log.step}: {log.new_tokens} tokens, {what}")
-        for r in log.results:
-            console.print(f"  -> {r[:120]!r}")
+    def say(line: str) -> None:  # user and model text: never read as rich markup
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    def show(log: StepLog) -> None:
+        for line in step_lines(log):
+            say(line)
 
     names = [n.strip() for n in tools.split(",") if n.strip()]
     with cli_flags(episode_id="--id"):
@@ -63,13 +71,46 @@ def agent(
             model, task, out, tools=names, docs=docs, episode_id=episode_id, system=system, max_steps=max_steps,
             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, timeout=timeout,
             memory_mb=memory_mb, transcript_out=transcript_out, scores=scores, device_map=device_map, dtype=dtype,
-            trust_remote_code=trust_remote_code, on_step=show, log=console.print,
+            trust_remote_code=trust_remote_code, on_step=show,
+            log=console.print,
         )  # fmt: skip
     n_gen = int(episode.record.generated.sum()) if episode.record.generated is not None else 0
-    console.print(
+    say(
         f"{episode.stop_reason}; {len(episode.steps)} steps, {episode.record.n_tokens} tokens ({n_gen} generated) "
         f"-> {out} as {episode.id!r}"
     )
+    if episode.answer is None:
+        say("no final answer")
+    else:
+        typer.echo(episode.answer)  # the answer on stdout, whole: `workbench agent ... > answer.txt`
+
+
+def one_line(text: str, width: int = WIDTH) -> str:
+    """``text`` on one line: whitespace runs as one space, cut to ``width`` characters with an ellipsis."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def step_lines(log: StepLog) -> list[str]:
+    """What one step did, a line per item: thinking summary, each call and its result (two lines at most), or the
+    answer; user and model text shown literally."""
+    lines = [f"step {log.step} ({log.new_tokens} tokens)"]
+    if log.reasoning:
+        lines.append("  thinking: " + one_line(log.reasoning))
+    if log.error:
+        lines.append("  malformed tool call: " + one_line(log.error))
+    for i, call in enumerate(log.tool_calls):
+        fn = call["function"]
+        lines.append(f"  call {fn['name']}: " + one_line(str(fn["arguments"])))
+        if i < len(log.results):
+            rows = [r for r in log.results[i].splitlines() if r.strip()] or ["(empty)"]
+            lines.append("    -> " + one_line(rows[0]))
+            if len(rows) > 1:
+                more = f" (+{len(rows) - 2} lines)" if len(rows) > 2 else ""
+                lines.append("       " + one_line(rows[1], WIDTH - len(more)) + more)
+    if not log.tool_calls and not log.error:
+        lines.append("  answer: " + one_line(log.content))
+    return lines
 
 
 def register(app: typer.Typer) -> None:

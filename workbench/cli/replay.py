@@ -72,11 +72,9 @@ def replay(
             trust_remote_code=trust_remote_code, allow_special=allow_special, progress=None, log=console.print,
         )  # fmt: skip
     console.print(str(summary))
-    if summary.truncated_context_tokens:
-        console.print(
-            f"{summary.truncated_context_tokens} tokens lay beyond the context window and were routed with "
-            "half-window context"
-        )
+    note = summary.truncation_note()
+    if note:
+        console.print(note, markup=False, highlight=False, soft_wrap=True)
     if summary.not_rendered:
         console.print(f"the chat template leaves out (as the model saw it): {'; '.join(summary.not_rendered[:5])}")
 

@@ -54,6 +54,7 @@ def record_agent(
     dtype: str = "fp32",
     trust_remote_code: bool = False,
     on_step: Callable[[Any], None] | None = None,
+    generate_kwargs: dict[str, Any] | None = None,
     storage_options: dict[str, Any] | None = None,
     log: Log = _quiet,
 ) -> Any:
@@ -77,6 +78,8 @@ def record_agent(
         Also append the episode as one transcript line (JSON Lines), so it can be replayed.
     on_step
         Called with each step's ``StepLog`` as soon as its tools have run.
+    generate_kwargs
+        Also passed to ``model.generate`` (e.g. a ``logits_processor`` for constrained decoding).
     model, tokenizer, scores, device_map, dtype, trust_remote_code, log
         As in ``workbench.recording.record``.
 
@@ -120,7 +123,7 @@ def record_agent(
     episode = run_agent(
         loaded, tok, task, toolbox, episode_id=sid, system=system, max_steps=max_steps,
         max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, scores=scores,
-        on_step=on_step,
+        on_step=on_step, generate_kwargs=generate_kwargs,
     )  # fmt: skip
     with pf.writer(config, scores=scores) as writer:
         writer.add(episode.record)

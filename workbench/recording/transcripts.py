@@ -29,6 +29,19 @@ class ReplaySummary:
     store: str
     truncated_context_tokens: int = 0  # tokens routed with half-window context (beyond the context window)
     not_rendered: list[str] = field(default_factory=list)  # "id: what" the chat template leaves out
+    window: int | None = None  # the context window the replay cut long transcripts at (tokens)
+
+    def truncation_note(self) -> str | None:
+        """One line on what half-window context means for the results, or None when no token had it."""
+        if not self.truncated_context_tokens:
+            return None
+        w = f"{self.window}-token" if self.window else "model's"
+        half = f"{self.window // 2}+" if self.window else "half a window of"
+        return (
+            f"{self.truncated_context_tokens} tokens lay past the {w} context window: they were routed with only the "
+            f"previous {half} tokens as context (overlapping windows), not the whole history, so their routing may "
+            "differ from full-context routing"
+        )
 
     def __str__(self) -> str:
         return f"replayed {self.sequences} transcripts, {self.tokens} tokens -> {self.store}"
@@ -122,7 +135,8 @@ def replay(
 
     recorder = RoutingRecorder(loaded, scores=scores, eos_token_id=[])
     pf.check_loaded(recorder.config)
-    summary = ReplaySummary(len(items), 0, str(out))
+    limit = window or int(getattr(getattr(loaded, "config", None), "max_position_embeddings", 0) or 0) or None
+    summary = ReplaySummary(len(items), 0, str(out), window=limit)
     with (
         pf.writer(recorder.config, scores=scores) as writer,
         progress_bar(len(items), "replay", "transcript", progress) as bar,

@@ -24,24 +24,29 @@ def render_as_generated(
     tokenizer: Any,
     transcript: Transcript | list[dict[str, Any]],
     tools: list[dict[str, Any]] | None = None,
+    *,
+    plain_text: bool = False,
     **template_kwargs: Any,
 ) -> RenderedTranscript:
     """Like ``render_transcript``, but with the final answer's turn as the model generated it.
 
     Falls back to the plain render when nothing is lost (the template kept all reasoning, or the
-    transcript does not end with an answer). ``not_rendered`` then lists only what the model really did
+    transcript does not end with an answer); ``plain_text`` as in ``render_transcript``. ``not_rendered`` then
+    lists only what the model really did
     not see (reasoning of answers before an earlier user turn).
     """
     if isinstance(transcript, Transcript):
         messages, tools = transcript.messages, transcript.tools
     else:
         messages = transcript
-    full = render_transcript(tokenizer, messages, tools, **template_kwargs)
+    full = render_transcript(tokenizer, messages, tools, plain_text=plain_text, **template_kwargs)
     last = messages[-1]
     if len(messages) < 2 or last["role"] != "assistant" or last.get("tool_calls") or not full.not_rendered:
         return full
     n = len(messages) - 1
-    head = render_transcript(tokenizer, messages[:-1], tools, add_generation_prompt=True, **template_kwargs)
+    head = render_transcript(
+        tokenizer, messages[:-1], tools, add_generation_prompt=True, plain_text=plain_text, **template_kwargs
+    )
     opener = head.segment_text(head.segments[-1])
     last_segs = [s for s in full.segments if s.message == n]
     joined = "".join(full.segment_text(s) for s in last_segs)
@@ -75,5 +80,5 @@ def render_as_generated(
             segments.append(Segment(kind, step, label, n, pos, pos + len(text)))
             pos += len(text)
     text = head.text + "".join(t for _, _, t in tail)
-    ids, straddling = attach_tokens(tokenizer, text, segments)
+    ids, straddling = attach_tokens(tokenizer, text, segments, plain_text=plain_text)
     return RenderedTranscript(text, ids, segments, step + 1, list(head.not_rendered), straddling)

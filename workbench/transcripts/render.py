@@ -27,9 +27,10 @@ import numpy as np
 
 from workbench.store.dataset import SpanRecord
 from workbench.transcripts.messages import Transcript, TranscriptError, message_steps
-from workbench.transcripts.offsets import tokenize_with_starts
+from workbench.transcripts.offsets import tokenize_with_plain
 
 _SENTINEL = re.compile("\ue000(\\d+)\ue001")
+PLAIN_KINDS = ("system", "user", "tool_result", "tool_declare")  # text the model did not write
 _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
 
 
@@ -189,6 +190,7 @@ def render_transcript(
     tools: list[dict[str, Any]] | None = None,
     *,
     add_generation_prompt: bool = False,
+    plain_text: bool = False,
     **template_kwargs: Any,
 ) -> RenderedTranscript:
     """Render with ``tokenizer``'s chat template; segments with exact character and token spans.
@@ -198,6 +200,9 @@ def render_transcript(
     tokenizer : a transformers tokenizer with a chat template (fast tokenizers give exact offsets).
     transcript : a Transcript, or normalised messages (``normalize_messages``) with ``tools``.
     add_generation_prompt : append the assistant opener (for generation); it is scaffolding of the next step.
+    plain_text : tokenize special-token strings inside system, user and tool-result text and the tool
+        declarations as plain text (the live agent: text the model did not write must not become a control
+        token). By default the render is tokenized as a whole, as ``apply_chat_template(tokenize=True)`` does.
     template_kwargs : passed to the template (e.g. ``thinking=True``).
     """
     if isinstance(transcript, Transcript):
@@ -242,19 +247,24 @@ def render_transcript(
         pos, prev_msg = b, piece.message
     _add_gap(segments, real, pos, len(real), prev_msg, -2 if add_generation_prompt else -3, steps, n_steps)
 
-    ids, straddling = attach_tokens(tokenizer, real, segments)
+    ids, straddling = attach_tokens(tokenizer, real, segments, plain_text=plain_text)
     out = RenderedTranscript(real, ids, segments, n_steps, not_rendered, straddling)
     if "".join(out.segment_text(s) for s in segments) != real:  # pragma: no cover - guarded by construction
         raise TranscriptError("internal: segments do not reassemble the rendered text")
     return out
 
 
-def attach_tokens(tokenizer: Any, text: str, segments: list[Segment]) -> tuple[np.ndarray, int]:
+def attach_tokens(
+    tokenizer: Any, text: str, segments: list[Segment], *, plain_text: bool = False
+) -> tuple[np.ndarray, int]:
     """Tokenize ``text`` and set each segment's token range (a token goes where its first character is).
 
-    Returns ``(token_ids (T,), straddling)``: the number of segment boundaries that fall inside a token.
+    ``plain_text``: special-token strings inside the segments of ``PLAIN_KINDS`` are tokenized as text (see
+    ``offsets.tokenize_with_plain``). Returns ``(token_ids (T,), straddling)``: the number of segment
+    boundaries that fall inside a token.
     """
-    ids, starts = tokenize_with_starts(tokenizer, text)
+    plain = [(s.char_start, s.char_stop) for s in segments if s.kind in PLAIN_KINDS] if plain_text else []
+    ids, starts = tokenize_with_plain(tokenizer, text, plain)
     bounds = np.array([s.char_start for s in segments] + [len(text)], dtype=np.int64)
     tok = np.searchsorted(starts, bounds, side="left")  # first token starting at or after each boundary
     for s, t0, t1 in zip(segments, tok[:-1], tok[1:], strict=True):
