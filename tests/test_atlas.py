@@ -73,7 +73,7 @@ def test_atlas_pages_agree_with_expert_page(store_path: Path, selection) -> None
         (["--metric", "beauty"], "--metric must be one of"),
         (["--where", "layers=2:9"], "outside this model's MoE layers 1:3"),
         (["--where", "match=no such text"], "occurs nowhere"),
-        (["--model", "k2-mini"], "not built yet"),
+        (["--model", "k2-mini"], "does not compute logit effects"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(store_path: Path, tmp_path: Path, args, message) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from workbench.experts.logit_effect import LogitEffect
 from workbench.experts.page import ExpertPage
 from workbench.experts.shares import GroupShare
 
@@ -165,8 +166,30 @@ def page_html(page: ExpertPage) -> str:
                f"<div><b>Co-activated (layer {p.layer})</b>{_table(nh, nb_rows(p.co_activated), {1, 2, 3})}</div>"
                f"<div><b>Predecessors</b>{_table(nh, nb_rows(p.predecessors), {1, 2, 3}, first)}</div>"
                f"<div><b>Successors</b>{_table(nh, nb_rows(p.successors), {1, 2, 3}, last)}</div></div>")  # fmt: skip
+    if p.logit_effect is not None:
+        out.append(_logit_effect_html(p.logit_effect))
     out.append("</body></html>")
     return "".join(out)
+
+
+def _logit_effect_html(le: LogitEffect) -> str:
+    """The logit-effect section: promoted / suppressed tokens (mean DLA) and the masking Δloss."""
+
+    def rows(items: list) -> list[list[Any]]:
+        return [[f"<span class='tok'>{_e(t.text)}</span>", f"{t.logit:+.3f}"] for t in items]
+
+    notes = "".join(f"<div class='note'>{_e(n)}</div>" for n in le.notes)
+    return (
+        "<h2>Logit effect</h2><p class='sub'>Direct logit attribution: gate weight × the expert's output, "
+        "through the final norm (its scale frozen at each token's final residual) and the unembedding, "
+        f"averaged over {le.n_tokens} of its {le.n_routed} routed tokens (highest gate weights, cap "
+        f"{le.max_tokens}); logit units. Counts only the direct path.</p><div class='cols'>"
+        f"<div><b>Promoted</b>{_table(['token', 'mean logit'], rows(le.promoted), {1})}</div>"
+        f"<div><b>Suppressed</b>{_table(['token', 'mean logit'], rows(le.suppressed), {1})}</div></div>"
+        f"<p>Masking it (its tokens rerouted to their next-best expert): next-token loss {le.base_loss:.3f} → "
+        f"{le.base_loss + le.delta_loss:.3f} nats, <b>Δ {le.delta_loss:+.4f}</b> at {le.n_loss} routed positions "
+        f"with a next token.</p>{notes}"
+    )
 
 
 def write_page_html(page: ExpertPage, path: str | Path) -> Path:

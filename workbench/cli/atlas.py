@@ -66,7 +66,9 @@ def atlas(
     top: Annotated[int, typer.Option(help="Rows per list (contexts, tokens) on each page.")] = 12,
     width: Annotated[int, typer.Option(help="Decoded tokens shown each side of a context's token.")] = 6,
     workers: Annotated[int, typer.Option(help="Processes computing layers in parallel.")] = min(2, os.cpu_count() or 1),
-    model: Annotated[str | None, typer.Option(help="Reserved: the logit effect with a model (not built yet).")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Not supported: use `workbench expert STORE L:E --model` per expert.")
+    ] = None,
 ) -> None:
     """A static, self-contained expert atlas: a layer x expert grid, a search box and one page per expert."""
     import time
@@ -84,7 +86,10 @@ def atlas(
     from workbench.viz.atlas import write_atlas
 
     if model is not None:
-        raise WorkbenchError("--model (the expert's logit effect) is not built yet; run without --model")
+        raise WorkbenchError(
+            "the atlas does not compute logit effects (a model re-run per expert); run without --model and use "
+            "`workbench expert STORE L:E --model MODEL` for one expert's logit effect"
+        )
     if metric not in METRICS:
         raise WorkbenchError(f"--metric must be one of {', '.join(METRICS)}, got {metric!r}")
     if top < 1 or width < 0 or workers < 1:

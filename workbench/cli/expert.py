@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from workbench.experts import ExpertPage
+    from workbench.experts import ExpertPage, LogitEffect
 
 EXAMPLE = """
 Examples:
@@ -16,6 +16,8 @@ Examples:
   workbench expert runs/suite.zarr 3:17
 
   workbench expert runs/suite.zarr 3:17 --where domain=math --export L3E17.html
+
+  workbench expert runs/suite.zarr 3:17 --model k2-mini     (adds its logit effect)
 
   workbench find runs/suite.zarr "def "          (literal text, across token boundaries)
 
@@ -81,6 +83,28 @@ def print_page(page: ExpertPage) -> None:
                          ("successors", page.successors)):  # fmt: skip
         shown = ", ".join(f"L{n.layer}:E{n.expert} {n.count} ({n.share:.0%}, ×{n.lift:.1f})" for n in items[:6])
         con.print(f"{label}: {shown or '–'}")
+    if page.logit_effect is not None:
+        print_logit_effect(page.logit_effect)
+
+
+def print_logit_effect(le: LogitEffect) -> None:
+    """The expert's promoted / suppressed tokens (mean direct logit attribution) and masking Δloss."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    con = Console()
+    t = Table(title=f"Logit effect: mean direct logit attribution over {le.n_tokens} of {le.n_routed} routed tokens "
+                    "(gate weight × expert output, final norm frozen, unembedding)")  # fmt: skip
+    for col in ("promoted", "logit", "│ suppressed", "logit"):
+        t.add_column(col)
+    for a, b in zip(le.promoted, le.suppressed, strict=False):
+        t.add_row(escape(a.text), f"{a.logit:+.3f}", escape(b.text), f"{b.logit:+.3f}")
+    con.print(t)
+    con.print(f"masking it: next-token loss {le.base_loss:.3f} → {le.base_loss + le.delta_loss:.3f} nats "
+              f"(Δ {le.delta_loss:+.4f}) at {le.n_loss} routed positions with a next token")  # fmt: skip
+    for note in le.notes:
+        con.print(f"[yellow]note:[/] {escape(note)}")
 
 
 def expert(
@@ -91,7 +115,12 @@ def expert(
     top: Annotated[int, typer.Option(help="Rows per list (contexts, tokens).")] = 20,
     width: Annotated[int, typer.Option(help="Decoded tokens shown each side of a context's token.")] = 8,
     min_count: Annotated[int, typer.Option(help="Minimum routed count for a token to be ranked by lift.")] = 3,
-    model: Annotated[str | None, typer.Option(help="Reserved: the logit effect with a model (not built yet).")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="The store's model (k2-mini or a checkpoint dir): adds the expert's logit effect."),
+    ] = None,
+    logit_tokens: Annotated[int, typer.Option(help="With --model: routed tokens re-run (highest gate weights).")] = 256,
+    trust_remote_code: Annotated[bool, typer.Option(help="With --model: load the checkpoint's own code.")] = False,
 ) -> None:
     """What one expert does: top contexts, tokens special to it, domain/segment shares, histograms, neighbours."""
     from workbench.errors import WorkbenchError
@@ -99,8 +128,6 @@ def expert(
     from workbench.store.io import open_store
     from workbench.store.select import parse_where
 
-    if model is not None:
-        raise WorkbenchError("--model (the expert's logit effect) is not built yet; run without --model")
     layer, exp = parse_layer_expert(which)
     target = Path(export) if export else None
     if target is not None:
@@ -110,7 +137,21 @@ def expert(
             raise WorkbenchError(f"cannot write {export}: folder {target.parent} does not exist")
     sel = parse_where(where) if where else None
     ds = open_store(store)
-    page = expert_page(ds, layer, exp, sel, top=top, width=width, min_count=min_count)
+    if logit_tokens < 1:
+        raise WorkbenchError(f"--logit-tokens must be at least 1, got {logit_tokens}")
+    loaded = None
+    if model is not None:
+        from workbench.experts.logit_effect import check_matches
+        from workbench.models import load_model, planned_routing_config, read_model_config, resolve_model_path
+
+        # refuse a model that does not match the store from its config.json, before the (slow) weights load
+        vocab = read_model_config(resolve_model_path(model)).get("vocab_size")
+        planned = planned_routing_config(model, trust_remote_code=trust_remote_code).to_attrs()
+        check_matches(ds, planned, int(vocab) if vocab else None)
+        loaded, _ = load_model(model, trust_remote_code=trust_remote_code)
+    page = expert_page(
+        ds, layer, exp, sel, loaded, top=top, width=width, min_count=min_count, logit_tokens=logit_tokens
+    )
     print_page(page)
     if target is not None:
         from workbench.viz.expert_page import write_page_html

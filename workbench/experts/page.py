@@ -19,8 +19,9 @@ import xarray as xr
 
 from workbench.experts.contexts import ORDER_BY_WEIGHT, ORDER_FALLBACK, ORDER_UNRANKED, Context, top_contexts
 from workbench.experts.lift import TokenLift, lift_table
+from workbench.experts.logit_effect import DEFAULT_TOKENS, LogitEffect, check_model_matches, logit_effect
 from workbench.experts.neighbours import Neighbour, neighbours
-from workbench.experts.rows import ExpertPageError, ExpertRows, load_rows
+from workbench.experts.rows import ExpertRows, load_rows
 from workbench.experts.shares import GroupShare, group_shares
 from workbench.experts.vocab import token_texts
 from workbench.rank_order import is_rank_ordered
@@ -62,7 +63,7 @@ class ExpertPage:
     successors: list[Neighbour]
     notes: list[str] = field(default_factory=list)
     rank_ordered: bool = True  # False for engine captures: k is a slot, not the router's rank
-    logit_effect: Any = None  # reserved: the expert's direct logit attribution with a model (not built yet)
+    logit_effect: LogitEffect | None = None  # with a model: direct logit attribution and masking Δloss
 
     @property
     def load(self) -> float:
@@ -155,7 +156,7 @@ def page_from_rows(
 def expert_page(
     ds: xr.Dataset, layer: int, expert: int, selection: Selection | None = None, model: Any = None, *,
     top: int = 20, width: int = 8, min_count: int = 3, smoothing: float = 1.0, bins: int = 20,
-    n_boot: int = 200, seed: int = 0,
+    n_boot: int = 200, seed: int = 0, logit_tokens: int = DEFAULT_TOKENS,
 ) -> ExpertPage:  # fmt: skip
     """The page of expert ``expert`` at MoE layer ``layer`` (the model's real layer index) over ``selection``.
 
@@ -166,15 +167,21 @@ def expert_page(
     min_count, smoothing : minimum routed count and additive smoothing a of the lift table (``lift``)
     bins : bins of the gate-weight histogram (from 0 to the largest weight)
     n_boot, seed : bootstrap replicates (over sequences) of the share intervals, and their seed
-    model : reserved for the expert's logit effect with a loaded model; not built yet (refused)
+    model : a loaded model (``workbench.models.load_model``) the store was recorded with: fills
+        ``logit_effect`` (direct logit attribution and masking Δloss, ``workbench.experts.logit_effect``);
+        a model whose layers, MoE layers, experts, top-k or vocabulary differ is refused (``LogitEffectError``)
+    logit_tokens : with a model, at most this many routed tokens are re-run (the highest gate weights)
 
     Raises ``ExpertPageError`` / ``SelectionError`` (one line) for a layer or expert outside the model or
     an empty selection. Works on ids-only stores, saying in ``notes`` which ordering it fell back to.
     """
     if model is not None:
-        raise ExpertPageError("the logit effect of an expert (model=...) is not built yet; call without model")
+        check_model_matches(ds, model)  # before any read: a wrong model is refused at once
     rows = load_rows(ds, layer, expert, selection)
-    return page_from_rows(
+    page = page_from_rows(
         ds, rows, selection, top=top, width=width, min_count=min_count, smoothing=smoothing, bins=bins,
         n_boot=n_boot, seed=seed,
     )  # fmt: skip
+    if model is not None and page.n_routed:
+        page.logit_effect = logit_effect(ds, rows, model, max_tokens=logit_tokens)
+    return page
