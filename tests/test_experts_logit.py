@@ -159,5 +159,25 @@ def test_cli_prints_promoted_and_suppressed(store: Path, model, tmp_path: Path) 
     assert "promoted" in result.output and "suppressed" in result.output and "masking it" in result.output
     assert f"{le.promoted[0].logit:+.3f}" in result.output and f"{le.suppressed[0].logit:+.3f}" in result.output
     assert f"Δ {le.delta_loss:+.4f}" in result.output
+    assert all(t.text in result.output for t in le.promoted + le.suppressed), result.output
     html = out.read_text()
     assert "Logit effect" in html and f"{le.promoted[0].logit:+.3f}" in html
+
+
+def test_windows_and_batches_do_not_change_the_result(store: Path, model, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A context of 12 tokens splits every sequence into windows; right-padded batches of them give what
+    windows run one at a time give (padding after a token cannot change it under causal attention)."""
+    from workbench.experts import logit_effect as mod
+
+    ds = open_store(store)
+    expert, _, _ = _routing(ds)
+    monkeypatch.setattr(model.config, "max_position_embeddings", 12)
+    batched = expert_page(ds, LAYER, expert, model=model).logit_effect
+    monkeypatch.setattr(mod, "BATCH_TOKENS", 1)
+    alone = expert_page(ds, LAYER, expert, model=model).logit_effect
+    assert batched is not None and alone is not None
+    assert batched.n_windows == alone.n_windows > len(np.unique(ds[S.SEQUENCE_INDEX].values))
+    assert any("re-run in windows" in n for n in batched.notes)
+    assert batched.n_tokens == alone.n_tokens > 0 and batched.n_loss == alone.n_loss > 0
+    np.testing.assert_allclose(batched.mean_dla, alone.mean_dla, rtol=1e-4, atol=1e-5)
+    assert batched.delta_loss == pytest.approx(alone.delta_loss, abs=1e-5)

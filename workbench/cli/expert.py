@@ -92,6 +92,7 @@ def print_logit_effect(le: LogitEffect) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     con = Console()
     t = Table(title=f"Logit effect: mean direct logit attribution over {le.n_tokens} of {le.n_routed} routed tokens "
@@ -99,7 +100,7 @@ def print_logit_effect(le: LogitEffect) -> None:
     for col in ("promoted", "logit", "│ suppressed", "logit"):
         t.add_column(col)
     for a, b in zip(le.promoted, le.suppressed, strict=False):
-        t.add_row(escape(a.text), f"{a.logit:+.3f}", escape(b.text), f"{b.logit:+.3f}")
+        t.add_row(Text(a.text), f"{a.logit:+.3f}", Text(b.text), f"{b.logit:+.3f}")  # Text: no markup, as is
     con.print(t)
     con.print(f"masking it: next-token loss {le.base_loss:.3f} → {le.base_loss + le.delta_loss:.3f} nats "
               f"(Δ {le.delta_loss:+.4f}) at {le.n_loss} routed positions with a next token")  # fmt: skip

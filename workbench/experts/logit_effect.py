@@ -24,9 +24,11 @@ teacher-forced next-token cross-entropy (nats) at each routed position that has 
 shows the mean and the count. This is a total effect (direct and indirect), unlike DLA.
 
 Tokens: at most ``max_tokens`` routed tokens of the selection, the highest gate weights first (ids-only
-stores: first choices first, then store order). Each needed sequence is re-run once (batch of one) in
-windows of at most the model's context (``max_position_embeddings``): a window ends one token past the
-first token it has to cover, so every covered token sees at least min(position, context − 2) tokens before it.
+stores: first choices first, then store order). Each needed sequence is re-run once, in windows of at most
+the model's context (``max_position_embeddings``): a window ends one token past the first token it has to
+cover, so every covered token sees at least min(position, context − 2) tokens before it. Windows run in
+right-padded batches of at most ``BATCH_TOKENS`` tokens (batch × longest window); with causal attention
+and per-token routing, padding after a token cannot change it.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from workbench.experts.vocab import text_of, token_texts, visible
 from workbench.store import schema as S
 
 DEFAULT_TOKENS = 256  # routed tokens re-run (top-N by gate weight)
+BATCH_TOKENS = 4096  # windows per forward pass: batch size × longest window ≤ this (right-padded)
 TOP = 10  # promoted / suppressed tokens listed
 
 
@@ -146,6 +149,19 @@ def _windows(positions: np.ndarray, n: int, ctx: int) -> list[tuple[int, int, np
     return out
 
 
+def _batches(jobs: list[tuple[np.ndarray, np.ndarray]], budget: int) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """Consecutive windows grouped so that (windows × longest window) stays within ``budget`` tokens (a window
+    longer than the budget runs alone)."""
+    out: list[list[tuple[np.ndarray, np.ndarray]]] = []
+    cur: list[tuple[np.ndarray, np.ndarray]] = []
+    for job in jobs:
+        if cur and (len(cur) + 1) * max(len(job[0]), *(len(w) for w, _ in cur)) > budget:
+            out.append(cur)
+            cur = []
+        cur.append(job)
+    return out + ([cur] if cur else [])
+
+
 def _chosen(r: ExpertRows, max_tokens: int) -> np.ndarray:
     """Indices into the routed tokens (N_E,) of the ones to re-run: top gate weights, else first choices."""
     n = int(r.rank.size)
@@ -185,44 +201,55 @@ def logit_effect(ds: xr.Dataset, r: ExpertRows, model: Any, *, max_tokens: int =
 
     order = np.argsort(seq_of, kind="stable")
     bounds = np.searchsorted(seq_of[order], np.arange(int(seq_of.max(initial=-1)) + 2))
-    for s in np.unique(seq_of[rows]):
+    needed = np.unique(seq_of[rows])
+    jobs: list[tuple[np.ndarray, np.ndarray]] = []  # (window's token ids, chosen tokens' indices in it)
+    for s in needed:
         srows = order[bounds[s] : bounds[s + 1]]
         srows = srows[np.argsort(pos_of[srows], kind="stable")]
         ids = tok[srows]
         local = np.sort(np.searchsorted(pos_of[srows], pos_of[rows[seq_of[rows] == s]]))
-        for start, end, inside in _windows(local, ids.size, ctx):
-            n_windows += 1
-            x_ids = torch.tensor(ids[start:end][None], device=device)
-            h1 = experts.register_forward_pre_hook(on_experts, with_kwargs=True)
-            h2 = norm.register_forward_pre_hook(on_norm)
-            try:
-                with torch.no_grad():
-                    logits = model(input_ids=x_ids, use_cache=False).logits[0].float()
-            finally:
-                h1.remove()
-                h2.remove()
-            at = torch.as_tensor(inside - start, device=device)
-            hit = captured["idx"][at] == r.expert  # (n, k): the re-run's routing of these tokens
-            ok = hit.any(dim=1)
-            missed += int((~ok).sum())
+        jobs += [(ids[start:end], inside - start) for start, end, inside in _windows(local, ids.size, ctx)]
+    pad = int(getattr(model.config, "pad_token_id", None) or 0)
+    for batch in _batches(jobs, BATCH_TOKENS):
+        width = max(len(w) for w, _ in batch)
+        x_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        for b, (w, _) in enumerate(batch):
+            x_ids[b, : len(w)] = torch.from_numpy(w)  # right padding: causal attention keeps pads out of real tokens
+        x_ids = x_ids.to(device)
+        bi = torch.as_tensor(np.concatenate([np.full(len(at), b) for b, (_, at) in enumerate(batch)]), device=device)
+        ti = torch.as_tensor(np.concatenate([at for _, at in batch]), device=device)
+        h1 = experts.register_forward_pre_hook(on_experts, with_kwargs=True)
+        h2 = norm.register_forward_pre_hook(on_norm)
+        try:
             with torch.no_grad():
-                gate = (captured["w"][at] * hit).sum(dim=1)[ok].float()  # (n,)
-                out = expert_output(experts, site, captured["x"][at][ok], r.expert).float()  # (n, d)
-                resid = captured["resid"][0, at][ok].float()  # (n, d)
-                rms = torch.sqrt(resid.pow(2).mean(dim=-1, keepdim=True) + eps)
-                dla = (gate[:, None] * out * gamma / rms) @ w_u.float().T  # (n, V)
-            sums += dla.double().sum(dim=0)
-            n_dla += int(ok.sum())
-            has_next = inside + 1 < end
-            if has_next.any():
-                p = torch.as_tensor(inside[has_next] - start, device=device)
-                target = x_ids[0, p + 1]
-                ce = torch.nn.functional.cross_entropy(logits[p], target, reduction="none")
-                with masked_experts(model, [(r.layer, r.expert)]), torch.no_grad():
-                    masked = model(input_ids=x_ids, use_cache=False).logits[0].float()
-                ce_m = torch.nn.functional.cross_entropy(masked[p], target, reduction="none")
-                base += ce.tolist()
-                delta += (ce_m - ce).tolist()
+                logits = model(input_ids=x_ids, use_cache=False).logits
+        finally:
+            h1.remove()
+            h2.remove()
+        flat = bi * width + ti  # the experts module sees (B·T, d)
+        hit = captured["idx"][flat] == r.expert  # (n, k): the re-run's routing of these tokens
+        ok = hit.any(dim=1)
+        missed += int((~ok).sum())
+        with torch.no_grad():
+            gate = (captured["w"][flat] * hit).sum(dim=1)[ok].float()  # (n,)
+            out = expert_output(experts, site, captured["x"][flat][ok], r.expert).float()  # (n, d)
+            resid = captured["resid"][bi, ti][ok].float()  # (n, d)
+            rms = torch.sqrt(resid.pow(2).mean(dim=-1, keepdim=True) + eps)
+            dla = (gate[:, None] * out * gamma / rms) @ w_u.float().T  # (n, V)
+        sums += dla.double().sum(dim=0)
+        n_dla += int(ok.sum())
+        lengths = torch.as_tensor([len(w) for w, _ in batch], device=device)
+        nxt = ti + 1 < lengths[bi]  # positions whose next token is in the window
+        if nxt.any():
+            bn, tn = bi[nxt], ti[nxt]
+            target = x_ids[bn, tn + 1]
+            ce = torch.nn.functional.cross_entropy(logits[bn, tn].float(), target, reduction="none")
+            with masked_experts(model, [(r.layer, r.expert)]), torch.no_grad():
+                masked = model(input_ids=x_ids, use_cache=False).logits[bn, tn].float()
+            ce_m = torch.nn.functional.cross_entropy(masked, target, reduction="none")
+            base += ce.tolist()
+            delta += (ce_m - ce).tolist()
+        n_windows += len(batch)
     mean = (sums / max(n_dla, 1)).float().cpu().numpy()
     top = np.argsort(-mean, kind="stable")
 
@@ -232,6 +259,9 @@ def logit_effect(ds: xr.Dataset, r: ExpertRows, model: Any, *, max_tokens: int =
     notes = [f"DLA over the {n_dla} routed tokens with the highest gate weights (cap {max_tokens})"
              if r.weight is not None else f"DLA over {n_dla} routed tokens (no gate weights in the store: "
              f"first choices first, cap {max_tokens})"]  # fmt: skip
+    if n_windows > needed.size:
+        notes.append(f"sequences longer than the model's context ({ctx} tokens) were re-run in windows: "
+                     f"{n_windows} windows for {needed.size} sequences")  # fmt: skip
     if missed:
         notes.append(f"{missed} chosen token(s) were not routed to this expert when re-run; left out")
     return LogitEffect(
