@@ -167,7 +167,7 @@ def test_cli_prints_promoted_and_suppressed(store: Path, model, tmp_path: Path) 
 def test_windows_and_batches_do_not_change_the_result(store: Path, model, monkeypatch: pytest.MonkeyPatch) -> None:
     """A context of 12 tokens splits every sequence into windows; right-padded batches of them give what
     windows run one at a time give (padding after a token cannot change it under causal attention)."""
-    from workbench.experts import logit_effect as mod
+    from workbench import expert_logits as mod
 
     ds = open_store(store)
     expert, _, _ = _routing(ds)

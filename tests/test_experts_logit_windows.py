@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from experts_helpers import N_EXPERTS, VOCAB, planted_config, planted_store
 
-from workbench.experts.logit_effect import LogitEffectError, _windows, check_matches
+from workbench.experts.logit_effect import LogitEffectError, check_matches, windows
 
 
 @pytest.mark.parametrize(("n", "ctx"), [(10, 64), (100, 16), (100, 3), (37, 37), (5000, 512)])
@@ -17,7 +17,7 @@ def test_windows_cover_each_token_once_within_the_context(n: int, ctx: int) -> N
     rng = np.random.default_rng(n + ctx)
     positions = np.sort(rng.choice(n, size=min(n, 40), replace=False))
     positions = np.unique(np.r_[positions, n - 1])  # the last token too (no next token, still attributed)
-    wins = _windows(positions, n, ctx)
+    wins = windows(positions, n, ctx)
     covered = np.concatenate([inside for _, _, inside in wins])
     np.testing.assert_array_equal(covered, positions)  # every needed token exactly once, in order
     for start, end, inside in wins:

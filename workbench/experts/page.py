@@ -12,6 +12,7 @@ every part is vectorised numpy over the selected tokens.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from importlib import import_module
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ import xarray as xr
 
 from workbench.experts.contexts import ORDER_BY_WEIGHT, ORDER_FALLBACK, ORDER_UNRANKED, Context, top_contexts
 from workbench.experts.lift import TokenLift, lift_table
-from workbench.experts.logit_effect import DEFAULT_TOKENS, LogitEffect, check_model_matches, logit_effect
+from workbench.experts.logit_effect import DEFAULT_TOKENS, LogitEffect
 from workbench.experts.neighbours import Neighbour, neighbours
 from workbench.experts.rows import ExpertRows, load_rows
 from workbench.experts.shares import GroupShare, group_shares
@@ -168,20 +169,25 @@ def expert_page(
     bins : bins of the gate-weight histogram (from 0 to the largest weight)
     n_boot, seed : bootstrap replicates (over sequences) of the share intervals, and their seed
     model : a loaded model (``workbench.models.load_model``) the store was recorded with: fills
-        ``logit_effect`` (direct logit attribution and masking Δloss, ``workbench.experts.logit_effect``);
+        ``logit_effect`` (direct logit attribution and masking Δloss, ``workbench.experts.logit_effect``,
+        computed by ``workbench.expert_logits``);
         a model whose layers, MoE layers, experts, top-k or vocabulary differ is refused (``LogitEffectError``)
     logit_tokens : with a model, at most this many routed tokens are re-run (the highest gate weights)
 
     Raises ``ExpertPageError`` / ``SelectionError`` (one line) for a layer or expert outside the model or
     an empty selection. Works on ids-only stores, saying in ``notes`` which ordering it fell back to.
     """
+    compute = None
     if model is not None:
-        check_model_matches(ds, model)  # before any read: a wrong model is refused at once
+        # the model-backed part runs torch, so it lives in the apps layer (workbench.expert_logits) and is
+        # loaded by name only when a model is given: workbench.experts itself never imports torch
+        compute = import_module("workbench.expert_logits")
+        compute.check_model_matches(ds, model)  # before any read: a wrong model is refused at once
     rows = load_rows(ds, layer, expert, selection)
     page = page_from_rows(
         ds, rows, selection, top=top, width=width, min_count=min_count, smoothing=smoothing, bins=bins,
         n_boot=n_boot, seed=seed,
     )  # fmt: skip
-    if model is not None and page.n_routed:
-        page.logit_effect = logit_effect(ds, rows, model, max_tokens=logit_tokens)
+    if compute is not None and page.n_routed:
+        page.logit_effect = compute.logit_effect(ds, rows, model, max_tokens=logit_tokens)
     return page
