@@ -4,12 +4,13 @@ the store-vs-model check (the model-backed checks are in test_experts_logit.py).
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from experts_helpers import N_EXPERTS, VOCAB, planted_config, planted_store
 
-from workbench.experts.logit_effect import LogitEffectError, check_matches, windows
+from workbench.experts.logit_effect import LogitEffectError, check_matches, chosen_tokens, windows
 
 
 @pytest.mark.parametrize(("n", "ctx"), [(10, 64), (100, 16), (100, 3), (37, 37), (5000, 512)])
@@ -40,3 +41,13 @@ def test_check_matches_names_what_differs(tmp_path: Path) -> None:
         check_matches(ds, {**same, "moe_layers": [1, 2]}, len(VOCAB))
     with pytest.raises(LogitEffectError, match=f"vocabulary {len(VOCAB)} vs 8"):
         check_matches(ds, same, 8)
+
+
+def test_chosen_tokens_take_the_highest_gate_weights_or_first_choices() -> None:
+    w = np.array([0.1, 0.9, 0.5, 0.9, 0.2], dtype=np.float32)
+    rank = np.array([3, 0, 1, 0, 2])
+    assert chosen_tokens(SimpleNamespace(weight=w, rank=rank), 3).tolist() == [1, 2, 3]  # type: ignore[arg-type]
+    assert chosen_tokens(SimpleNamespace(weight=w, rank=rank), 99).tolist() == [0, 1, 2, 3, 4]  # type: ignore[arg-type]
+    # ids-only store: first choices first, then second... (ties in store order)
+    assert chosen_tokens(SimpleNamespace(weight=None, rank=rank), 3).tolist() == [1, 2, 3]  # type: ignore[arg-type]
+    assert chosen_tokens(SimpleNamespace(weight=None, rank=rank), 4).tolist() == [1, 2, 3, 4]  # type: ignore[arg-type]
