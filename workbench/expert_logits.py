@@ -92,6 +92,11 @@ def logit_effect(ds: xr.Dataset, r: ExpertRows, model: Any, *, max_tokens: int =
     routed = np.nonzero(r.routed)[0]
     pick = chosen_tokens(r, max_tokens)
     rows = r.rows[routed[pick]]  # global store rows of the chosen tokens
+    if tok.size and int(tok.max()) >= w_u.shape[0]:  # a store without a vocabulary in its attrs: check the ids
+        raise LogitEffectError(
+            f"model does not match the store: token id {int(tok.max())} is outside the model's vocabulary of "
+            f"{w_u.shape[0]}; pass the model the store was recorded with", param="model",
+        )  # fmt: skip
     ctx = int(getattr(model.config, "max_position_embeddings", 0) or 4096)
     eps = float(getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6)))
     gamma = torch.as_tensor(norm.weight).detach().float()
