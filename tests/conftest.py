@@ -1,4 +1,4 @@
-"""Shared fixtures: the repository root and the bundled mini K2."""
+"""Shared fixtures: the repository root, the bundled mini K2, and its routing store of the prompt suite."""
 
 from __future__ import annotations
 
@@ -20,3 +20,20 @@ def mini_k2_path() -> Path:
     path = REPO / "data" / "models" / "k2-mini"
     assert (path / "config.json").exists(), "data/models/k2-mini is missing: run `workbench mini-k2 train`"
     return path
+
+
+@pytest.fixture(scope="session")
+def suite_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """data/prompts/suite.jsonl recorded with the mini K2 by `workbench record`, once per test session.
+
+    Read-only for the tests that share it (graphs, expert pages, the overview): nothing may write into it.
+    """
+    from typer.testing import CliRunner
+
+    from workbench.cli.app import app
+
+    out = tmp_path_factory.mktemp("suite") / "suite.zarr"
+    suite = REPO / "data" / "prompts" / "suite.jsonl"
+    result = CliRunner().invoke(app, ["record", "--model", "k2-mini", "--prompts", str(suite), "--out", str(out)])
+    assert result.exception is None and result.exit_code == 0, result.output
+    return out

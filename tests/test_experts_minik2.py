@@ -19,15 +19,6 @@ from workbench.experts import expert_page
 from workbench.store.io import open_store
 
 pytestmark = pytest.mark.slow
-SUITE = Path(__file__).resolve().parent.parent / "data" / "prompts" / "suite.jsonl"
-
-
-@pytest.fixture(scope="module")
-def suite_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("suite") / "suite.zarr"
-    result = CliRunner().invoke(app, ["record", "--model", "k2-mini", "--prompts", str(SUITE), "--out", str(out)])
-    assert result.exception is None and result.exit_code == 0, result.output
-    return out
 
 
 def _most_specific(ds, domain: str) -> tuple[int, int]:

@@ -12,24 +12,13 @@ from pathlib import Path
 
 import networkx as nx
 import pytest
-from typer.testing import CliRunner
 from workbench.viz.graph_demo import graph_for_demo
 
-from workbench.cli.app import app
 from workbench.graph import difference_of_selections
 from workbench.store.io import open_store
 from workbench.store.select import parse_where
 
 pytestmark = pytest.mark.slow
-SUITE = Path(__file__).resolve().parent.parent / "data" / "prompts" / "suite.jsonl"
-
-
-@pytest.fixture(scope="module")
-def suite_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("suite") / "suite.zarr"
-    result = CliRunner().invoke(app, ["record", "--model", "k2-mini", "--prompts", str(SUITE), "--out", str(out)])
-    assert result.exception is None and result.exit_code == 0, result.output
-    return out
 
 
 def test_math_minus_code_shows_both_signs_in_every_layer_pair(suite_store: Path) -> None:

@@ -13,21 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from workbench.cli.app import app
 from workbench.graph.supernodes import supernodes
 from workbench.store.io import open_store
 
 pytestmark = pytest.mark.slow
-SUITE = Path(__file__).resolve().parent.parent / "data" / "prompts" / "suite.jsonl"
 
 
-def test_supernodes_of_the_mini_k2_separate_the_domains(tmp_path: Path) -> None:
-    out = tmp_path / "suite.zarr"
-    result = CliRunner().invoke(app, ["record", "--model", "k2-mini", "--prompts", str(SUITE), "--out", str(out)])
-    assert result.exception is None and result.exit_code == 0, result.output
-    sn = supernodes(open_store(out))
+def test_supernodes_of_the_mini_k2_separate_the_domains(suite_store: Path) -> None:
+    sn = supernodes(open_store(suite_store))
     assert set(sn.domains) == {"math", "code", "language"}
     assert np.all(sn.flows.sum((1, 2)) == sn.n_tokens * sn.top_k**2)
     base = sn.domain_tokens / sn.domain_tokens.sum()  # (D,)
