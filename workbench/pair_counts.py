@@ -16,6 +16,9 @@ uint16 scratch of E² cells (295 KB for K2's E = 384, so it stays in a core's L2
 matrix would not), flushed into ``C`` every ``BLOCK`` tokens; a token adds at most 1 to a cell, so
 ``BLOCK < 65536`` cannot overflow it. Smaller calls add into ``C`` directly, so a few hundred tokens
 never pay for a scan of all E² cells. The kernel releases the GIL (dask's threads run blocks in parallel).
+One token's k × k increments are ``token_pairs``, which the analysis engine's fused kernel
+(``workbench.analysis.kernels.routing_counts``) inlines too; for k = 8 (K2, DeepSeek-V3) its loops have a
+literal trip count the compiler unrolls, about 1.4× faster than the generic loop.
 
 This module imports nothing from the workbench: ``workbench.analysis`` and ``workbench.graph`` both use it.
 """
@@ -26,6 +29,27 @@ import numpy as np
 from numba import njit
 
 BLOCK = 65535  # tokens per flush of the uint16 scratch
+
+
+@njit(nogil=True, cache=True, inline="always")
+def token_pairs_k(a: np.ndarray, b: np.ndarray, k: int, n_experts: int, out: np.ndarray) -> None:  # pragma: no cover
+    """``out[a_i·E + b_j] += 1`` for i, j < ``k``: one token's k × k pairs (``token_pairs`` with k given;
+    inlined callers pass a literal k so its loops unroll)."""
+    for i in range(k):
+        base = np.int64(a[i]) * n_experts
+        for j in range(k):
+            out[base + b[j]] += 1
+
+
+@njit(nogil=True, cache=True, inline="always")
+def token_pairs(a: np.ndarray, b: np.ndarray, n_experts: int, out: np.ndarray) -> None:  # pragma: no cover (compiled)
+    """``out[a_i·E + b_j] += 1`` for the k × k pairs of one token: ``a``, ``b`` (k,) its ids at the two
+    layers (in 0..E-1, not checked here), ``out`` (E·E,) counts of any integer dtype."""
+    k = a.shape[0]
+    if k == 8:  # a literal trip count: unrolled
+        token_pairs_k(a, b, 8, n_experts, out)
+    else:
+        token_pairs_k(a, b, k, n_experts, out)
 
 
 @njit(nogil=True, cache=True)
@@ -103,6 +127,9 @@ def _add_pairs(
     m = 0
     for t in range(start, stop):
         if not every and not keep[t]:
+            continue
+        if not weighted and not track:
+            token_pairs(a[t], b[t], n_experts, out)
             continue
         for i in range(k):
             base = a[t, i] * n_experts

@@ -11,6 +11,7 @@ and last rows (returned by the chunk tasks), with the same kernel, so no pair is
 
 from __future__ import annotations
 
+import itertools
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,11 @@ from workbench.analysis.inputs import MetricInputError, RoutingInputs
 from workbench.tree_reduce import tree_reduce
 
 SPLIT_EVERY = 8  # partials merged per reduction task (each a few (G, L, E) count arrays)
+# Pair increments per counting task: a dask block whose pair counts need more is counted by several tasks
+# over runs of its rows (about 0.3 s of one core each), so two threads stay busy to the end of a pass.
+TASK_PAIRS = 400_000_000
+INT32_MAX = int(np.iinfo(np.int32).max)
+TILE = 1 << 18  # bytes of output summed over all inputs at a time in ``merge`` (fits a core's L2 cache)
 
 
 @dataclass(frozen=True)
@@ -38,109 +44,198 @@ class Want:
     per_unit: bool = False  # (U, L, E) counts per resampling unit (a sequence, or a sequence's segment)
     extra: tuple[tuple[str, int], ...] = ()  # extra load-like groupings: (name, n_groups), codes given separately
 
+    def pairs_per_token(self, n_layers: int, k: int) -> int:
+        """Counter increments one selected token costs (loads, co-activation, transitions): sizes the tasks."""
+        n = n_layers * k * (1 + int(self.per_unit) + len(self.extra))
+        if self.coactivation is not None:
+            n += n_layers * ((k - 1) if self.coactivation == "adjacent" else k * (k - 1) // 2)
+        if self.transitions:
+            n += max(n_layers - 1, 0) * k * k
+        return n
+
 
 @dataclass
 class Partial:
-    """Counts of a contiguous run of chunks; ``merge`` adds two of them."""
+    """Counts of a contiguous run of rows or chunks; ``merge`` adds two or more of them.
 
-    load: np.ndarray | None = None  # (G, L, E) int64
+    Integer counts are int32 in the partials of single tasks and wherever ``cap`` says no cell can
+    exceed int32, int64 otherwise; ``accumulate`` returns them all as int64.
+    """
+
+    load: np.ndarray | None = None  # (G, L, E)
     mass: np.ndarray | None = None  # (G, L, E) float64
     entropy: np.ndarray | None = None  # (G, L) float64 sum of per-token gate entropies
     entropy_n: np.ndarray | None = None  # (G, L) int64
     nan_weights: int = 0
-    coact: np.ndarray | None = None  # (L, E, E) int64, rank-ordered (symmetrise at the end)
-    trans: np.ndarray | None = None  # (L-1, E, E) int64
+    coact: np.ndarray | None = None  # (L, E, E), rank-ordered (symmetrise at the end)
+    trans: np.ndarray | None = None  # (L-1, E, E)
     agree: np.ndarray | None = None  # (G, L, 3) int64
     unit_lo: int = 0
-    unit_load: np.ndarray | None = None  # (n, L, E) int64 for units unit_lo .. unit_lo+n-1
+    unit_load: np.ndarray | None = None  # (n, L, E) for units unit_lo .. unit_lo+n-1
     extra: dict[str, np.ndarray] = field(default_factory=dict)
     edges: dict[int, tuple[Any, Any]] = field(default_factory=dict)  # chunk -> (first row, last row) ids
+    cap: int = 0  # upper bound of any integer count cell: rows counted x k²
 
 
-def _add(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return a + b
+def _sum(arrays: list[np.ndarray | None], cap: int) -> np.ndarray | None:
+    """Sum of the given arrays (None = absent) into one new array, tile by tile.
+
+    Each ``TILE``-byte tile of the output is summed over all inputs while it sits in cache, so the
+    output is written once (adding the inputs one after the other would stream the whole output
+    through memory per input: for K2's (59, 384, 384) transition counts, 35 MB a time). Integer sums
+    stay int32 when every input is int32 and ``cap`` <= int32's maximum, else int64. Floats are added
+    left to right, ((a + b) + c) + ..., so the bits do not depend on where the tree ran.
+    """
+    xs = [a for a in arrays if a is not None]
+    if not xs:
+        return None
+    if len(xs) == 1:
+        return xs[0]
+    dtype = np.result_type(*xs)
+    if dtype.kind in "iu" and cap > INT32_MAX:
+        dtype = np.dtype(np.int64)
+    out = np.empty(xs[0].shape, dtype)
+    flat_out, flat = out.reshape(-1), [x.reshape(-1) for x in xs]
+    step = max(TILE // dtype.itemsize, 1)
+    for a in range(0, flat_out.size, step):
+        tile = flat_out[a : a + step]
+        np.add(flat[0][a : a + step], flat[1][a : a + step], out=tile)
+        for x in flat[2:]:
+            np.add(tile, x[a : a + step], out=tile)
+    return out
 
 
-def _merge_ranges(lo_a: int, a: np.ndarray | None, lo_b: int, b: np.ndarray | None) -> tuple[int, np.ndarray | None]:
+def _merge_ranges(lo_a: int, a: np.ndarray | None, lo_b: int, b: np.ndarray | None, cap: int) -> tuple[int, Any]:
     if a is None:
         return lo_b, b
     if b is None:
         return lo_a, a
     lo = min(lo_a, lo_b)
     hi = max(lo_a + a.shape[0], lo_b + b.shape[0])
-    out = np.zeros((hi - lo, *a.shape[1:]), dtype=np.int64)
+    dtype = np.result_type(a, b) if cap <= INT32_MAX else np.dtype(np.int64)
+    out = np.zeros((hi - lo, *a.shape[1:]), dtype=dtype)
     out[lo_a - lo : lo_a - lo + a.shape[0]] += a
     out[lo_b - lo : lo_b - lo + b.shape[0]] += b
     return lo, out
 
 
 def merge(*parts: Partial) -> Partial:
-    """Sum partial counts (associative, so dask may reduce them in any tree)."""
-    out = Partial()
+    """Sum partial counts (associative, so dask may reduce them in any tree). Inputs are not modified."""
+    cap = sum(p.cap for p in parts)
+    out = Partial(cap=cap)
+    out.load = _sum([p.load for p in parts], cap)
+    out.mass = _sum([p.mass for p in parts], cap)
+    out.entropy = _sum([p.entropy for p in parts], cap)
+    out.entropy_n = _sum([p.entropy_n for p in parts], cap)
+    out.nan_weights = sum(p.nan_weights for p in parts)
+    out.coact = _sum([p.coact for p in parts], cap)
+    out.trans = _sum([p.trans for p in parts], cap)
+    out.agree = _sum([p.agree for p in parts], cap)
     for p in parts:
-        out.load = _add(out.load, p.load)
-        out.mass = _add(out.mass, p.mass)
-        out.entropy = _add(out.entropy, p.entropy)
-        out.entropy_n = _add(out.entropy_n, p.entropy_n)
-        out.nan_weights += p.nan_weights
-        out.coact = _add(out.coact, p.coact)
-        out.trans = _add(out.trans, p.trans)
-        out.agree = _add(out.agree, p.agree)
-        out.unit_lo, out.unit_load = _merge_ranges(out.unit_lo, out.unit_load, p.unit_lo, p.unit_load)
-        for name, arr in p.extra.items():
-            out.extra[name] = _add(out.extra.get(name), arr)  # type: ignore[assignment]
+        out.unit_lo, out.unit_load = _merge_ranges(out.unit_lo, out.unit_load, p.unit_lo, p.unit_load, cap)
         out.edges.update(p.edges)
+    for name in {name for p in parts for name in p.extra}:
+        out.extra[name] = _sum([p.extra.get(name) for p in parts], cap)  # type: ignore[assignment]
     return out
 
 
-def chunk_stats(
-    index: int,
-    ids: np.ndarray,
-    weights: np.ndarray | None,
+def _ids(block: Any) -> np.ndarray:
+    """A stored block of ids as int16 (T, L, k), C-contiguous: no copy for what the store hands out."""
+    return np.ascontiguousarray(np.asarray(block), dtype=np.int16)
+
+
+def _check(bad: int, row0: int, n_experts: int) -> None:
+    if bad >= 0:
+        raise MetricInputError(
+            f"expert id outside 0..{n_experts - 1} at token row {row0 + bad}; the store does not match its config"
+        )
+
+
+def range_counts(
+    row0: int,
+    block: Any,
+    lo: int,
+    hi: int,
     group: np.ndarray,
-    seq: np.ndarray,
     n_groups: int,
     n_experts: int,
     want: Want,
     extra_codes: dict[str, np.ndarray],
     unit: np.ndarray | None = None,
 ) -> Partial:
-    """All wanted counts of one chunk: ``ids`` (T_c, L, k), ``group``/``seq``/``unit`` (T_c,)."""
-    ids_lt = K.layer_major(np.asarray(ids).astype(np.int16, copy=False))  # (L, T_c, k)
-    if ids_lt.size and (ids_lt.min() < 0 or ids_lt.max() >= n_experts):
-        raise MetricInputError(
-            f"expert ids outside 0..{n_experts - 1} in token chunk {index}; the store does not match its config"
-        )
-    part = Partial()
+    """Loads, pair counts, per-unit and extra loads of rows ``lo:hi`` of one block (int32 counts).
+
+    ``block`` (T_b, L, k) is the stored chunk of ids starting at global row ``row0``; ``group``,
+    ``unit`` and the ``extra_codes`` (hi - lo,) are the codes of the rows counted.
+    """
+    ids = _ids(block)[lo:hi]  # a view: the rows are counted where the store put them
+    _, n_layers, k = ids.shape
+    ee = n_experts * n_experts
+    part = Partial(cap=(hi - lo) * k * k)
+    load = np.zeros((n_groups, n_layers, n_experts), np.int32) if want.load else np.zeros((0, 0, 0), np.int32)
+    coact = np.zeros((n_layers, ee), np.int32) if want.coactivation is not None else np.zeros((1, 0), np.int32)
+    with_trans = want.transitions and n_layers >= 2
+    trans = np.zeros((n_layers - 1, ee), np.int32) if with_trans else np.zeros((1, 0), np.int32)
+    _check(K.first_bad_row(ids, n_experts), row0 + lo, n_experts)
+    if want.load or want.coactivation is not None or with_trans:
+        K.routing_counts(ids, group, n_experts, load, coact, want.coactivation == "adjacent", trans)
     if want.load:
-        part.load = K.load_counts(ids_lt, group, n_groups, n_experts).astype(np.int64)
-    if want.weights and weights is not None:
-        w_lt = K.layer_major(np.asarray(weights).astype(np.float32, copy=False))  # (L, T_c, k)
-        mass, ent, cnt, nan = K.weight_sums(ids_lt, w_lt, group, n_groups, n_experts)
-        part.mass, part.entropy, part.entropy_n, part.nan_weights = mass, ent, cnt, int(nan)
+        part.load = load
     if want.coactivation is not None:
-        part.coact = K.coactivation_counts(ids_lt, group, n_experts, want.coactivation == "adjacent").astype(np.int64)
+        part.coact = coact.reshape(n_layers, n_experts, n_experts)
     if want.transitions:
-        part.trans = K.transition_counts(ids_lt, group, n_experts).astype(np.int64)
-    if want.agreement:
-        part.agree = K.agreement_counts(ids_lt, group, seq, n_groups)
-        part.edges[index] = (np.array(ids[:1]), np.array(ids[-1:]))
+        part.trans = trans.reshape(max(n_layers - 1, 0) if with_trans else 0, n_experts, n_experts)
     if want.per_unit and unit is not None:
         sel = unit >= 0
         if sel.any():
-            # Units are numbered in row order, so a chunk only touches a short range of them.
-            lo, hi = int(unit[sel].min()), int(unit[sel].max())
-            local = np.where(sel, unit - lo, -1).astype(np.int32)
-            part.unit_lo = lo
-            part.unit_load = K.load_counts(ids_lt, local, hi - lo + 1, n_experts).astype(np.int64)
+            # Units are numbered in row order, so a run of rows only touches a short range of them.
+            u_lo, u_hi = int(unit[sel].min()), int(unit[sel].max())
+            local = np.where(sel, unit - u_lo, -1).astype(np.int32)
+            part.unit_lo = u_lo
+            part.unit_load = np.zeros((u_hi - u_lo + 1, n_layers, n_experts), np.int32)
+            K.load_counts(ids, local, part.unit_load)
     for name, codes in extra_codes.items():
-        n = dict(want.extra)[name]
-        part.extra[name] = K.load_counts(ids_lt, codes, n, n_experts).astype(np.int64)
+        part.extra[name] = np.zeros((dict(want.extra)[name], n_layers, n_experts), np.int32)
+        K.load_counts(ids, codes, part.extra[name])
     return part
+
+
+def block_stats(
+    index: int,
+    row0: int,
+    block: Any,
+    weights: Any,
+    group: np.ndarray,
+    seq: np.ndarray,
+    n_groups: int,
+    n_experts: int,
+    want: Want,
+) -> Partial:
+    """Gate-weight sums and consecutive-token agreement of one whole block (T_b, L, k) at global row ``row0``.
+
+    Floating-point sums run over the whole block in row order, so they do not depend on how the pair
+    counts of the block were split into tasks.
+    """
+    ids = _ids(block)
+    part = Partial()
+    if want.weights and weights is not None:
+        w = np.ascontiguousarray(np.asarray(weights), dtype=np.float32)
+        _check(K.first_bad_row(ids, n_experts), row0, n_experts)
+        mass, ent, cnt, nan = K.weight_sums(ids, w, group, n_groups, n_experts)
+        part.mass, part.entropy, part.entropy_n, part.nan_weights = mass, ent, cnt, int(nan)
+    if want.agreement:
+        part.agree = K.agreement_counts(ids, group, seq, n_groups)
+        part.edges[index] = (np.array(ids[:1]), np.array(ids[-1:]))
+    return part
+
+
+def row_runs(n_rows: int, n_layers: int, k: int, want: Want) -> list[tuple[int, int]]:
+    """Split ``n_rows`` rows into near-equal runs of at most ``TASK_PAIRS`` pair increments each (and few
+    enough rows that no int32 count can overflow: k² per row at most)."""
+    per_row = max(want.pairs_per_token(n_layers, k), 1)
+    n = max(1, -(-n_rows * per_row // TASK_PAIRS), -(-n_rows * k * k // INT32_MAX))
+    edges = np.linspace(0, n_rows, n + 1).round().astype(np.int64)
+    return [(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
 
 
 def accumulate(
@@ -163,31 +258,55 @@ def accumulate(
     bounds = np.concatenate([[0], np.cumsum(inputs.token_chunks)]).astype(np.int64)
     id_blocks = inputs.ids.to_delayed().ravel()
     w_blocks = inputs.weights.to_delayed().ravel() if (want.weights and inputs.weights is not None) else None
-    tasks: list[Delayed] = []
+    n_layers, k = int(inputs.ids.shape[1]), int(inputs.ids.shape[2])
+    count, stats = delayed(range_counts, pure=True), delayed(block_stats, pure=True)
+    by_rows = want.load or want.coactivation is not None or want.transitions or want.per_unit or bool(want.extra)
+    runs: list[Delayed] = []  # integer counts of runs of rows
+    blocks: list[Delayed] = []  # gate-weight sums and agreement of whole blocks
     kept: list[int] = []
     for i in range(len(bounds) - 1):
         a, b = int(bounds[i]), int(bounds[i + 1])
-        g = inputs.group[a:b]
-        if not (g >= 0).any():
+        if not (inputs.group[a:b] >= 0).any():
             continue  # nothing selected here: the chunk is never read
         kept.append(i)
-        tasks.append(
-            delayed(chunk_stats)(
-                i,
-                id_blocks[i],
-                w_blocks[i] if w_blocks is not None else None,
-                np.ascontiguousarray(g),
-                np.ascontiguousarray(inputs.seq[a:b]),
-                inputs.n_groups,
-                inputs.n_experts,
-                want,
-                {name: np.ascontiguousarray(c[a:b]) for name, c in extra_codes.items()},
-                np.ascontiguousarray(unit[a:b]) if unit is not None else None,
+        for lo, hi in row_runs(b - a, n_layers, k, want) if by_rows else []:
+            g = inputs.group[a + lo : a + hi]
+            if not (g >= 0).any():
+                continue
+            runs.append(
+                count(
+                    a,
+                    id_blocks[i],
+                    lo,
+                    hi,
+                    np.ascontiguousarray(g),
+                    inputs.n_groups,
+                    inputs.n_experts,
+                    want,
+                    {name: np.ascontiguousarray(c[a + lo : a + hi]) for name, c in extra_codes.items()},
+                    np.ascontiguousarray(unit[a + lo : a + hi]) if unit is not None else None,
+                )
             )
-        )
-    if not tasks:
+        if want.weights or want.agreement:
+            blocks.append(
+                stats(
+                    i,
+                    a,
+                    id_blocks[i],
+                    w_blocks[i] if w_blocks is not None else None,
+                    np.ascontiguousarray(inputs.group[a:b]),
+                    np.ascontiguousarray(inputs.seq[a:b]),
+                    inputs.n_groups,
+                    inputs.n_experts,
+                    want,
+                )
+            )
+    if not kept:
         return Partial()
-    root = tree_reduce(tasks, merge, split_every=SPLIT_EVERY)
+    # Two fixed trees (workbench.tree_reduce): integer counts of the runs, and the per-block floating-point
+    # sums, which thus add up in the same order whatever the scheduler and however the runs were cut.
+    trees = [tree_reduce(parts, merge, split_every=SPLIT_EVERY) for parts in (runs, blocks) if parts]
+    root = trees[0] if len(trees) == 1 else delayed(merge, pure=True)(*trees)
     if progress and interactive(sys.stderr):
         from dask.diagnostics import ProgressBar
 
@@ -195,9 +314,21 @@ def accumulate(
             (result,) = dask.compute(root)
     else:
         (result,) = dask.compute(root)
+    _widen(result)
     if want.agreement:
         _add_boundary_pairs(result, inputs, bounds, kept)
     return result
+
+
+def _widen(part: Partial) -> None:
+    """Make every integer count of the final result int64 (partials may be int32)."""
+    for name in ("load", "coact", "trans", "unit_load", "entropy_n", "agree"):
+        x = getattr(part, name)
+        if x is not None and x.dtype != np.int64:
+            setattr(part, name, x.astype(np.int64))
+    for name, x in part.extra.items():
+        if x.dtype != np.int64:
+            part.extra[name] = x.astype(np.int64)
 
 
 def interactive(stream: Any) -> bool:
@@ -222,5 +353,5 @@ def _add_boundary_pairs(result: Partial, inputs: RoutingInputs, bounds: np.ndarr
         pair = np.concatenate([last, first])  # (2, L, k)
         g = np.ascontiguousarray(inputs.group[row - 1 : row + 1])
         s = np.ascontiguousarray(inputs.seq[row - 1 : row + 1])
-        extra = K.agreement_counts(K.layer_major(pair.astype(np.int16)), g, s, inputs.n_groups)
-        result.agree = _add(result.agree, extra)
+        extra = K.agreement_counts(pair.astype(np.int16), g, s, inputs.n_groups)
+        result.agree = extra if result.agree is None else result.agree + extra

@@ -1,13 +1,20 @@
-"""Compiled counting kernels (numba) over one token chunk of routing.
+"""Compiled counting kernels (numba) over a run of token rows of routing.
 
-Every kernel takes the chunk in *layer-major* layout ``ids_lt`` of shape (L, T, k) (one contiguous
-copy of the stored (T, L, k) chunk), so the per-layer count matrices stay hot in cache while the
-tokens stream past. Kernels release the GIL, so dask's threads run two chunks at once on two cores.
-Counts are int32 per chunk (a chunk holds at most a few hundred thousand tokens); the engine sums
-the per-chunk partial counts in int64.
+Every kernel reads the ids as they are stored, token-major ``ids`` of shape (T, L, k), so a chunk read
+from the store is counted without a copy. The pair counts (co-activation, layer-to-layer transitions)
+loop over layers outside and tokens inside, so one layer's count matrices stay in a core's L2 cache
+while the tokens stream past (for K2, two E² int32 matrices of 590 KB each); the other kernels loop
+over tokens outside. Kernels release the GIL, so dask's threads count two runs of rows at once.
+
+Counts are int32 (the engine bounds the rows of one call so that no cell can overflow) and go
+straight into the output arrays, which the engine sums across runs of rows.
 
 A token takes part when its group code ``group[t] >= 0``; consecutive-token kernels only pair rows
 ``t, t+1`` of the same sequence and the same group, so pairs never cross a sequence boundary.
+
+Kernels do not check ids (a check inside the pair loop cost 60%); the engine runs ``first_bad_row``
+over every run of rows before any kernel that writes at an id-derived index, so a damaged or foreign
+store can never make a kernel write outside its arrays, and turns the row into a one-line error.
 """
 
 from __future__ import annotations
@@ -15,64 +22,168 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from workbench.pair_counts import BLOCK, pair_counts
-
-
-def layer_major(ids: np.ndarray) -> np.ndarray:
-    """(T, L, k) -> contiguous (L, T, k) copy, the layout every kernel expects."""
-    return np.ascontiguousarray(np.transpose(ids, (1, 0, 2)))  # (L, T, k)
+from workbench.pair_counts import token_pairs_k
 
 
 @njit(nogil=True, cache=True)
-def load_counts(ids_lt: np.ndarray, group: np.ndarray, n_groups: int, n_experts: int) -> np.ndarray:
-    """N[g, l, e]: number of tokens of group g routed to expert e (any rank) in layer l. (G, L, E) int32."""
-    n_layers, n_tokens, k = ids_lt.shape
-    out = np.zeros((n_groups, n_layers, n_experts), np.int32)
+def first_bad_row(ids: np.ndarray, n_experts: int) -> int:  # pragma: no cover (compiled)
+    """-1 when every id of ``ids`` (T, L, k) lies in 0..E-1, else the first row holding one that does not.
+
+    One vectorised min/max pass over the rows (a few ms per 64k K2 rows), run before any kernel
+    writes at an id-derived index, so a damaged or foreign store never makes a kernel write out of bounds.
+    """
+    flat = ids.reshape(-1)
+    lo = np.int64(0)
+    hi = np.int64(n_experts - 1)
+    mn, mx = lo, hi
+    for i in range(flat.shape[0]):
+        v = np.int64(flat[i])
+        mn = min(mn, v)
+        mx = max(mx, v)
+    if mn >= lo and mx <= hi:
+        return -1
+    per_row = max(ids.shape[1] * ids.shape[2], 1)
+    for i in range(flat.shape[0]):
+        if flat[i] < lo or flat[i] > hi:
+            return i // per_row
+    return -1
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _token(
+    a: np.ndarray, b: np.ndarray, k: int, n_experts: int, cl: np.ndarray, tl: np.ndarray, coact: int, nxt: bool
+) -> None:  # pragma: no cover (compiled)
+    """One token's pair increments at one layer: rank pairs of ``a`` into ``cl`` (``coact`` 1: all r < s,
+    2: s = r + 1 only, 0: none), and the k × k pairs (a, b) into ``tl`` when ``nxt``. Called with literal
+    ``k`` and ``coact`` so the compiler unrolls the loops and drops the untaken branches (a runtime
+    flag in here made the whole count 1.5× slower)."""
+    if coact == 2:
+        for r in range(k - 1):
+            cl[np.int64(a[r]) * n_experts + a[r + 1]] += 1
+    elif coact == 1:
+        for r in range(k - 1):
+            base = np.int64(a[r]) * n_experts
+            for s in range(r + 1, k):
+                cl[base + a[s]] += 1
+    if nxt:
+        token_pairs_k(a, b, k, n_experts, tl)
+
+
+@njit(nogil=True, cache=True)
+def routing_counts(
+    ids: np.ndarray,
+    group: np.ndarray,
+    n_experts: int,
+    load: np.ndarray,
+    coact: np.ndarray,
+    adjacent: bool,
+    trans: np.ndarray,
+) -> None:  # pragma: no cover (compiled)
+    """Loads, co-activation and layer-to-layer transitions of the selected rows, in one pass.
+
+    Adds, for each token t with ``group[t] = g >= 0`` and layer l (S_l(t) its top-k row):
+
+    - ``load[g, l, e]`` += 1 for e in S_l(t) (N_l(e), docs/metrics.md "Expert load");
+    - ``coact[l, a·E + b]`` += 1 for a at a lower rank than b in S_l(t) (all rank pairs, or only
+      ranks r, r + 1 when ``adjacent``; U + Uᵀ is the co-activation count N(Ei, Ej));
+    - ``trans[l, a·E + b]`` += 1 for a in S_l(t), b in S_{l+1}(t) (the transition count C_l, with
+      ``workbench.pair_counts``' per-token k × k kernel, the one reasoning graphs count with).
+
+    Parameters
+    ----------
+    ids : (T, L, k) int
+        Expert ids, token-major as stored, all in 0..E-1 (``first_bad_row`` checks; not checked here).
+    group : (T,) int32
+        Group code of each row, -1 = not selected.
+    load : (G, L, E) int32, or (0, 0, 0) to skip.
+    coact : (L, E·E) int32, or (1, 0) to skip.
+    trans : (L-1, E·E) int32 (L ≥ 2), or (1, 0) to skip.
+    """
+    n_tokens, n_layers, k = ids.shape
+    with_load = load.shape[0] > 0
+    mode = 0 if coact.shape[1] == 0 else (2 if adjacent else 1)
+    with_trans = trans.shape[1] > 0
     for layer in range(n_layers):
+        nxt = with_trans and layer + 1 < n_layers
+        cl = coact[min(layer, coact.shape[0] - 1)]
+        tl = trans[min(layer, trans.shape[0] - 1)]
         for t in range(n_tokens):
             g = group[t]
             if g < 0:
                 continue
+            a = ids[t, layer]
+            b = ids[t, min(layer + 1, n_layers - 1)]
+            if with_load:
+                for r in range(k):
+                    load[g, layer, a[r]] += 1
+            # Literal k and mode at each call: K2's k = 8 (also DeepSeek-V3, Qwen3, OLMoE) gets unrolled loops.
+            if k == 8:
+                if mode == 1:
+                    _token(a, b, 8, n_experts, cl, tl, 1, nxt)
+                elif mode == 2:
+                    _token(a, b, 8, n_experts, cl, tl, 2, nxt)
+                else:
+                    _token(a, b, 8, n_experts, cl, tl, 0, nxt)
+            elif mode == 1:
+                _token(a, b, k, n_experts, cl, tl, 1, nxt)
+            elif mode == 2:
+                _token(a, b, k, n_experts, cl, tl, 2, nxt)
+            else:
+                _token(a, b, k, n_experts, cl, tl, 0, nxt)
+
+
+@njit(nogil=True, cache=True)
+def load_counts(ids: np.ndarray, codes: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover (compiled)
+    """``out[c, l, e]`` += 1 for each row t with code c = ``codes[t] >= 0`` and e in its top-k at layer l.
+
+    ``ids`` (T, L, k) in 0..E-1, ``codes`` (T,) int32, ``out`` (C, L, E) int32.
+    """
+    n_tokens, n_layers, k = ids.shape
+    for t in range(n_tokens):
+        c = codes[t]
+        if c < 0:
+            continue
+        for layer in range(n_layers):
             for r in range(k):
-                out[g, layer, ids_lt[layer, t, r]] += 1
-    return out
+                out[c, layer, ids[t, layer, r]] += 1
 
 
 @njit(nogil=True, cache=True)
 def weight_sums(
-    ids_lt: np.ndarray, w_lt: np.ndarray, group: np.ndarray, n_groups: int, n_experts: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.int64]:
+    ids: np.ndarray, w: np.ndarray, group: np.ndarray, n_groups: int, n_experts: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.int64]:  # pragma: no cover (compiled)
     """Gate-weight mass per (group, layer, expert), per-token gate entropy sums, and a NaN count.
 
-    Returns ``mass`` (G, L, E) float64 = sum of gate weights, ``ent`` (G, L) float64 = sum over tokens
-    of the entropy (bits) of the token's top-k gate weights normalised to sum 1, ``n`` (G, L) int64
-    tokens counted, and the number of NaN weights met (ids-only rows).
+    ``ids`` (T, L, k) in 0..E-1, ``w`` (T, L, k). Returns ``mass`` (G, L, E) float64 = sum of gate
+    weights, ``ent`` (G, L) float64 = sum over tokens of the entropy (bits) of the token's top-k gate
+    weights normalised to sum 1, ``n`` (G, L) int64 tokens counted, and the number of NaN weights met
+    (ids-only rows). Each cell adds its terms in row order.
     """
-    n_layers, n_tokens, k = ids_lt.shape
+    n_tokens, n_layers, k = ids.shape
     mass = np.zeros((n_groups, n_layers, n_experts), np.float64)
     ent = np.zeros((n_groups, n_layers), np.float64)
     cnt = np.zeros((n_groups, n_layers), np.int64)
     nan = np.int64(0)
-    for layer in range(n_layers):
-        for t in range(n_tokens):
-            g = group[t]
-            if g < 0:
-                continue
+    for t in range(n_tokens):
+        g = group[t]
+        if g < 0:
+            continue
+        for layer in range(n_layers):
             total = 0.0
             bad = False
             for r in range(k):
-                w = np.float64(w_lt[layer, t, r])
-                if np.isnan(w):
+                x = np.float64(w[t, layer, r])
+                if np.isnan(x):
                     bad = True
                     nan += 1
                     continue
-                mass[g, layer, ids_lt[layer, t, r]] += w
-                total += w
+                mass[g, layer, ids[t, layer, r]] += x
+                total += x
             if bad or total <= 0.0:
                 continue
             h = 0.0
             for r in range(k):
-                p = np.float64(w_lt[layer, t, r]) / total
+                p = np.float64(w[t, layer, r]) / total
                 if p > 0.0:
                     h -= p * np.log2(p)
             ent[g, layer] += h
@@ -80,69 +191,14 @@ def weight_sums(
     return mass, ent, cnt, nan
 
 
-# Co-activation counts go through a uint16 (E, E) scratch per layer flushed every BLOCK tokens, as the
-# layer-pair kernel does (``workbench.pair_counts`` says why).
-
-
 @njit(nogil=True, cache=True)
-def _flush(out: np.ndarray, layer: int, scratch: np.ndarray) -> None:
-    n = scratch.shape[0]
-    for i in range(n):
-        for j in range(n):
-            if scratch[i, j]:
-                out[layer, i, j] += scratch[i, j]
-                scratch[i, j] = 0
-
-
-@njit(nogil=True, cache=True)
-def coactivation_counts(ids_lt: np.ndarray, group: np.ndarray, n_experts: int, adjacent: bool) -> np.ndarray:
-    """U[l, a, b]: tokens whose top-k holds a at a lower rank than b (all rank pairs, or only ranks r, r+1).
-
-    U + U^T is the symmetric co-activation count N(Ei, Ej). (L, E, E) int32.
-    """
-    n_layers, n_tokens, k = ids_lt.shape
-    out = np.zeros((n_layers, n_experts, n_experts), np.int32)
-    scratch = np.zeros((n_experts, n_experts), np.uint16)
-    for layer in range(n_layers):
-        for start in range(0, n_tokens, BLOCK):
-            for t in range(start, min(n_tokens, start + BLOCK)):
-                if group[t] < 0:
-                    continue
-                if adjacent:
-                    for r in range(k - 1):
-                        scratch[ids_lt[layer, t, r], ids_lt[layer, t, r + 1]] += 1
-                else:
-                    for r in range(k - 1):
-                        a = ids_lt[layer, t, r]
-                        for s in range(r + 1, k):
-                            scratch[a, ids_lt[layer, t, s]] += 1
-            _flush(out, layer, scratch)
-    return out
-
-
-@njit(nogil=True, cache=True)
-def transition_counts(ids_lt: np.ndarray, group: np.ndarray, n_experts: int) -> np.ndarray:
-    """C[l, a, b]: tokens routed to a in layer l and to b in layer l+1 (all k x k pairs). (L-1, E, E) int32.
-
-    The k × k count is ``workbench.pair_counts.pair_counts``, the kernel reasoning graphs use too.
-    """
-    n_layers, _, k = ids_lt.shape
-    out = np.zeros((max(n_layers - 1, 0), n_experts * n_experts), np.int32)
-    keep = group >= 0
-    no_w = np.zeros((0, k))  # ids only
-    no_sums = np.zeros(0)
-    for layer in range(n_layers - 1):
-        pair_counts(ids_lt[layer], ids_lt[layer + 1], no_w, no_w, keep, n_experts, out[layer], no_sums)
-    return out.reshape((max(n_layers - 1, 0), n_experts, n_experts))
-
-
-@njit(nogil=True, cache=True)
-def agreement_counts(ids_lt: np.ndarray, group: np.ndarray, seq: np.ndarray, n_groups: int) -> np.ndarray:
+def agreement_counts(ids: np.ndarray, group: np.ndarray, seq: np.ndarray, n_groups: int) -> np.ndarray:
     """A[g, l, :] = (pairs, same first choice, any shared expert) over consecutive rows t, t+1.
 
-    A pair counts when both rows are selected, in the same group and the same sequence. (G, L, 3) int64.
+    ``ids`` (T, L, k). A pair counts when both rows are selected, in the same group and the same
+    sequence. (G, L, 3) int64. Ids are only compared, never used as indices.
     """
-    n_layers, n_tokens, k = ids_lt.shape
+    n_tokens, n_layers, k = ids.shape
     out = np.zeros((n_groups, n_layers, 3), np.int64)
     for t in range(n_tokens - 1):
         g = group[t]
@@ -150,13 +206,13 @@ def agreement_counts(ids_lt: np.ndarray, group: np.ndarray, seq: np.ndarray, n_g
             continue
         for layer in range(n_layers):
             out[g, layer, 0] += 1
-            if ids_lt[layer, t, 0] == ids_lt[layer, t + 1, 0]:
+            if ids[t, layer, 0] == ids[t + 1, layer, 0]:
                 out[g, layer, 1] += 1
             shared = False
             for r in range(k):
-                a = ids_lt[layer, t, r]
+                a = ids[t, layer, r]
                 for s in range(k):
-                    if ids_lt[layer, t + 1, s] == a:
+                    if ids[t + 1, layer, s] == a:
                         shared = True
                         break
                 if shared:
