@@ -22,6 +22,7 @@ Writes ``bench_analysis.json`` to ``--out``. Goal (issue 7): <= 20 s and <= 4 GB
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 
 N_LAYERS, N_EXPERTS, TOP_K = 60, 384, 8
+LOAD_AT_START = os.getloadavg()[0]
 
 
 def _records(n_tokens: int, n_layers: int, n_experts: int, k: int, seed: int = 0):
@@ -104,21 +106,37 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def _warm_up() -> dict[str, float]:
+    """Compile (or load from numba's cache) the kernels and import what dask's first compute imports,
+    outside the timed region: a long-lived session pays both once. Works on older checkouts too
+    (``PYTHONPATH=/path/to/main`` for before/after figures)."""
+    from workbench.analysis import kernels
+
+    t0 = time.perf_counter()
+    with contextlib.suppress(ImportError):
+        import distributed  # noqa: F401  (dask's get_scheduler imports it on the first compute: ~1 s)
+    t1 = time.perf_counter()
+    g = np.zeros(4, np.int32)
+    if hasattr(kernels, "routing_counts"):  # this version: token-major (T, L, k)
+        tiny = np.zeros((4, 2, 8), np.int16)
+        e2 = np.zeros((2, 64), np.int32)
+        kernels.first_bad_row(tiny, 8)
+        kernels.routing_counts(tiny, g, 8, np.zeros((1, 2, 8), np.int32), e2, False, e2[:1])
+    else:  # before: layer-major (L, T, k) kernels
+        tiny = np.zeros((2, 4, 8), np.int16)
+        kernels.load_counts(tiny, g, 1, 8), kernels.coactivation_counts(tiny, g, 8, False)
+        kernels.transition_counts(tiny, g, 8)
+    return {"import_seconds": t1 - t0, "compile_or_cache_load_seconds": time.perf_counter() - t1}
+
+
 def run_workbench(store: str, q: Any) -> None:
     import dask
 
-    from workbench.analysis import kernels
     from workbench.analysis.engine import Want, accumulate
     from workbench.analysis.inputs import prepare
     from workbench.store.io import open_store
 
-    t0 = time.perf_counter()
-    tiny = np.zeros((4, 2, 8), np.int16)  # (T, L, k): compile (or load from cache) the kernels first
-    g = np.zeros(4, np.int32)
-    e2 = np.zeros((2, 64), np.int32)
-    kernels.first_bad_row(tiny, 8)
-    kernels.routing_counts(tiny, g, 8, np.zeros((1, 2, 8), np.int32), e2, False, e2[:1])
-    compile_s = time.perf_counter() - t0
+    warm = _warm_up()
     base_gb = _peak_gb()
     f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     t0, c0 = time.perf_counter(), _cpu_s()
@@ -133,14 +151,87 @@ def run_workbench(store: str, q: Any) -> None:
             "seconds": seconds,
             "cpu_seconds": _cpu_s() - c0,
             "page_faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0,
-            "compile_or_cache_load_seconds": compile_s,
+            **warm,
             "peak_rss_gb": _peak_gb(),
             "rss_before_gb": base_gb,
             "token_chunks": len(inputs.token_chunks),
             "tokens_per_chunk": int(max(inputs.token_chunks)),
             "check": [int(part.load.sum()), int(part.coact.sum()), int(part.trans.sum()), int(part.trans[-1, 5].sum())],
+            "loadavg_before_after": [LOAD_AT_START, os.getloadavg()[0]],
         }
     )
+
+
+def _timed(fn: Any) -> tuple[Any, float, float]:
+    t0, c0 = time.perf_counter(), _cpu_s()
+    out = fn()
+    return out, time.perf_counter() - t0, _cpu_s() - c0
+
+
+def run_profile(store: str, q: Any) -> None:
+    """Where the time of one pass goes: each stage alone, on the pass's own tasks (this version only).
+
+    - ``open_prepare``: ``open_store`` + ``prepare`` (selection, group codes);
+    - ``read``: reading and decompressing every block of ``expert_ids`` (dask threads), nothing else;
+    - ``count``: the counting tasks (``range_counts``: partial arrays, id check, fused kernel) over blocks
+      already in memory, on a pool of as many threads as cores, and ``kernel_only`` the fused kernel alone;
+    - ``reduce``: the fixed tree of ``merge`` over the partials and the final int64 conversion.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dask
+
+    from workbench.analysis import kernels as K
+    from workbench.analysis.engine import Want, _widen, merge, range_counts, row_runs
+    from workbench.analysis.inputs import prepare
+    from workbench.store.io import open_store
+    from workbench.tree_reduce import tree_reduce
+
+    warm = _warm_up()
+    want = Want(load=True, coactivation="all", transitions=True)
+    threads = os.cpu_count() or 1
+    out: dict[str, Any] = dict(warm)
+    with dask.config.set(scheduler="threads", num_workers=threads):
+        inputs, out["open_prepare_s"], out["open_prepare_cpu_s"] = _timed(lambda: prepare(open_store(store), None))
+        blocks = inputs.ids.to_delayed().ravel()
+        _, out["read_s"], out["read_cpu_s"] = _timed(lambda: dask.compute(*[b[:1] for b in blocks]))
+        arrays = dask.compute(*blocks)  # held in memory for the next stages (not timed)
+    bounds = np.concatenate([[0], np.cumsum(inputs.token_chunks)])
+    _, n_layers, k = arrays[0].shape
+    jobs = [
+        (int(a), arr, lo, hi)
+        for arr, a in zip(arrays, bounds[:-1], strict=True)
+        for lo, hi in row_runs(arr.shape[0], n_layers, k, want)
+    ]
+
+    def count(job: tuple[int, np.ndarray, int, int]) -> Any:
+        a, arr, lo, hi = job
+        g = np.ascontiguousarray(inputs.group[a + lo : a + hi])
+        return range_counts(None, a, arr, lo, hi, g, inputs.n_groups, inputs.n_experts, want, {})
+
+    with ThreadPoolExecutor(threads) as pool:
+        parts, out["count_s"], out["count_cpu_s"] = _timed(lambda: list(pool.map(count, jobs)))
+
+    def kernel_only(job: tuple[int, np.ndarray, int, int]) -> float:
+        a, arr, lo, hi = job
+        ee = inputs.n_experts**2
+        load = np.zeros((1, n_layers, inputs.n_experts), np.int32)
+        co, tr = np.ones((n_layers, ee), np.int32), np.ones((n_layers - 1, ee), np.int32)  # pages touched
+        g = np.ascontiguousarray(inputs.group[a + lo : a + hi])
+        t0 = time.thread_time()
+        K.routing_counts(arr[lo:hi], g, inputs.n_experts, load, co, False, tr)
+        return time.thread_time() - t0
+
+    with ThreadPoolExecutor(threads) as pool:
+        per_job, out["kernel_only_s"], _ = _timed(lambda: list(pool.map(kernel_only, jobs)))
+    out["kernel_only_cpu_s"] = float(sum(per_job))
+    with dask.config.set(scheduler="threads", num_workers=threads):
+        root = tree_reduce([dask.delayed(p) for p in parts], merge, split_every=8)
+        _, out["reduce_s"], out["reduce_cpu_s"] = _timed(lambda: _widen(dask.compute(root)[0]))
+    out["runs"] = len(jobs)
+    out["threads"] = threads
+    out["loadavg_before_after"] = [LOAD_AT_START, os.getloadavg()[0]]
+    q.put(out)
 
 
 def run_numpy(store: str, n_tokens: int, q: Any) -> None:
@@ -191,10 +282,14 @@ def main() -> None:
     ap.add_argument("--baseline-tokens", type=int, default=None, help="numpy baseline on the first N tokens only")
     ap.add_argument("--repeat", type=int, default=1, help="workbench runs (best and all times are reported)")
     ap.add_argument("--store-only", action="store_true", help="write the store and stop")
+    ap.add_argument("--profile", action="store_true", help="also time each stage alone (read, count, reduce)")
     args = ap.parse_args()
     ensure_store(args.store, args.tokens)
     if args.store_only:
         return
+    profile = _child(run_profile, str(args.store)) if args.profile else None
+    if profile is not None:
+        print(f"profile: {json.dumps(profile)}", file=sys.stderr, flush=True)
     runs = []
     for _ in range(args.repeat):
         runs.append(_child(run_workbench, str(args.store)))
@@ -210,6 +305,7 @@ def main() -> None:
         "pair_increments": increments,
         "workbench": best | {"all_seconds": [r["seconds"] for r in runs]},
         "numpy_baseline": base,
+        "profile": profile,
         "same_results": best["check"] == base["check"] if n_base == args.tokens else None,
         "numpy_baseline_tokens": n_base,
         "numpy_seconds_scaled_to_all_tokens": base["seconds"] * args.tokens / n_base,

@@ -87,3 +87,37 @@ def test_kernels_match_plain_numpy_across_chunks(tmp_path):
     agr = consecutive_agreement(store)
     np.testing.assert_array_equal(agr["n_pairs"].values[0], same_seq.sum())
     np.testing.assert_allclose(agr["first_choice"].values[0], first.sum(axis=0) / same_seq.sum())
+
+
+@pytest.mark.parametrize("top_k", [2, 8])  # 8: the kernels' unrolled path (K2's k)
+def test_runs_chains_and_int32_limits_do_not_change_any_number(tmp_path, monkeypatch, top_k):
+    """Cutting blocks into many runs of rows, chains restarting before an int32 overflow and int64
+    merges give exactly the numbers of one task per block (every count, every float)."""
+    import xarray as xr
+
+    from workbench.analysis import engine
+    from workbench.analysis.compare import compare
+
+    store, recs = _uniform_store(tmp_path / "u.zarr", top_k=top_k, n_seq=9, length=301, n_layers=3, seed=5)
+    if top_k == 8:  # 8 of 8 experts would make every pair count equal: use 16 experts
+        rng = np.random.default_rng(6)
+        for r in recs:
+            r.expert_ids = random_topk(rng, r.n_tokens, 3, 16, 8)
+        store = write_store(tmp_path / "u16.zarr", recs, config(n_experts=16, top_k=8, n_layers=3), chunk=1024)
+
+    def run():
+        return [
+            coactivation(store),
+            coactivation(store, pairs="adjacent"),
+            transitions(store),
+            expert_load(store, by="domain", weighted=False),
+            compare(store, n_boot=5, n_perm=5).load,
+        ]
+
+    whole = run()
+    monkeypatch.setattr(engine, "TASK_PAIRS", 5_000)  # runs of a few rows
+    monkeypatch.setattr(engine, "INT32_MAX", 2_000)  # chains restart every run or two, merges widen to int64
+    cut = run()
+    for a, b in zip(whole, cut, strict=True):
+        xr.testing.assert_identical(a, b)
+    assert len(engine.row_runs(1024, 3, top_k, engine.Want(coactivation="all", transitions=True))) >= 4

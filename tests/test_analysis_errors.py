@@ -8,6 +8,7 @@ from analysis_helpers import SequenceRecord, config, random_topk, write_store
 
 from workbench.analysis import (
     MetricInputError,
+    coactivation,
     consecutive_agreement,
     domain_divergence,
     expert_load,
@@ -68,3 +69,21 @@ def test_metric_specific_refusals(tmp_path):
     with pytest.raises(SelectionError, match="by must be one of"):
         expert_load(store, by="colour")
     assert issubclass(MetricInputError, WorkbenchError)
+
+
+def test_expert_ids_outside_the_config_stop_with_one_line(tmp_path):
+    """A store whose ids exceed n_routed_experts (damaged, or a foreign config) is refused, never counted
+    out of bounds, by every kind of pass."""
+    store = _store(tmp_path / "s.zarr").load()
+    ids = store["expert_ids"].values.copy()
+    ids[13, 1, 0] = 8  # E = 8: ids are 0..7
+    bad = store.assign(expert_ids=(store["expert_ids"].dims, ids)).chunk({"token": 7})
+    for metric in (
+        lambda: expert_load(bad),
+        lambda: expert_load(bad, weighted=True),
+        lambda: transitions(bad),
+        lambda: coactivation(bad),
+        lambda: domain_divergence(bad, by="sequence"),
+    ):
+        with pytest.raises(MetricInputError, match=r"expert id outside 0\.\.7 at token row 13"):
+            metric()

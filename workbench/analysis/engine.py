@@ -28,6 +28,7 @@ SPLIT_EVERY = 8  # partials merged per reduction task (each a few (G, L, E) coun
 # Pair increments per counting task: a dask block whose pair counts need more is counted by several tasks
 # over runs of its rows (about 0.3 s of one core each), so two threads stay busy to the end of a pass.
 TASK_PAIRS = 400_000_000
+CHAINS = 4  # accumulators per pass (a fixed number: the reduction tree must not depend on the workers)
 INT32_MAX = int(np.iinfo(np.int32).max)
 TILE = 1 << 18  # bytes of output summed over all inputs at a time in ``merge`` (fits a core's L2 cache)
 
@@ -152,6 +153,7 @@ def _check(bad: int, row0: int, n_experts: int) -> None:
 
 
 def range_counts(
+    into: Partial | None,
     row0: int,
     block: Any,
     lo: int,
@@ -163,40 +165,52 @@ def range_counts(
     extra_codes: dict[str, np.ndarray],
     unit: np.ndarray | None = None,
 ) -> Partial:
-    """Loads, pair counts, per-unit and extra loads of rows ``lo:hi`` of one block (int32 counts).
+    """Add the loads, pair counts, per-unit and extra loads of rows ``lo:hi`` of one block into ``into``.
 
     ``block`` (T_b, L, k) is the stored chunk of ids starting at global row ``row0``; ``group``,
-    ``unit`` and the ``extra_codes`` (hi - lo,) are the codes of the rows counted.
+    ``unit`` and the ``extra_codes`` (hi - lo,) are the codes of the rows counted. ``into`` is the
+    accumulator of a chain of runs (``accumulate``): the previous run's result, owned by this chain
+    alone, whose int32 arrays are added to in place and returned (``None``: allocate it). Reusing
+    them saves what fresh count arrays cost: for K2, 70 MB of new pages per run, which this
+    virtualised machine faults in at up to 2.6 s per GB.
     """
     ids = _ids(block)[lo:hi]  # a view: the rows are counted where the store put them
     _, n_layers, k = ids.shape
-    ee = n_experts * n_experts
-    part = Partial(cap=(hi - lo) * k * k)
-    load = np.zeros((n_groups, n_layers, n_experts), np.int32) if want.load else np.zeros((0, 0, 0), np.int32)
-    coact = np.zeros((n_layers, ee), np.int32) if want.coactivation is not None else np.zeros((1, 0), np.int32)
-    with_trans = want.transitions and n_layers >= 2
-    trans = np.zeros((n_layers - 1, ee), np.int32) if with_trans else np.zeros((1, 0), np.int32)
     _check(K.first_bad_row(ids, n_experts), row0 + lo, n_experts)
-    if want.load or want.coactivation is not None or with_trans:
+    part = into if into is not None else _new_accumulator(want, n_groups, n_layers, n_experts)
+    part.cap += (hi - lo) * k * k
+    ee = n_experts * n_experts
+    load = part.load if part.load is not None else np.zeros((0, 0, 0), np.int32)
+    coact = part.coact.reshape(n_layers, ee) if part.coact is not None else np.zeros((1, 0), np.int32)
+    trans = part.trans.reshape(-1, ee) if part.trans is not None and part.trans.size else np.zeros((1, 0), np.int32)
+    if load.size or coact.size or trans.size:
         K.routing_counts(ids, group, n_experts, load, coact, want.coactivation == "adjacent", trans)
-    if want.load:
-        part.load = load
-    if want.coactivation is not None:
-        part.coact = coact.reshape(n_layers, n_experts, n_experts)
-    if want.transitions:
-        part.trans = trans.reshape(max(n_layers - 1, 0) if with_trans else 0, n_experts, n_experts)
     if want.per_unit and unit is not None:
         sel = unit >= 0
         if sel.any():
             # Units are numbered in row order, so a run of rows only touches a short range of them.
             u_lo, u_hi = int(unit[sel].min()), int(unit[sel].max())
             local = np.where(sel, unit - u_lo, -1).astype(np.int32)
-            part.unit_lo = u_lo
-            part.unit_load = np.zeros((u_hi - u_lo + 1, n_layers, n_experts), np.int32)
-            K.load_counts(ids, local, part.unit_load)
+            counts = np.zeros((u_hi - u_lo + 1, n_layers, n_experts), np.int32)
+            K.load_counts(ids, local, counts)
+            part.unit_lo, part.unit_load = _merge_ranges(part.unit_lo, part.unit_load, u_lo, counts, part.cap)
     for name, codes in extra_codes.items():
-        part.extra[name] = np.zeros((dict(want.extra)[name], n_layers, n_experts), np.int32)
         K.load_counts(ids, codes, part.extra[name])
+    return part
+
+
+def _new_accumulator(want: Want, n_groups: int, n_layers: int, n_experts: int) -> Partial:
+    """Zeroed int32 count arrays for what ``want`` asks (the first run of a chain)."""
+    e = n_experts
+    part = Partial()
+    if want.load:
+        part.load = np.zeros((n_groups, n_layers, e), np.int32)
+    if want.coactivation is not None:
+        part.coact = np.zeros((n_layers, e, e), np.int32)
+    if want.transitions:
+        part.trans = np.zeros((max(n_layers - 1, 0), e, e), np.int32)
+    for name, n in want.extra:
+        part.extra[name] = np.zeros((n, n_layers, e), np.int32)
     return part
 
 
@@ -261,9 +275,15 @@ def accumulate(
     n_layers, k = int(inputs.ids.shape[1]), int(inputs.ids.shape[2])
     count, stats = delayed(range_counts, pure=True), delayed(block_stats, pure=True)
     by_rows = want.load or want.coactivation is not None or want.transitions or want.per_unit or bool(want.extra)
-    runs: list[Delayed] = []  # integer counts of runs of rows
+    # Runs of rows are counted by CHAINS chains of tasks, run j by chain j % CHAINS: each run adds into its
+    # chain's accumulator, so a pass allocates CHAINS sets of count arrays, not one per run. A chain starts
+    # a new accumulator before its int32 counts could overflow (cap: rows x k² per cell at most).
+    heads: list[Delayed | None] = [None] * CHAINS
+    caps = [0] * CHAINS
+    runs: list[Delayed] = []  # finished accumulators (integer counts)
     blocks: list[Delayed] = []  # gate-weight sums and agreement of whole blocks
     kept: list[int] = []
+    j = 0
     for i in range(len(bounds) - 1):
         a, b = int(bounds[i]), int(bounds[i + 1])
         if not (inputs.group[a:b] >= 0).any():
@@ -273,19 +293,24 @@ def accumulate(
             g = inputs.group[a + lo : a + hi]
             if not (g >= 0).any():
                 continue
-            runs.append(
-                count(
-                    a,
-                    id_blocks[i],
-                    lo,
-                    hi,
-                    np.ascontiguousarray(g),
-                    inputs.n_groups,
-                    inputs.n_experts,
-                    want,
-                    {name: np.ascontiguousarray(c[a + lo : a + hi]) for name, c in extra_codes.items()},
-                    np.ascontiguousarray(unit[a + lo : a + hi]) if unit is not None else None,
-                )
+            ch = j % CHAINS
+            j += 1
+            if caps[ch] + (hi - lo) * k * k > INT32_MAX and heads[ch] is not None:
+                runs.append(heads[ch])  # type: ignore[arg-type]
+                heads[ch], caps[ch] = None, 0
+            caps[ch] += (hi - lo) * k * k
+            heads[ch] = count(
+                heads[ch],
+                a,
+                id_blocks[i],
+                lo,
+                hi,
+                np.ascontiguousarray(g),
+                inputs.n_groups,
+                inputs.n_experts,
+                want,
+                {name: np.ascontiguousarray(c[a + lo : a + hi]) for name, c in extra_codes.items()},
+                np.ascontiguousarray(unit[a + lo : a + hi]) if unit is not None else None,
             )
         if want.weights or want.agreement:
             blocks.append(
@@ -303,6 +328,7 @@ def accumulate(
             )
     if not kept:
         return Partial()
+    runs += [h for h in heads if h is not None]
     # Two fixed trees (workbench.tree_reduce): integer counts of the runs, and the per-block floating-point
     # sums, which thus add up in the same order whatever the scheduler and however the runs were cut.
     trees = [tree_reduce(parts, merge, split_every=SPLIT_EVERY) for parts in (runs, blocks) if parts]
