@@ -18,7 +18,8 @@ matrix would not), flushed into ``C`` every ``BLOCK`` tokens; a token adds at mo
 never pay for a scan of all E² cells. The kernel releases the GIL (dask's threads run blocks in parallel).
 One token's k × k increments are ``token_pairs``, which the analysis engine's fused kernel
 (``workbench.analysis.kernels.routing_counts``) inlines too; for k = 8 (K2, DeepSeek-V3) its loops have a
-literal trip count the compiler unrolls, about 1.4× faster than the generic loop.
+literal trip count the compiler unrolls (measured: the fused analysis pass 1.4-1.5× faster than with
+generic loops; ``pair_counts`` itself, whose uint16 scratch flush weighs more, 1.07×).
 
 This module imports nothing from the workbench: ``workbench.analysis`` and ``workbench.graph`` both use it.
 """
