@@ -1,12 +1,20 @@
-"""One pass over a routing store, chunk by chunk: per-chunk partial counts, reduced across chunks.
+"""One pass over a routing store, block by block: partial counts, reduced by fixed trees.
 
-The graph is plain dask (delayed tasks over the stored token chunks, a tree reduction on top), so
-it runs the same on the threaded scheduler and on a ``dask.distributed`` cluster: with a
-``Client`` active, ``dask.compute`` sends the tasks to its workers. Memory stays bounded by a few
-chunks plus a few partial count arrays per worker; the store is never loaded whole.
+The graph is plain dask (delayed tasks over the stored token blocks, tree reductions on top), so it
+runs the same on the threaded scheduler and on a ``dask.distributed`` cluster: with a ``Client``
+active, ``dask.compute`` sends the tasks to its workers. The store is never loaded whole.
 
-Consecutive-token pairs that straddle two chunks are counted on the client from each chunk's first
-and last rows (returned by the chunk tasks), with the same kernel, so no pair is lost or doubled.
+- Integer counts (loads, co-activation, transitions, per-unit and extra loads) are counted in runs of
+  rows of a block (``row_runs``: about ``TASK_PAIRS`` pair increments each, so both threads stay busy
+  to the end) by one fused kernel over the rows as stored (``kernels.routing_counts``). Run j adds into
+  the int32 arrays of chain j mod ``CHAINS`` (``range_counts``), so a pass allocates ``CHAINS`` sets of
+  count arrays rather than one per run; the chains' results are summed by a fixed tree (``merge``).
+- Gate-weight sums and consecutive-token agreement come from one task per block (``block_stats``) and
+  their own fixed tree over the blocks, so floating-point sums add in an order that depends neither on
+  the scheduler nor on how the blocks were cut into runs.
+
+Consecutive-token pairs that straddle two blocks are counted on the client from each block's first
+and last rows (returned by the block tasks), with the same kernel, so no pair is lost or doubled.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from workbench.analysis import kernels as K
 from workbench.analysis.inputs import MetricInputError, RoutingInputs
 from workbench.tree_reduce import tree_reduce
 
-SPLIT_EVERY = 8  # partials merged per reduction task (each a few (G, L, E) count arrays)
+SPLIT_EVERY = 8  # partials merged per reduction task
 # Pair increments per counting task: a dask block whose pair counts need more is counted by several tasks
 # over runs of its rows (about 0.3 s of one core each), so two threads stay busy to the end of a pass.
 TASK_PAIRS = 400_000_000

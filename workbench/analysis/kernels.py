@@ -6,8 +6,9 @@ loop over layers outside and tokens inside, so one layer's count matrices stay i
 while the tokens stream past (for K2, two E² int32 matrices of 590 KB each); the other kernels loop
 over tokens outside. Kernels release the GIL, so dask's threads count two runs of rows at once.
 
-Counts are int32 (the engine bounds the rows of one call so that no cell can overflow) and go
-straight into the output arrays, which the engine sums across runs of rows.
+The counting kernels add (+=) into int32 arrays the caller passes, so the engine's chains keep adding
+runs of rows into one set of arrays; the engine bounds the rows added to one set so that no cell can
+overflow (at most k² per row).
 
 A token takes part when its group code ``group[t] >= 0``; consecutive-token kernels only pair rows
 ``t, t+1`` of the same sequence and the same group, so pairs never cross a sequence boundary.
