@@ -191,8 +191,9 @@ def run_profile(store: str, q: Any) -> None:
     import dask
 
     from workbench.analysis import kernels as K
-    from workbench.analysis.engine import CHAINS, Want, _widen, merge, range_counts, row_runs
+    from workbench.analysis.engine import CHAINS, Want, range_counts, row_runs
     from workbench.analysis.inputs import prepare
+    from workbench.analysis.partial import merge, widen
     from workbench.store.io import open_store
     from workbench.tree_reduce import tree_reduce
 
@@ -238,7 +239,7 @@ def run_profile(store: str, q: Any) -> None:
     out["kernel_only_cpu_s"] = float(sum(per_job))
     with dask.config.set(scheduler="threads", num_workers=threads):
         root = tree_reduce([dask.delayed(p) for p in parts], merge, split_every=8)
-        _, out["reduce_s"], out["reduce_cpu_s"] = _timed(lambda: _widen(dask.compute(root)[0]))
+        _, out["reduce_s"], out["reduce_cpu_s"] = _timed(lambda: widen(dask.compute(root)[0]))
     out["runs"] = len(jobs)
     out["threads"] = threads
     out["loadavg_before_after"] = [LOAD_AT_START, os.getloadavg()[0]]

@@ -95,7 +95,7 @@ def test_runs_chains_and_int32_limits_do_not_change_any_number(tmp_path, monkeyp
     merges give exactly the numbers of one task per block (every count, every float)."""
     import xarray as xr
 
-    from workbench.analysis import engine
+    from workbench.analysis import engine, partial
     from workbench.analysis.compare import compare
 
     store, recs = _uniform_store(tmp_path / "u.zarr", top_k=top_k, n_seq=9, length=301, n_layers=3, seed=5)
@@ -116,7 +116,8 @@ def test_runs_chains_and_int32_limits_do_not_change_any_number(tmp_path, monkeyp
 
     whole = run()
     monkeypatch.setattr(engine, "TASK_PAIRS", 5_000)  # runs of a few rows
-    monkeypatch.setattr(engine, "INT32_MAX", 2_000)  # chains restart every run or two, merges widen to int64
+    monkeypatch.setattr(engine, "INT32_MAX", 2_000)  # chains restart every run or two
+    monkeypatch.setattr(partial, "INT32_MAX", 2_000)  # merges widen to int64
     cut = run()
     for a, b in zip(whole, cut, strict=True):
         xr.testing.assert_identical(a, b)
