@@ -37,6 +37,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import signal
 import sys
 import tempfile
@@ -116,14 +117,6 @@ SPLIT = """() => {
   const at = Number(e.dataset.receivedAt) - window.__wb.t0;
   return at < 0 ? null : {to_message_ms: at, draw_ms: Number(e.dataset.drawMs)};
 }"""
-
-
-def _click(page: Any, loc: Any) -> None:
-    """A real mouse click at the element's centre (no actionability waits: a token may be a thin glyph)."""
-    box = loc.bounding_box()
-    if box is None:
-        raise RuntimeError("the element to click is not rendered")
-    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
 
 
 def _stats(ms: list[float]) -> dict[str, float]:
@@ -225,16 +218,17 @@ def run_shape(pw: Any, shape: str, root: Path, args: argparse.Namespace) -> dict
                     xy = page.evaluate(POINT_XY, [trace, float(rng.random())])
                     if xy:
                         timer.measure(name, {"signal": "highlight"}, lambda xy=xy: page.mouse.click(*xy))
-            toks = page.locator(".wb-transcript .wb-sel .wb-tok")
+            # a token with a visible glyph: a newline or space token may have no box to click
+            toks = page.locator(".wb-transcript .wb-sel .wb-tok").filter(has_text=re.compile(r"\w"))
             if toks.count():
                 tok = toks.nth(int(rng.integers(0, toks.count())))
                 tok.scroll_into_view_if_needed()
                 pos = tok.get_attribute("data-pos")
-                timer.measure("token", {"title": f"token {pos} "}, lambda tok=tok: _click(page, tok))
+                timer.measure("token", {"title": f"token {pos} "}, lambda tok=tok: tok.click())
             heads = page.locator(".wb-transcript .wb-seg-head[data-span]")
             head = heads.nth(int(rng.integers(0, heads.count())))
             head.scroll_into_view_if_needed()
-            timer.measure("segment", {"title": "segment"}, lambda head=head: _click(page, head))
+            timer.measure("segment", {"title": "segment"}, lambda head=head: head.click())
             if i < args.repeats_slow:
                 timer.measure(
                     "all_first" if i == 0 else "all",
