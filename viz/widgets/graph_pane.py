@@ -43,8 +43,9 @@ EDGE_TRACE, NODE_TRACE = "edges", "experts"
 # Above this many nodes the node trace is drawn with WebGL (plotly's scattergl: one canvas) instead of one
 # SVG element per node: a K2 step draws ~16k nodes, which SVG lays out in hundreds of ms per click.
 GL_NODES = 3000
-# The same for the edges' invisible hover markers: a K2 graph draws 24 edges × 59 layer pairs = 1,416 of
-# them on every click, which as SVG are 1,416 path elements styled one by one.
+# The edges' invisible hover markers join the nodes on WebGL when there is a WebGL canvas anyway: a K2
+# graph draws 24 edges × 59 layer pairs = 1,416 of them, as SVG 1,416 path elements styled one by one per
+# click; a small graph stays all SVG (a WebGL canvas of its own costs more than a few hundred markers).
 GL_EDGE_MARKERS = 500
 NodeHandler = Callable[[int, int], None]  # (layer index, expert)
 EdgeHandler = Callable[[int, int, int], None]  # (layer-pair index, source expert, target expert)
@@ -233,7 +234,7 @@ class GraphPane(widgets.VBox):
         for b in range(_EDGE_BINS):
             x, y = _edge_xy(p, idx[bins == b])
             self._data[b]["x"], self._data[b]["y"] = x, y
-        self._show_edge_hover(p, edge_tokens)
+        self._show_edge_hover(p, edge_tokens, gl=li.size > GL_NODES)
         self._node_at = (li.astype(np.int64), ei.astype(np.int64))
         nodes = self._data[_EDGE_BINS + 1]
         nodes["type"] = "scattergl" if li.size > GL_NODES else "scatter"
@@ -250,11 +251,12 @@ class GraphPane(widgets.VBox):
         self._layout["yaxis"]["range"] = [-1, p.n_experts]
         self.plot.show(self._data, self._layout)
 
-    def _show_edge_hover(self, p: RoutingCounts, edge_tokens: EdgeTokens | None) -> None:
-        """Midpoint markers of the drawn edges: label, (count, weight, share) and top tokens for the hover."""
+    def _show_edge_hover(self, p: RoutingCounts, edge_tokens: EdgeTokens | None, *, gl: bool) -> None:
+        """Midpoint markers of the drawn edges: label, (count, weight, share) and top tokens for the hover
+        (WebGL when ``gl``, the nodes are, and there are many)."""
         e = p.edges
         hover = self._data[_EDGE_BINS]
-        hover["type"] = "scattergl" if len(e) > GL_EDGE_MARKERS else "scatter"
+        hover["type"] = "scattergl" if gl and len(e) > GL_EDGE_MARKERS else "scatter"
         hover["x"] = (p.layers[e.pair] + p.layers[e.pair + 1]) / 2.0
         hover["y"] = (e.src + e.dst) / 2.0
         totals = p.flow_totals[e.pair] if e.pair.size else np.zeros(0)

@@ -246,7 +246,7 @@ class TranscriptGraphWidget(widgets.VBox):
         cached = self._counted.pop(key, None) if sel["kind"] != "search" else None
         if cached is None and key in self._prefetched:  # counted (or being counted) in the background
             cached = self._prefetched.pop(key).result()
-        p, tops = cached if cached is not None else self._count(d, rows)
+        p, tops = cached if cached is not None else self._count(d, rows, self.graph.top_edges)
         self._counted[key] = (p, tops)  # the same selection again (e.g. All) is not counted twice
         while len(self._counted) > self.keep_counts:
             self._counted.pop(next(iter(self._counted)))
@@ -265,9 +265,9 @@ class TranscriptGraphWidget(widgets.VBox):
             self._path_token = pos
         self.last_update_s = time.perf_counter() - t0
 
-    def _count(self, d: SequenceData, rows: np.ndarray) -> Counted:
+    def _count(self, d: SequenceData, rows: np.ndarray, top_edges: int) -> Counted:
         """The drawn (pruned) counts of ``rows`` and the top tokens of their edges (None over the hover budget)."""
-        p = pathway_counts(d, rows, self._vocab, top_edges=self.graph.top_edges)
+        p = pathway_counts(d, rows, self._vocab, top_edges=top_edges)
         return p, edge_top_tokens(d, rows, p.edges.pair, p.edges.src, p.edges.dst, self._texts)
 
     def _prefetch_all(self) -> None:
@@ -276,7 +276,7 @@ class TranscriptGraphWidget(widgets.VBox):
         key = (d.sequence_id, "all", -1, self.graph.top_edges)
         if not self.prefetch_all or key in self._counted or key in self._prefetched:
             return
-        self._prefetched[key] = _BACKGROUND.submit(self._count, d, np.arange(d.n_tokens))
+        self._prefetched[key] = _BACKGROUND.submit(self._count, d, np.arange(d.n_tokens), self.graph.top_edges)
         while len(self._prefetched) > self.keep_transcripts:  # transcripts dropped from memory
             self._prefetched.pop(next(iter(self._prefetched)))
 
