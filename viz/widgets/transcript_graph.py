@@ -17,7 +17,10 @@ Python, ``benchmarks/bench_browser_latency.py`` in the browser).
 
 from __future__ import annotations
 
+import contextlib
 import html
+import os
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -42,10 +45,18 @@ from .sequence_data import SequenceData, as_dataset, load_sequence, sequence_ids
 from .token_path import TokenPathFigure, token_title
 from .transcript_view import TranscriptView
 
+
+def _lowest_priority() -> None:
+    """Run the background thread at nice 19 where the OS allows it per thread (Linux), so on a busy
+    machine the user's clicks get the CPU first."""
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not permitted: an ordinary thread
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
 # One background thread for all widgets: it counts each newly loaded transcript's *All* selection while
 # the user looks at the first step (the counting kernel releases the GIL), so a first *All* click is served
 # from the cache instead of recounting the whole transcript (~1-4 s on a K2-sized one).
-_BACKGROUND = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wb-widget-all")
+_BACKGROUND = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wb-widget-all", initializer=_lowest_priority)
 Counted = tuple[RoutingCounts, list[str] | None]  # drawn counts, top tokens of their edges
 
 
