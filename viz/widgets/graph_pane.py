@@ -249,6 +249,8 @@ class GraphPane(widgets.VBox):
         nodes["marker"]["colorbar"] = {"title": {"text": "mean gate" if p.weighted else "tokens"}}
         self._layout["title"]["text"] = plain(title)  # sequence ids and token text, shown literally
         self._layout["yaxis"]["range"] = [-1, p.n_experts]
+        # every layer labelled while the labels fit (the mini K2's 6); K2's 60 would overlap: every 5th
+        self._layout["xaxis"]["dtick"] = 1 if p.layers.size <= 24 else 5
         self.plot.show(self._data, self._layout)
 
     def _show_edge_hover(self, p: RoutingCounts, edge_tokens: EdgeTokens | None, *, gl: bool) -> None:
