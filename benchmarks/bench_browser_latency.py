@@ -24,6 +24,11 @@ its last selections), ``switch`` (the transcript dropdown), ``node`` / ``edge`` 
 node / edge: card + highlighted tokens), ``search`` (type + Enter: hits highlighted), ``domain``
 (the heatmap's domain dropdown of DomainComparisonWidget), ``export_png`` (the export button, PNG,
 until the widget says "wrote"). ``load``: Run All → first graph drawn (store read included).
+
+Where a graph action's time goes (``split``, from the graph pane's own ``performance.now()`` marks,
+widgets that have them): ``to_message`` = user event → the new figure arrived in the browser (comm round
+trip, kernel work, serialisation, transfer) and ``draw`` = ``Plotly.react`` of it. The kernel side alone
+is ``benchmarks/bench_widgets.py``.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import signal
 import sys
 import tempfile
@@ -43,7 +49,7 @@ import nbformat
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from browser_helpers import CHROMIUM, LAUNCH_ARGS, jupyter_lab, run_notebook
+from browser_helpers import chromium, jupyter_lab, run_notebook
 from widgets_helpers import domain_store, synthetic_config, transcript_record, write_store
 
 SHAPES = {"k2": (60, 384, 8), "mini_k2": (6, 64, 8)}
@@ -103,6 +109,16 @@ POINT_XY = """([name, frac]) => {
 }"""
 
 
+# The graph pane's marks of its last redraw (plot_pane.js), relative to the armed user event; null when
+# the pane has none (older widgets) or its last redraw came before the event.
+SPLIT = """() => {
+  const e = document.querySelector('.wb-plot-pane[data-pane=graph]');
+  if (!e || !e.dataset.receivedAt || !window.__wb || window.__wb.t0 === null) return null;
+  const at = Number(e.dataset.receivedAt) - window.__wb.t0;
+  return at < 0 ? null : {to_message_ms: at, draw_ms: Number(e.dataset.drawMs)};
+}"""
+
+
 def _stats(ms: list[float]) -> dict[str, float]:
     a = np.asarray(ms)
     if a.size == 0:
@@ -144,6 +160,7 @@ class Timer:
     def __init__(self, page: Any) -> None:
         self.page = page
         self.results: dict[str, list[float]] = {}
+        self.split: dict[str, dict[str, list[float]]] = {}
         self.failures: dict[str, str] = {}
         self.verbose = bool(os.environ.get("WORKBENCH_BENCH_VERBOSE"))
 
@@ -158,8 +175,12 @@ class Timer:
             print(f"    {name}: failed ({self.failures[name][:200]})", flush=True)
             return
         ms = page.evaluate("window.__wb.t1 - window.__wb.t0")
+        split = page.evaluate(SPLIT) if "title" in done else None
+        if split:
+            for part, v in split.items():
+                self.split.setdefault(name, {}).setdefault(part, []).append(float(v))
         if self.verbose:
-            print(f"    {name}: {ms:.0f} ms", flush=True)
+            print(f"    {name}: {ms:.0f} ms {split or ''}", flush=True)
         self.results.setdefault(name, []).append(float(ms))
 
 
@@ -171,7 +192,7 @@ def run_shape(pw: Any, shape: str, root: Path, args: argparse.Namespace) -> dict
     out: dict[str, Any] = {"shape": dict(zip(("moe_layers", "experts", "top_k"), SHAPES[shape], strict=True)),
                            "transcript_tokens": stores["tokens"], "store_write_s": stores["write_s"]}  # fmt: skip
     with jupyter_lab(root, python=args.python) as lab:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        browser = chromium(pw)
         page = browser.new_page(viewport={"width": 1500, "height": 1100})
         page.set_default_timeout(WAIT_MS)
         t0 = time.perf_counter()
@@ -197,7 +218,8 @@ def run_shape(pw: Any, shape: str, root: Path, args: argparse.Namespace) -> dict
                     xy = page.evaluate(POINT_XY, [trace, float(rng.random())])
                     if xy:
                         timer.measure(name, {"signal": "highlight"}, lambda xy=xy: page.mouse.click(*xy))
-            toks = page.locator(".wb-transcript .wb-sel .wb-tok")
+            # a token with a visible glyph: a newline or space token may have no box to click
+            toks = page.locator(".wb-transcript .wb-sel .wb-tok").filter(has_text=re.compile(r"\w"))
             if toks.count():
                 tok = toks.nth(int(rng.integers(0, toks.count())))
                 tok.scroll_into_view_if_needed()
@@ -238,6 +260,7 @@ def run_shape(pw: Any, shape: str, root: Path, args: argparse.Namespace) -> dict
         page.screenshot(path=str(args.out / f"browser_latency_{shape}{'-' + args.tag if args.tag else ''}.png"))
         browser.close()
     out["actions"] = {name: _stats(ms) for name, ms in timer.results.items()}
+    out["split"] = {name: {part: _stats(v) for part, v in parts.items()} for name, parts in timer.split.items()}
     out["raw_ms"] = timer.results
     out["failures"] = timer.failures
     return out
@@ -273,7 +296,9 @@ def main() -> None:
             results[shape] = run_shape(pw, shape, root, args)
             for name, st in results[shape]["actions"].items():
                 med, p95 = st.get("median_ms", float("nan")), st.get("p95_ms", float("nan"))
-                print(f"  {name:10s} median {med:8.1f} ms  p95 {p95:8.1f} ms  n={st['n']}", flush=True)
+                sp = results[shape]["split"].get(name, {})
+                parts = "  ".join(f"{k[:-3]} {v['median_ms']:.0f}" for k, v in sp.items() if v.get("n"))
+                print(f"  {name:10s} median {med:8.1f} ms  p95 {p95:8.1f} ms  n={st['n']}  {parts}", flush=True)
             if results[shape]["failures"]:
                 print("  failures:", results[shape]["failures"], flush=True)
     results["machine"]["load_after"] = os.getloadavg()

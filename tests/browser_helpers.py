@@ -3,7 +3,8 @@
 ``jupyter_lab(root)`` starts ``jupyter lab`` (random port, random token; config, runtime, workspace
 and settings dirs under ``root``; every cell kept in the DOM, no news toast, no PyPI queries) with
 ``root`` as its folder, waits on the server's own status endpoint, and stops it on exit.
-``run_notebook`` opens a notebook in a Playwright page and runs all its cells as a user would.
+``run_notebook`` opens a notebook in a Playwright page and runs all its cells as a user would;
+``chromium(pw)`` launches the system Chromium headless with the flags both use.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ LAUNCH_ARGS = [
 ]
 STARTUP_S = 300
 LONG_MS = 600_000
+
+
+def chromium(pw: Any) -> Any:
+    """The system Chromium (``$BROWSER_PATH``), headless, launched by a Playwright instance ``pw``."""
+    return pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
 
 
 def _free_port() -> int:

@@ -26,7 +26,7 @@ from typing import Any
 
 import nbformat
 import pytest
-from browser_helpers import CHROMIUM, LAUNCH_ARGS, LONG_MS, jupyter_lab, run_notebook
+from browser_helpers import CHROMIUM, LONG_MS, chromium, jupyter_lab, run_notebook
 from notebook_harness import inject_parameters
 from widgets_helpers import transcript_store
 
@@ -77,7 +77,7 @@ def test_transcript_graph_widget_in_jupyterlab(lab: dict[str, str], tmp_path: Pa
     artifacts = Path(os.environ.get("WORKBENCH_ARTIFACTS", tmp_path))
     artifacts.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        browser = chromium(pw)
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 1100})
             page.set_default_timeout(LONG_MS)  # every wait below is on an event; none has a short implicit limit
@@ -154,7 +154,7 @@ def test_graph_clicks_cards_and_search_in_jupyterlab(lab: dict[str, str], tmp_pa
     artifacts = Path(os.environ.get("WORKBENCH_ARTIFACTS", tmp_path))
     artifacts.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        browser = chromium(pw)
         page = browser.new_page(viewport={"width": 1500, "height": 1100})
         page.set_default_timeout(LONG_MS)
         errors: list[str] = []

@@ -193,3 +193,21 @@ def test_the_graph_reaches_the_browser_as_binary_buffers(ds) -> None:
     at = [list(p) for p in paths].index(["figure", "data", len(fig["data"]) - 1, "y", "buffer"])
     y = np.frombuffer(buffers[at], dtype=np.int32)
     assert np.array_equal(y, np.asarray(w.graph.figure.data[-1].y))
+
+
+def test_all_is_counted_in_the_background_and_equals_counting_it_on_click(ds) -> None:
+    from workbench.viz.widgets.pathways import pathway_counts
+
+    w = TranscriptGraphWidget(ds)
+    key = (w.data.sequence_id, "all", -1, w.graph.top_edges)
+    w._prefetched[key].result()  # the background count of the whole transcript, started at load
+    w.select("all")
+    assert key not in w._prefetched and key in w._counted  # served from it, not counted again
+    shown = w.graph.pathways
+    want = pathway_counts(w.data, np.arange(w.data.n_tokens), top_edges=w.graph.top_edges)
+    assert shown is not None and np.array_equal(shown.node_tokens, want.node_tokens)
+    for col in ("pair", "src", "dst", "count", "weight"):
+        assert np.array_equal(getattr(shown.edges, col), getattr(want.edges, col)), col
+    w.picker.value = "t1"  # a newly loaded transcript is prefetched too
+    assert ("t1", "all", -1, w.graph.top_edges) in w._prefetched
+    assert not TranscriptGraphWidget(ds, prefetch_all=False)._prefetched

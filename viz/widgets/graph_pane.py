@@ -43,6 +43,10 @@ EDGE_TRACE, NODE_TRACE = "edges", "experts"
 # Above this many nodes the node trace is drawn with WebGL (plotly's scattergl: one canvas) instead of one
 # SVG element per node: a K2 step draws ~16k nodes, which SVG lays out in hundreds of ms per click.
 GL_NODES = 3000
+# The edges' invisible hover markers join the nodes on WebGL when there is a WebGL canvas anyway: a K2
+# graph draws 24 edges × 59 layer pairs = 1,416 of them, as SVG 1,416 path elements styled one by one per
+# click; a small graph stays all SVG (a WebGL canvas of its own costs more than a few hundred markers).
+GL_EDGE_MARKERS = 500
 NodeHandler = Callable[[int, int], None]  # (layer index, expert)
 EdgeHandler = Callable[[int, int, int], None]  # (layer-pair index, source expert, target expert)
 EdgeTokens = Callable[[np.ndarray, np.ndarray, np.ndarray], "list[str] | None"]
@@ -50,8 +54,8 @@ EdgeTokens = Callable[[np.ndarray, np.ndarray, np.ndarray], "list[str] | None"]
 
 def _edge_xy(p: RoutingCounts, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Line segments with NaN breaks, shape (3·m,) each."""
-    x = np.full((idx.size, 3), np.nan)
-    y = np.full((idx.size, 3), np.nan)
+    x = np.full((idx.size, 3), np.nan, dtype=np.float32)  # layer and expert ids are exact in float32
+    y = np.full((idx.size, 3), np.nan, dtype=np.float32)
     lp = p.edges.pair[idx]
     x[:, 0] = p.layers[lp]
     x[:, 1] = p.layers[lp + 1]
@@ -230,25 +234,31 @@ class GraphPane(widgets.VBox):
         for b in range(_EDGE_BINS):
             x, y = _edge_xy(p, idx[bins == b])
             self._data[b]["x"], self._data[b]["y"] = x, y
-        self._show_edge_hover(p, edge_tokens)
+        self._show_edge_hover(p, edge_tokens, gl=li.size > GL_NODES)
         self._node_at = (li.astype(np.int64), ei.astype(np.int64))
         nodes = self._data[_EDGE_BINS + 1]
         nodes["type"] = "scattergl" if li.size > GL_NODES else "scatter"
         nodes["x"] = layers.astype(np.int32)
         nodes["y"] = ei.astype(np.int32)
-        nodes["customdata"] = tokens.astype(np.float64)
+        # 32-bit on the wire (half the bytes of a K2 step's ~16k nodes): token counts are exact in int32,
+        # sizes and colours need no more than float32's 7 digits.
+        nodes["customdata"] = tokens.astype(np.int32)
         nodes["hovertemplate"] = _NODE_HOVER if p.weighted else _NODE_HOVER_IDS_ONLY
-        nodes["marker"]["size"] = size.astype(np.float64)
-        nodes["marker"]["color"] = colour.astype(np.float64)
+        nodes["marker"]["size"] = size.astype(np.float32)
+        nodes["marker"]["color"] = colour.astype(np.float32)
         nodes["marker"]["colorbar"] = {"title": {"text": "mean gate" if p.weighted else "tokens"}}
         self._layout["title"]["text"] = plain(title)  # sequence ids and token text, shown literally
         self._layout["yaxis"]["range"] = [-1, p.n_experts]
+        # every layer labelled while the labels fit (the mini K2's 6); K2's 60 would overlap: every 5th
+        self._layout["xaxis"]["dtick"] = 1 if p.layers.size <= 24 else 5
         self.plot.show(self._data, self._layout)
 
-    def _show_edge_hover(self, p: RoutingCounts, edge_tokens: EdgeTokens | None) -> None:
-        """Midpoint markers of the drawn edges: label, (count, weight, share) and top tokens for the hover."""
+    def _show_edge_hover(self, p: RoutingCounts, edge_tokens: EdgeTokens | None, *, gl: bool) -> None:
+        """Midpoint markers of the drawn edges: label, (count, weight, share) and top tokens for the hover
+        (WebGL when ``gl``, the nodes are, and there are many)."""
         e = p.edges
         hover = self._data[_EDGE_BINS]
+        hover["type"] = "scattergl" if gl and len(e) > GL_EDGE_MARKERS else "scatter"
         hover["x"] = (p.layers[e.pair] + p.layers[e.pair + 1]) / 2.0
         hover["y"] = (e.src + e.dst) / 2.0
         totals = p.flow_totals[e.pair] if e.pair.size else np.zeros(0)
