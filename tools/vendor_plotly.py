@@ -88,7 +88,8 @@ def main() -> None:
                 "bytes": len(js),
                 "gzip_bytes": len(packed),
             }
-            print(f"plotly-{name}: {', '.join(sorted({'scatter', *traces}))}: {len(js):,} bytes, {len(packed):,} gzipped")
+            listed = ", ".join(sorted({"scatter", *traces}))
+            print(f"plotly-{name}: {listed}: {len(js):,} bytes, {len(packed):,} gzipped")
         (ASSETS / "plotly-LICENSE.txt").write_bytes((pkg / "LICENSE").read_bytes())
     (ASSETS / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"wrote {ASSETS} (plotly.js {version})")
