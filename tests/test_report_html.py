@@ -8,6 +8,7 @@ tests/test_plotly_text.py.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -90,6 +91,16 @@ def test_page_inlines_plotly_once_packed_and_sends_the_template_once():
     assert not re.search(r"<script[^>]*\bsrc=", text)
     # the page's own script stays plain and runs once the packed scripts have run
     assert "window.workbenchReady.then(() => {\nconsole.log(window.workbenchFigures)\n});" in text
+
+
+def test_a_large_page_script_is_packed_and_runs_after_the_figures():
+    figs = [("f", go.Figure(go.Scatter(x=[0, 1], y=[1, 0])))]
+    big = "const CARDS = " + json.dumps({f"L1:E{i}": "x" * 100 for i in range(400)}) + ";"
+    assert len(big) > html_page.PLAIN_SCRIPT_MAX
+    text = html_page.page("t", "", figs, script=big)
+    assert "const CARDS" not in text and text.count(f'<script type="{html_page.PACKED_TYPE}">') == 3
+    full = html_page.unpack(text)
+    assert full.index("window.workbenchFigures = ") < full.index("const CARDS") and "workbenchReady.then" not in full
 
 
 def test_preferred_group_order_clusters_and_sorts():
