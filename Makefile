@@ -16,7 +16,7 @@ OUT ?= demo-out
 VIEWER_JS ?= .cache/viewer-js
 VIEWER_JS_PACKAGES := d3@7.9.0 d3-collection@1.0.7 d3-jetpack@2.1.0 dagre@0.8.5 pako@2.1.0 cytoscape@3.30.2
 
-.PHONY: demo test test-load lab lint typecheck bench chromium bubblewrap nodejs viewer-js clean
+.PHONY: demo test test-load lab lint typecheck bench chromium bubblewrap nodejs viewer-js plotly-bundles clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ nodejs:
 
 viewer-js: nodejs
 	@test "$$(cat $(VIEWER_JS)/.packages 2>/dev/null)" = "$(VIEWER_JS_PACKAGES)" || { command -v npm >/dev/null && mkdir -p $(VIEWER_JS) && npm install --prefix $(VIEWER_JS) --no-audit --no-fund --silent $(VIEWER_JS_PACKAGES) && echo "$(VIEWER_JS_PACKAGES)" > $(VIEWER_JS)/.packages; } || echo "warning: npm install failed; the viewer browser tests will be skipped"
+
+# Rebuild the partial plotly.js bundles the HTML pages inline (viz/assets/), after upgrading plotly.
+plotly-bundles: $(VENV)/.installed nodejs
+	$(BIN)/python tools/vendor_plotly.py
 
 demo: $(VENV)/.installed chromium bubblewrap
 	BROWSER_PATH=$(CHROMIUM) $(BIN)/workbench demo --out $(OUT)

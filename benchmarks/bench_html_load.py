@@ -1,18 +1,24 @@
-"""Benchmark: file size and load time in headless Chromium of the comparison report and a graph HTML export.
+"""Benchmark: file size and load time in headless Chromium of the workbench's HTML pages.
 
-Goal (issue 14): the demo's report (``compare/report.html``) is at most 2 MB and loads in at most 2 s;
-the same for a graph HTML export (``graphs/graph-math.html``). Load time is measured in the page:
+Goal: the report (``compare/report.html``), a graph HTML export and the overview page are each at most
+2 MB and load in at most 2 s, for the demo and for a K2-shaped store (60 MoE layers × 384 experts, top-8,
+four domains). Load time is measured in the page:
 ``performance.now()`` (milliseconds since navigation start) at the first animation frame in which every
 plotly div on the page has been drawn (it has plotly's ``_fullLayout`` and its ``svg.main-svg``), for
 ``--repeats`` fresh loads of the file by ``file://`` in a new tab each time (median and max reported).
-Also written: the file size, the number of copies of plotly.js inlined and the number of plots.
+Also written: the file size, the number of copies of plotly.js inlined (the licence banners in the file's
+text: one per copy, packed or not) and the number of plots.
 
     python benchmarks/bench_html_load.py --out benchmarks/results [--demo demo-out] [FILE.html ...]
+    python benchmarks/bench_html_load.py --out benchmarks/results --k2 20000 [--keep DIR]
 
 With no FILE, the report and graph HTML of ``--demo`` (the folder ``workbench demo --out`` wrote) are
 measured; when that folder has none, a report and a graph are first written from a synthetic store of
-the mini K2's shape (three domains) into a temporary folder, and the JSON says so (``source``).
-Chromium: ``$BROWSER_PATH`` or /usr/bin/chromium.
+the mini K2's shape (three domains) into a temporary folder, and the JSON says so (``source``). With
+``--k2 N``, a report, the math graph and the overview are written from an N-token K2-shaped synthetic
+store (``workbench.store.synthetic``: 60 × 384, top-8, four domains; the pages' sizes depend on the
+shape, not on N) and measured; ``--keep DIR`` keeps them there. Chromium: ``$BROWSER_PATH`` or
+/usr/bin/chromium.
 """
 
 from __future__ import annotations
@@ -98,6 +104,32 @@ def _synthetic_outputs(folder: Path) -> list[Path]:
     return [report, graph]
 
 
+def _k2_outputs(folder: Path, n_tokens: int) -> list[Path]:
+    """The report, the math graph and the overview page of an ``n_tokens`` K2-shaped synthetic store."""
+    from workbench.viz import export_graph, write_report
+    from workbench.viz.overview_page import write_overview_html
+
+    from workbench.analysis.compare import compare
+    from workbench.cli.graph import DEFAULT_TOP_EDGES
+    from workbench.graph.build import reasoning_graph
+    from workbench.graph.supernodes import supernodes
+    from workbench.store.io import open_store
+    from workbench.store.select import Selection
+    from workbench.store.synthetic import synthetic_store
+
+    store = folder / "k2.zarr"
+    if not store.exists():
+        synthetic_store(store, n_tokens=n_tokens, progress=False)
+    ds = open_store(store)
+    report = write_report(compare(ds, by="domain", n_boot=50, n_perm=50), folder / "compare")["report.html"]
+    sel = Selection(domains=("math",))
+    graph = export_graph(  # pruned as `workbench graph` prunes by default
+        reasoning_graph(ds, sel, top_edges=DEFAULT_TOP_EDGES), folder / "graph-math.html", store=ds, selection=sel
+    )
+    overview = write_overview_html(supernodes(ds), folder / "overview.html")
+    return [report, graph, overview]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="*", type=Path, help="HTML files to measure (default: the demo's)")
@@ -105,13 +137,23 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--label", default="", help="a name for this run in the JSON (e.g. before, after)")
+    parser.add_argument("--k2", type=int, default=0, metavar="N", help="measure pages of an N-token K2-shaped store")
+    parser.add_argument("--keep", type=Path, default=None, help="with --k2: write the store and pages here")
     args = parser.parse_args()
     browser = os.environ.get("BROWSER_PATH") or "/usr/bin/chromium"
 
     source = "files"
     files = list(args.files)
     tmp: tempfile.TemporaryDirectory[str] | None = None
-    if not files:
+    if args.k2:
+        if args.keep is None:
+            tmp = tempfile.TemporaryDirectory(prefix="bench-html-")
+            folder = Path(tmp.name)
+        else:
+            folder = args.keep
+        folder.mkdir(parents=True, exist_ok=True)
+        files, source = _k2_outputs(folder, args.k2), f"K2-shaped synthetic store, {args.k2:,} tokens"
+    elif not files:
         demo = [args.demo / "compare" / "report.html", args.demo / "graphs" / "graph-math.html"]
         if all(f.exists() for f in demo):
             files, source = demo, f"workbench demo output in {args.demo}"

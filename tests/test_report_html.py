@@ -1,4 +1,5 @@
-"""The comparison report and the HTML pages: plotly.js once, compact data, sorted heatmaps, honest tables.
+"""The comparison report and the HTML pages: plotly.js once (the smallest bundle, packed), compact data,
+sorted heatmaps, honest tables.
 
 Real zarr stores (the three-domain synthetic store of widgets_helpers, whose domains prefer different
 bands of experts) and the real ``compare``; the browser is exercised by tests/test_graph_html.py and
@@ -7,6 +8,7 @@ tests/test_plotly_text.py.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from workbench.viz.report import LABELS, MAX_SPECIFIC, figures, render_html
 
 from workbench.analysis.compare import compare
 
-BANNER = re.compile(r"\* plotly\.js(?: \(cartesian - minified\))? v\d+\.\d+\.\d+")
+BANNER = re.compile(r"\* plotly\.js v\d+\.\d+\.\d+")
 
 
 @pytest.fixture(scope="module")
@@ -32,26 +34,42 @@ def cmp(store):
     return compare(store, by="domain", n_boot=20, n_perm=20)
 
 
-def test_cartesian_bundle_for_cartesian_figures_full_bundle_otherwise():
+def test_the_smallest_bundle_that_draws_the_page():
     from plotly.offline import get_plotlyjs
 
     heat = go.Figure(go.Heatmap(z=[[1, 2], [3, 4]]))
     line = go.Figure(go.Scatter(x=[0, 1], y=[1, 0]))
-    name, js = html_page.plotly_js([heat, line])
-    assert name == "cartesian" and len(js) < 2_000_000 and "plotly.js (cartesian" in js[:200]
+    bar = go.Figure(go.Bar(x=[0, 1], y=[1, 0]))
     sankey = go.Figure(go.Sankey(node={"label": ["a", "b"]}, link={"source": [0], "target": [1], "value": [1]}))
-    name, js = html_page.plotly_js([heat, sankey])
-    assert name == "full" and js == get_plotlyjs()
+    name, js = html_page.plotly_js([heat, line, bar])
+    assert name == "bar-heatmap" and len(js) < 1_300_000 and "plotly.js (bar-heatmap - minified)" in js[:200]
+    name, js = html_page.plotly_js([sankey, line])
+    assert name == "sankey" and len(js) < 1_400_000 and "plotly.js (sankey - minified)" in js[:200]
+    for figs in ([heat, sankey], [go.Figure(go.Box(y=[1, 2]))]):  # no vendored bundle has both / has box
+        name, js = html_page.plotly_js(figs)
+        assert name == "full" and js == get_plotlyjs()
 
 
 def test_a_bundle_of_another_version_is_not_used(monkeypatch):
-    html_page._cartesian_js.cache_clear()
+    html_page.vendored_bundles.cache_clear()
     monkeypatch.setattr(html_page, "get_plotlyjs_version", lambda: "0.0.1")
     try:
         assert html_page.plotly_js([go.Figure(go.Scatter(x=[1]))])[0] == "full"
     finally:
         monkeypatch.undo()
-        html_page._cartesian_js.cache_clear()
+        html_page.vendored_bundles.cache_clear()
+
+
+def test_vendored_bundles_match_their_manifest():
+    import json
+
+    manifest = json.loads(html_page.MANIFEST.read_text())
+    bundles = {b.name: b for b in html_page.vendored_bundles()}
+    assert set(bundles) == set(manifest["bundles"]) == {"bar-heatmap", "sankey"}
+    for name, info in manifest["bundles"].items():
+        js = bundles[name].js
+        assert len(js.encode()) == info["bytes"] and f"v{manifest['plotly_js']}" in js[:200]
+        assert "window.Plotly = Plotly" in js[-200:]  # the global the pages' scripts use
 
 
 def test_compact_keeps_values_to_float32_and_six_digits():
@@ -60,13 +78,29 @@ def test_compact_keeps_values_to_float32_and_six_digits():
     assert tree["x"] == [0.123457, None, 3] and tree["t"] == ["a"]
 
 
-def test_page_inlines_plotly_once_and_sends_the_template_once():
+def test_page_inlines_plotly_once_packed_and_sends_the_template_once():
     figs = [(f"f{i}", go.Figure(go.Heatmap(z=np.random.default_rng(i).random((4, 5))))) for i in range(4)]
-    text = html_page.page("t", "<p>{{figure:f2}}</p>", figs)
-    assert len(BANNER.findall(text)) == 1
-    assert text.count('"histogram2dcontour":[{') == 1  # the default template, shared by the four figures
+    text = html_page.page("t", "<p>{{figure:f2}}</p>", figs, script="console.log(window.workbenchFigures)")
+    assert len(BANNER.findall(text)) == 1  # the licence notice of the one packed copy
+    bundle = html_page.plotly_bundle(f for _, f in figs)
+    assert len(text) < 0.6 * len(bundle.js)  # plotly.js travels gzipped
+    full = html_page.unpack(text)
+    assert bundle.js.replace("</", "<\\/") in full  # unpacked, byte for byte
+    assert full.count('"histogram2dcontour":[{') == 1  # the default template, shared by the four figures
     assert text.index('id="f2"') < text.index('id="f0"')  # placed at its marker; the others appended
     assert not re.search(r"<script[^>]*\bsrc=", text)
+    # the page's own script stays plain and runs once the packed scripts have run
+    assert "window.workbenchReady.then(() => {\nconsole.log(window.workbenchFigures)\n});" in text
+
+
+def test_a_large_page_script_is_packed_and_runs_after_the_figures():
+    figs = [("f", go.Figure(go.Scatter(x=[0, 1], y=[1, 0])))]
+    big = "const CARDS = " + json.dumps({f"L1:E{i}": "x" * 100 for i in range(400)}) + ";"
+    assert len(big) > html_page.PLAIN_SCRIPT_MAX
+    text = html_page.page("t", "", figs, script=big)
+    assert "const CARDS" not in text and text.count(f'<script type="{html_page.PACKED_TYPE}">') == 3
+    full = html_page.unpack(text)
+    assert full.index("window.workbenchFigures = ") < full.index("const CARDS") and "workbenchReady.then" not in full
 
 
 def test_preferred_group_order_clusters_and_sorts():
@@ -150,6 +184,33 @@ def test_graph_html_is_small_and_self_contained(store, tmp_path: Path):
 def test_a_typed_array_shared_by_traces_is_sent_once():
     ids = np.arange(4000, dtype=np.int16).reshape(40, 100)
     figs = [(f"f{i}", go.Figure(go.Heatmap(z=np.full((40, 100), float(i)), customdata=ids))) for i in range(3)]
-    text = html_page.page("t", "", figs)
+    text = html_page.unpack(html_page.page("t", "", figs))
     shared = re.search(r"const B = \[\"([^\"]+)\"\]", text)
     assert shared and text.count(shared.group(1)) == 1 and text.count('"bdata":B[0]') == 3
+
+
+@pytest.mark.slow
+def test_k2_shaped_pages_are_at_most_2_mb(tmp_path: Path):
+    """The size goal on the shape that matters: 60 MoE layers × 384 experts, top-8, four domains (the pages'
+    size depends on the shape, hardly on the token count). Each page inlines its bundle once, packed."""
+    from workbench.viz import export_graph
+    from workbench.viz.overview_page import write_overview_html
+    from workbench.viz.report import write_report
+
+    from workbench.graph.build import reasoning_graph
+    from workbench.graph.supernodes import supernodes
+    from workbench.store.io import open_store
+    from workbench.store.select import Selection
+    from workbench.store.synthetic import synthetic_store
+
+    ds = open_store(synthetic_store(tmp_path / "k2.zarr", n_tokens=6000, progress=False))
+    report = write_report(compare(ds, by="domain", n_boot=10, n_perm=10), tmp_path / "compare")["report.html"]
+    sel = Selection(domains=("math",))
+    graph = export_graph(reasoning_graph(ds, sel, top_edges=12), tmp_path / "graph.html")  # the CLI default
+    overview = write_overview_html(supernodes(ds), tmp_path / "overview.html")
+    for path, bundle in ((report, "bar-heatmap"), (graph, "bar-heatmap"), (overview, "sankey")):
+        text = path.read_text()
+        assert path.stat().st_size <= 2_000_000, (path.name, path.stat().st_size)
+        assert len(BANNER.findall(text)) == 1 and f"partial bundle {bundle!r}" in text, path.name
+    figures = html_page.unpack(report.read_text()).split("window.workbenchFigures = ")[1]  # after the template
+    assert figures.count('"type":"heatmap"') == 4  # one usage panel per domain, all there

@@ -4,7 +4,10 @@
 and top tokens) as an HTML fragment; the HTML page embeds one fragment per supernode and shows it when its
 block is clicked, and the widget (``workbench.viz.widgets.overview``) shows the same fragment for the
 supernode picked in its controls. The page holds plotly.js once (inline, so it opens offline) and
-the figure; nothing is fetched.
+the figure; nothing is fetched. It is an ``html_page`` page: the smallest plotly.js bundle that draws a
+Sankey (the vendored ``sankey`` partial bundle, 1.28 MB instead of the full 4.8 MB) and the figure and
+panels travel gzipped (``html_page.packed_scripts``), so a K2-shaped overview (60 layers × 8 supernodes)
+is about 1 MB instead of 6.7 MB.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
-from plotly.offline import get_plotlyjs
 from workbench.viz.export import export_figure
+from workbench.viz.html_page import packed_scripts, plotly_bundle
 from workbench.viz.overview import overview_figure, shown_tokens
 
 from workbench.graph.export import FIGURE_FORMATS, ExportError, export_format
@@ -91,9 +94,13 @@ _STYLE = """body{font-family:system-ui,sans-serif;margin:12px;color:#222}
 border-bottom:1px solid #eee}#panel td:nth-child(2),#panel td:nth-child(3),#panel td:nth-child(4){text-align:right}
 #panel .more{color:#555;max-width:1400px}"""
 
+# %(panels)s: {"layer_pos,group": panel HTML}; %(figure)s: the figure's plotly JSON
 _SCRIPT = """(function(){
-const panels = JSON.parse(document.getElementById('wb-panels').textContent);
+const panels = %(panels)s;
+const f = %(figure)s;
 const plot = document.getElementById('wb-overview');
+const drawn = Plotly.newPlot(plot, f.data, f.layout, {responsive: false, displaylogo: false});
+window.workbenchFigures = {'wb-overview': drawn};
 const panel = document.getElementById('panel');
 function show(key){
   if(!panels[key]) return;
@@ -118,19 +125,13 @@ def overview_html(sn: Supernodes, fig: go.Figure | None = None) -> str:
         for g in range(int(sn.n_groups[i]))
         if sn.members(i, g).size
     }
-    data = json.dumps(panels, ensure_ascii=False).replace("</", "<\\/")  # no "</script>" inside the JSON
-    figure = pio.to_json(fig, validate=False).replace("</", "<\\/")
+    script = _SCRIPT % {"panels": json.dumps(panels, ensure_ascii=False), "figure": pio.to_json(fig, validate=False)}
     title = html.escape(f"overview · {sn.selection}")
     return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{_STYLE}</style>"
-        f"<script>{get_plotlyjs()}</script></head><body>"
-        "<div id='wb-overview'></div>"
+        "</head><body><div id='wb-overview'></div>"
         "<div id='panel'><p>Click a block (a supernode) to list its experts: tokens, load and top tokens.</p></div>"
-        f"<script type='application/json' id='wb-panels'>{data}</script>"
-        f"<script type='application/json' id='wb-figure'>{figure}</script>"
-        "<script>const f = JSON.parse(document.getElementById('wb-figure').textContent);"
-        "Plotly.newPlot('wb-overview', f.data, f.layout, {responsive: false, displaylogo: false});</script>"
-        f"<script>{_SCRIPT}</script></body></html>"
+        f"{packed_scripts(plotly_bundle([fig]), [script])}</body></html>"
     )
 
 

@@ -5,7 +5,7 @@ place at the end, so a failure never leaves half a report), and never into a rou
 
 - ``report.html``: summary tables (plain-language column labels, ``LABELS``) and the figures of
   ``figures_compare``, as one page of ``html_page`` (plotly.js inlined once, compact data; works offline,
-  no CDN; the demo's report is ~1.5 MB);
+  no CDN; a K2-shaped report is ~0.9 MB);
 - ``summary.json``: the small summary (``Comparison.summary()``);
 - ``per_layer.csv``, ``experts.csv``, ``divergence.csv``, ``specific_experts.csv``, ``transitions.csv``.
 """

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json
 import warnings
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import zarr
 from zarr.abc.store import Store
@@ -28,6 +29,7 @@ from zarr.core.sync import sync
 
 from workbench.errors import StoreError
 from workbench.store import schema as S
+from workbench.store.location import StoreLocation, resolve
 
 ROOT_KEY = "zarr.json"
 
@@ -80,6 +82,48 @@ def check_root(root: dict[str, Any] | None, where: str) -> dict[str, Any]:
     if not is_committed_store(root):
         raise StoreError(f"{where} was never committed (its creation was interrupted); delete it and record again")
     return dict(attrs)
+
+
+class StoreRoot(NamedTuple):
+    """A committed store opened at its root: where it is, its root ``zarr.json`` and that document's attributes."""
+
+    loc: StoreLocation
+    root: dict[str, Any]
+    attrs: dict[str, Any]
+
+
+def read_root(loc: StoreLocation) -> dict[str, Any] | None:
+    """The root ``zarr.json`` of ``loc`` (None when there is none), or StoreError when the path cannot hold one.
+
+    A path that is a file, or a root document the operating system refuses to read (permission denied, a
+    path component that is not a directory), is one line saying so rather than an OSError traceback.
+    """
+    if not loc.is_dir_or_missing():
+        raise StoreError(f"{loc.where} is a file, not a routing store (a routing store is a *.zarr directory)")
+    try:
+        return read_json(loc.store, ROOT_KEY)
+    except (NotADirectoryError, IsADirectoryError, PermissionError) as err:
+        raise StoreError(f"{loc.where} cannot be read as a routing store ({err.strerror})") from None
+
+
+def open_root(
+    path_or_url: str | Path, storage_options: dict[str, Any] | None = None, *, read_only: bool = True
+) -> StoreRoot:
+    """Resolve a store and read its committed root: the first step of every reader (and of the index build).
+
+    Raises
+    ------
+    StoreError
+        The path does not exist, is a file or cannot be read, or is not a committed routing store of a
+        schema version this workbench reads (``check_root``).
+    """
+    loc = resolve(path_or_url, storage_options, read_only=read_only)
+    if not loc.exists():
+        raise StoreError(f"no routing store at {loc.where}: the path does not exist")
+    root = read_root(loc)
+    attrs = check_root(root, loc.where)
+    assert root is not None  # check_root refuses None
+    return StoreRoot(loc, root, attrs)
 
 
 def array_document(arr: zarr.Array) -> dict[str, Any]:

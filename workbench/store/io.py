@@ -23,30 +23,18 @@ import xarray as xr
 from workbench.errors import StoreError
 from workbench.routing_config import RoutingConfig
 from workbench.store import schema as S
-from workbench.store.commit import check_root, read_json
+from workbench.store.commit import open_root, read_root
 from workbench.store.integrity import CheckedStore
-from workbench.store.location import StoreLocation, resolve
+from workbench.store.location import resolve
 from workbench.store.prepare import check_writable
 from workbench.store.writer import StoreWriter
 
 __all__ = ["StoreWriter", "check_appendable", "open_store", "read_attrs", "store_size"]
 
 
-def _root(loc: StoreLocation) -> dict[str, Any] | None:
-    if not loc.is_dir_or_missing():
-        raise StoreError(f"{loc.where} is a file, not a routing store (a routing store is a *.zarr directory)")
-    try:
-        return read_json(loc.store, "zarr.json")
-    except (NotADirectoryError, IsADirectoryError, PermissionError) as err:
-        raise StoreError(f"{loc.where} cannot be read as a routing store ({err.strerror})") from None
-
-
 def read_attrs(path_or_url: str | Path, *, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """The attributes of a committed store (model, tokenizer, committed counts, ...) without opening arrays."""
-    loc = resolve(path_or_url, storage_options, read_only=True)
-    if not loc.exists():
-        raise StoreError(f"no routing store at {loc.where}: the path does not exist")
-    return check_root(_root(loc), loc.where)
+    return open_root(path_or_url, storage_options).attrs
 
 
 def open_store(
@@ -76,11 +64,7 @@ def open_store(
         At open (the sequence and layer coordinates are read then) or from any later read, lazy ones
         included: a chunk of the last commit is missing, truncated or fails its checksum.
     """
-    loc = resolve(path_or_url, storage_options, read_only=True)
-    if not loc.exists():
-        raise StoreError(f"no routing store at {loc.where}: the path does not exist")
-    root = _root(loc)
-    check_root(root, loc.where)
+    loc, root, _ = open_root(path_or_url, storage_options)
     checked = CheckedStore(loc.store, root, loc.where)  # every chunk read is checked (integrity.py)
     if isinstance(chunks, str) and chunks == "auto":
         # dask cannot size string (object) blocks, so the small per-sequence/per-span tables stay one block
@@ -101,7 +85,7 @@ def check_appendable(
         return
     if not loc.is_dir_or_missing():
         raise StoreError(f"{loc.where} exists and is not a directory; a routing store is a directory (*.zarr)")
-    _root(loc)  # a clear error for unreadable paths
+    read_root(loc)  # a clear error for unreadable paths
     check_writable(loc, config, None, capture=None, with_scores=False)
     loc.writer_lock().probe()
 

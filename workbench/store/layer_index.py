@@ -39,9 +39,8 @@ from zarr.core.sync import sync
 from workbench.errors import StoreDamagedError, StoreError
 from workbench.store import codecs
 from workbench.store import schema as S
-from workbench.store.commit import array_document, check_root, read_json, write_json
+from workbench.store.commit import array_document, check_root, open_root, read_json, read_root, write_json
 from workbench.store.integrity import ArrayLayout, CheckedStore, layouts
-from workbench.store.location import resolve
 
 GROUP = "layer_index"
 POINTER = f"{GROUP}/index.json"
@@ -213,12 +212,7 @@ def build_index(
     store that cannot be written, ``StoreDamagedError`` when a routing chunk it reads is damaged.
     """
     t0 = time.perf_counter()
-    loc = resolve(path_or_url, storage_options, read_only=False)
-    if not loc.exists():
-        raise StoreError(f"no routing store at {loc.where}: the path does not exist")
-    root = read_json(loc.store, "zarr.json")
-    attrs = check_root(root, loc.where)
-    assert root is not None
+    loc, root, attrs = open_root(path_or_url, storage_options, read_only=False)
     pointer = _pointer(loc.store)
     fresh = pointer is not None and pointer.get("format") == FORMAT and pointer.get("fingerprint") == fingerprint(attrs)
     if fresh and not force:
@@ -226,7 +220,7 @@ def build_index(
         return dict(pointer, status="fresh")
     lock = loc.writer_lock().acquire()
     try:
-        root = read_json(loc.store, "zarr.json") or root  # the commit we index, read under the lock
+        root = read_root(loc) or root  # the commit we index, read under the lock
         attrs = check_root(root, loc.where)
         record = _write_build(loc.store, loc.where, root, attrs, block_tokens, progress)
         write_json(loc.store, POINTER, record)  # the index's commit point

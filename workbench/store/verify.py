@@ -31,13 +31,12 @@ from zarr.abc.store import ByteRequest, Store
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.core.sync import sync
 
-from workbench.errors import StoreDamagedError, StoreError
+from workbench.errors import StoreDamagedError
 from workbench.store import schema as S
-from workbench.store.commit import check_root, committed_arrays, read_json
+from workbench.store.commit import check_root, committed_arrays, open_root, read_json
 from workbench.store.consistency import Tables, check_tables
 from workbench.store.integrity import ArrayLayout, CheckedStore, check_bytes, damaged, layouts
 from workbench.store.layer_index import verify_index
-from workbench.store.location import resolve
 
 STRING_VARS = (S.SEQUENCE, S.SEQUENCE_DOMAIN, S.SEQUENCE_SOURCE, S.SPAN_LABEL)
 # Arrays verify keeps in memory for the table checks (all 1-d and small: ~17 bytes per token).
@@ -238,12 +237,7 @@ def verify_store(
         The path is not a routing store at all (nothing to verify).
     """
     t0 = time.perf_counter()
-    loc = resolve(path_or_url, storage_options, read_only=True)
-    if not loc.exists():
-        raise StoreError(f"no routing store at {loc.where}: the path does not exist")
-    root = read_json(loc.store, "zarr.json")
-    attrs = check_root(root, loc.where)
-    assert root is not None
+    loc, root, attrs = open_root(path_or_url, storage_options)
     lays = layouts(root)
     flags = {lay.checksum for lay in lays.values()}
     report = VerifyReport(
