@@ -27,10 +27,11 @@ from typing import Any
 import networkx as nx
 import numpy as np
 import xarray as xr
+from numba import njit
 
 from workbench.errors import GraphError
 from workbench.graph.build import describe_selection
-from workbench.graph.counts import count_routing
+from workbench.graph.counts import count_selections
 from workbench.graph.ids import node_id
 from workbench.graph.prune import (
     check_pruning,
@@ -44,14 +45,74 @@ from workbench.graph.tables import EdgeTable, RoutingCounts, sorted_unique
 from workbench.store.select import Selection
 
 
+@njit(nogil=True, cache=True)
+def _merge(
+    codes_a: np.ndarray, val_a: np.ndarray, codes_b: np.ndarray, val_b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover (compiled)
+    """Merge of two sorted, distinct code arrays with a value each: (codes, a, b), 0.0 where absent."""
+    n_a, n_b = codes_a.shape[0], codes_b.shape[0]
+    codes = np.empty(n_a + n_b, np.int64)
+    a = np.zeros(n_a + n_b)
+    b = np.zeros(n_a + n_b)
+    i = j = m = 0
+    while i < n_a or j < n_b:
+        if j >= n_b or (i < n_a and codes_a[i] < codes_b[j]):
+            codes[m] = codes_a[i]
+            a[m] = val_a[i]
+            i += 1
+        elif i >= n_a or codes_b[j] < codes_a[i]:
+            codes[m] = codes_b[j]
+            b[m] = val_b[j]
+            j += 1
+        else:
+            codes[m] = codes_a[i]
+            a[m] = val_a[i]
+            b[m] = val_b[j]
+            i += 1
+            j += 1
+        m += 1
+    return codes[:m], a[:m], b[:m]
+
+
 def _union(codes_a: np.ndarray, val_a: np.ndarray, codes_b: np.ndarray, val_b: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Union of two sparse vectors given by unique int codes: (codes, a, b), zeros where absent."""
-    codes = sorted_unique(np.concatenate([codes_a, codes_b]))[0]
-    a = np.zeros(codes.size)
-    b = np.zeros(codes.size)
-    a[np.searchsorted(codes, codes_a)] = val_a
-    b[np.searchsorted(codes, codes_b)] = val_b
-    return codes, a, b
+    """Union of two sparse vectors given by sorted, distinct int codes: (codes, a, b), zeros where absent.
+
+    One compiled merge, O(M_a + M_b) (a layer pair of 10k K2 tokens has ~10⁵ edges on each side)."""
+    f8 = np.float64
+    return _merge(
+        np.asarray(codes_a, np.int64), np.asarray(val_a, f8), np.asarray(codes_b, np.int64), np.asarray(val_b, f8)
+    )
+
+
+@njit(nogil=True, cache=True)
+def _dense_union(
+    cnt_a: np.ndarray, w_a: np.ndarray, cnt_b: np.ndarray, w_b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover (compiled)
+    """The edges of one layer pair on either side, from both sides' dense (E²,) counts and weight sums
+    (an empty weight array: the counts are the weights): ``(codes, weight a, weight b, count a, count b)``,
+    sorted by code, 0 where a side has no such edge. One scan of the E² cells."""
+    m = 0
+    for c in range(cnt_a.shape[0]):
+        if cnt_a[c] or cnt_b[c]:
+            m += 1
+    codes = np.empty(m, np.int64)
+    wa, wb, na, nb = np.zeros(m), np.zeros(m), np.zeros(m), np.zeros(m)
+    i = 0
+    for c in range(cnt_a.shape[0]):
+        if cnt_a[c] or cnt_b[c]:
+            codes[i] = c
+            if cnt_a[c]:
+                na[i] = cnt_a[c]
+                wa[i] = w_a[c] if w_a.shape[0] else cnt_a[c]
+            if cnt_b[c]:
+                nb[i] = cnt_b[c]
+                wb[i] = w_b[c] if w_b.shape[0] else cnt_b[c]
+            i += 1
+    return codes, wa, wb, na, nb
+
+
+def _or_empty(w: np.ndarray | None) -> np.ndarray:
+    return w if w is not None else np.zeros(0)
 
 
 def _build(
@@ -222,8 +283,7 @@ def difference_of_selections(
     ``workbench.graph.prune.prune_pair_by_sign``).
     """
     check_pruning(min_count, top_edges, flow)
-    ca = count_routing(ds, selection_a, edges=False)
-    cb = count_routing(ds, selection_b, edges=False)
+    ca, cb = count_selections(ds, [selection_a, selection_b], edges=False)  # one read of the store
     if not np.array_equal(ca.layers, cb.layers):
         raise GraphError(
             f"selection_a and selection_b must cover the same layers, got {ca.layers.tolist()} and "
@@ -237,9 +297,12 @@ def difference_of_selections(
     node = _union(*_node_loads(ca), *_node_loads(cb))
     parts: list[tuple[np.ndarray, ...]] = []
     totals = np.zeros((2, max(ca.layers.size - 1, 0)))  # per sign (a > b, b > a), per layer pair
-    for (p, codes_a, cnt_a, w_a), (_, codes_b, cnt_b, w_b) in zip(ca.pair_edges(), cb.pair_edges(), strict=True):
-        codes, share_a, share_b = _union(codes_a, w_a / (w_a.sum() or 1.0), codes_b, w_b / (w_b.sum() or 1.0))
-        _, n_a, n_b = _union(codes_a, cnt_a, codes_b, cnt_b)
+    for (p, cnt_a, w_a), (_, cnt_b, w_b) in zip(ca.pair_dense(), cb.pair_dense(), strict=True):
+        codes, sum_a, sum_b, n_a, n_b = _dense_union(cnt_a, _or_empty(w_a), cnt_b, _or_empty(w_b))
+        # each side's share of its pair total, the total summed over its own edges in code order (as numpy
+        # sums that side's sparse weights); 0 where the side has no such edge
+        share_a = sum_a / (sum_a[n_a > 0].sum() or 1.0)
+        share_b = sum_b / (sum_b[n_b > 0].sum() or 1.0)
         delta = share_a - share_b
         totals[:, p] = float(delta[delta > 0].sum()), float(-delta[delta < 0].sum())
         kept = prune_pair_by_sign(
@@ -264,20 +327,19 @@ def difference_of_selections(
     shown = (
         sorted_unique(np.concatenate([pair * ne + src, (pair + 1) * ne + dst]))[0] if ca.layers.size > 1 else node[0]
     )
-    tops = {
-        **_top_text(cb.top_tokens(shown, top_tokens)),
-        **_top_text(ca.top_tokens(shown, top_tokens)),  # a's top tokens where both have the node
-    }
-    kept_edges = EdgeTable(pair, src, dst, np.zeros_like(pair), np.zeros(pair.size))
-    edge_tops = tuple(
-        {
-            c: _format_tokens(t)
-            for c, t in zip(edge[0].tolist(), side.edge_top_tokens(kept_edges, top_tokens), strict=True)
-            if t
-        }
-        for side in (ca, cb)
-    )
+    texts = [_side_texts(side, shown, EdgeTable(pair, src, dst, pair, pair), top_tokens) for side in (ca, cb)]
+    (node_a, edge_a), (node_b, edge_b) = texts
+    tops = {c: ta or tb for c, ta, tb in zip(shown.tolist(), node_a, node_b, strict=True)}  # a's where both have some
+    kept_codes = edge[0].tolist()
+    edge_tops = tuple({c: t for c, t in zip(kept_codes, side, strict=True) if t} for side in (edge_a, edge_b))
     return _build(ca.layers.tolist(), ne, node, edge, tops, attrs, (edge_tops[0], edge_tops[1]))
+
+
+def _side_texts(side: RoutingCounts, nodes: np.ndarray, edges: EdgeTable, n: int) -> tuple[list[str], list[str]]:
+    """One side's top-token texts (``"tok (count) · …"``, tokens as decoded) of ``nodes`` and of ``edges``."""
+    if n <= 0:
+        return [""] * nodes.size, [""] * len(edges)
+    return side.top_texts(*side.node_top_ids(nodes, n)), side.top_texts(*side.edge_top_ids(edges, n))
 
 
 def _node_loads(c: RoutingCounts) -> tuple[np.ndarray, np.ndarray]:
@@ -285,11 +347,3 @@ def _node_loads(c: RoutingCounts) -> tuple[np.ndarray, np.ndarray]:
     nodes = c.node_tokens.ravel()
     codes = np.flatnonzero(nodes)
     return codes, nodes[codes] / max(c.n_tokens, 1)
-
-
-def _top_text(tops: dict[int, list[tuple[str, int]]]) -> dict[int, str]:
-    return {c: _format_tokens(v) for c, v in tops.items() if v}
-
-
-def _format_tokens(items: list[tuple[str, int]]) -> str:
-    return " · ".join(f"{t} ({m})" for t, m in items)
