@@ -87,28 +87,60 @@ def _union(codes_a: np.ndarray, val_a: np.ndarray, codes_b: np.ndarray, val_b: n
 @njit(nogil=True, cache=True)
 def _dense_union(
     cnt_a: np.ndarray, w_a: np.ndarray, cnt_b: np.ndarray, w_b: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover (compiled)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
     """The edges of one layer pair on either side, from both sides' dense (E²,) counts and weight sums
-    (an empty weight array: the counts are the weights): ``(codes, weight a, weight b, count a, count b)``,
-    sorted by code, 0 where a side has no such edge. One scan of the E² cells."""
-    m = 0
+    (an empty weight array: the counts are the weights): ``(codes, weight a, weight b, count a, count b)``
+    sorted by code, 0 where a side has no such edge, then each side's weights of its own edges only
+    (in code order: what that side's sparse edge table holds). Two scans of the E² cells."""
+    m = m_a = m_b = 0
     for c in range(cnt_a.shape[0]):
         if cnt_a[c] or cnt_b[c]:
             m += 1
+            m_a += cnt_a[c] != 0
+            m_b += cnt_b[c] != 0
     codes = np.empty(m, np.int64)
     wa, wb, na, nb = np.zeros(m), np.zeros(m), np.zeros(m), np.zeros(m)
-    i = 0
+    own_a, own_b = np.empty(m_a), np.empty(m_b)
+    i = i_a = i_b = 0
     for c in range(cnt_a.shape[0]):
         if cnt_a[c] or cnt_b[c]:
             codes[i] = c
             if cnt_a[c]:
                 na[i] = cnt_a[c]
                 wa[i] = w_a[c] if w_a.shape[0] else cnt_a[c]
+                own_a[i_a] = wa[i]
+                i_a += 1
             if cnt_b[c]:
                 nb[i] = cnt_b[c]
                 wb[i] = w_b[c] if w_b.shape[0] else cnt_b[c]
+                own_b[i_b] = wb[i]
+                i_b += 1
             i += 1
-    return codes, wa, wb, na, nb
+    return codes, wa, wb, na, nb, own_a, own_b
+
+
+@njit(nogil=True, cache=True)
+def _shares(
+    wa: np.ndarray, wb: np.ndarray, total_a: float, total_b: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover (compiled)
+    """``share = weight / total`` on each side, ``delta = share_a − share_b``, and the deltas > 0 and < 0
+    in order (for their sums), in one pass: ``(share_a, share_b, delta, positive, negative)``."""
+    m = wa.shape[0]
+    share_a, share_b, delta = np.empty(m), np.empty(m), np.empty(m)
+    pos, neg = np.empty(m), np.empty(m)
+    n_pos = n_neg = 0
+    for i in range(m):
+        share_a[i] = wa[i] / total_a
+        share_b[i] = wb[i] / total_b
+        d = share_a[i] - share_b[i]
+        delta[i] = d
+        if d > 0:
+            pos[n_pos] = d
+            n_pos += 1
+        elif d < 0:
+            neg[n_neg] = d
+            n_neg += 1
+    return share_a, share_b, delta, pos[:n_pos], neg[:n_neg]
 
 
 def _or_empty(w: np.ndarray | None) -> np.ndarray:
@@ -298,13 +330,11 @@ def difference_of_selections(
     parts: list[tuple[np.ndarray, ...]] = []
     totals = np.zeros((2, max(ca.layers.size - 1, 0)))  # per sign (a > b, b > a), per layer pair
     for (p, cnt_a, w_a), (_, cnt_b, w_b) in zip(ca.pair_dense(), cb.pair_dense(), strict=True):
-        codes, sum_a, sum_b, n_a, n_b = _dense_union(cnt_a, _or_empty(w_a), cnt_b, _or_empty(w_b))
-        # each side's share of its pair total, the total summed over its own edges in code order (as numpy
-        # sums that side's sparse weights); 0 where the side has no such edge
-        share_a = sum_a / (sum_a[n_a > 0].sum() or 1.0)
-        share_b = sum_b / (sum_b[n_b > 0].sum() or 1.0)
-        delta = share_a - share_b
-        totals[:, p] = float(delta[delta > 0].sum()), float(-delta[delta < 0].sum())
+        codes, sum_a, sum_b, n_a, n_b, own_a, own_b = _dense_union(cnt_a, _or_empty(w_a), cnt_b, _or_empty(w_b))
+        # each side's share of its pair total (the total summed by numpy over that side's own edges, in
+        # code order), the signed difference, and each sign's total |delta|
+        share_a, share_b, delta, pos, neg = _shares(sum_a, sum_b, own_a.sum() or 1.0, own_b.sum() or 1.0)
+        totals[:, p] = float(pos.sum()), float(-neg.sum())
         kept = prune_pair_by_sign(
             np.maximum(n_a, n_b),
             delta,

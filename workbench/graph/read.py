@@ -6,8 +6,9 @@ store, ~139,000 in a large one), so a 10,000-token selection decoded the full bl
 and again of gate weights, in separate passes per variable. Here the selected rows are grouped into
 *spans*, runs of rows with gaps shorter than one zarr chunk of the store, each span is read as a
 plain slice (which dask passes down to zarr, so only the zarr chunks the span touches are decoded),
-and every variable of every selection asked for is computed in ONE ``dask.compute`` call; the rows
-are then taken in memory. The rows and layers are those ``select`` keeps, in the same order, and a
+and every variable is computed in ONE ``dask.compute`` call; the rows are then taken in memory.
+Several selections (the two sides of a difference) are read as the spans of their union, so a chunk
+they share is decoded once. The rows and layers are those ``select`` keeps, in the same order, and a
 selection ``select`` refuses is refused with the same error.
 """
 
@@ -77,32 +78,29 @@ def read_selections(
     has them already, are the ``selected_rows`` of each selection. Raises ``SelectionError`` as
     ``select`` does (unknown names, empty selections, a layer range outside the model).
     """
+    if not selections:
+        return []
     names = [S.EXPERT_IDS, S.TOKEN_ID, S.POSITION, S.SEQUENCE_INDEX] + ([S.GATE_WEIGHTS] if weights else [])
-    gap = _chunk_rows(ds)
-    plans: list[tuple[np.ndarray, slice | np.ndarray, list[tuple[int, int]], int]] = []
-    lazy: list[object] = []
-    for i, sel in enumerate(selections):
-        sel_rows = rows[i] if rows is not None else selected_rows(ds, sel)
-        runs = spans(sel_rows, gap)
-        plans.append((sel_rows, layer_indexer(ds, sel), runs, len(lazy)))
-        for name in names:
-            lazy.extend(ds[name].isel({S.TOKEN: slice(a, b)}).data for a, b in runs)
+    sel_rows = [rows[i] if rows is not None else selected_rows(ds, sel) for i, sel in enumerate(selections)]
+    lays = [layer_indexer(ds, sel) for sel in selections]
+    union = sel_rows[0] if len(sel_rows) == 1 else np.unique(np.concatenate(sel_rows))
+    runs = spans(union, _chunk_rows(ds))
+    lazy = [ds[name].isel({S.TOKEN: slice(a, b)}).data for name in names for a, b in runs]
     arrays = dask.compute(*lazy)
+    whole = {
+        name: np.asarray(np.concatenate(arrays[j * len(runs) : (j + 1) * len(runs)])) for j, name in enumerate(names)
+    }
+    starts = np.array([a for a, _ in runs], dtype=np.int64)
+    offset = np.concatenate([[0], np.cumsum([b - a for a, b in runs])]).astype(np.int64)
     seq_domain = [str(d) for d in ds[S.SEQUENCE_DOMAIN].values]
     domains = tuple(sorted(set(seq_domain)))
     code_of_seq = np.array([domains.index(d) for d in seq_domain], dtype=np.int64)
     all_layers = np.asarray(ds[S.LAYER].values).astype(np.int64)
     out = []
-    for sel_rows, lay, runs, first in plans:
-        starts = np.array([a for a, _ in runs], dtype=np.int64)
-        offset = np.concatenate([[0], np.cumsum([b - a for a, b in runs])]).astype(np.int64)
-        run_of = np.searchsorted(starts, sel_rows, side="right") - 1
-        local = sel_rows - starts[run_of] + offset[run_of]  # each row's place in the concatenated spans
-        got = {}
-        for j, name in enumerate(names):
-            parts = arrays[first + j * len(runs) : first + (j + 1) * len(runs)]
-            whole = np.asarray(parts[0] if len(parts) == 1 else np.concatenate(parts))
-            got[name] = whole if local.size == whole.shape[0] else whole[local]
+    for r, lay in zip(sel_rows, lays, strict=True):
+        run_of = np.searchsorted(starts, r, side="right") - 1
+        local = r - starts[run_of] + offset[run_of]  # each row's place in the concatenated spans
+        got = {name: arr if local.size == arr.shape[0] else arr[local] for name, arr in whole.items()}
         ids, w = got[S.EXPERT_IDS], got.get(S.GATE_WEIGHTS)
         if not isinstance(lay, slice):
             ids = ids[:, lay]

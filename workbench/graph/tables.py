@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
-from workbench.graph.top_tokens import edge_top_token_ids, node_top_token_ids, token_order
+from workbench.graph.top_tokens import by_token_id, edge_top_token_ids, node_top_token_ids
 from workbench.pair_counts import pair_counts, pair_edges
 
 
@@ -96,9 +96,10 @@ class RoutingCounts:
         return out
 
     @functools.cached_property
-    def token_order(self) -> tuple[np.ndarray, np.ndarray]:
-        """Token indices sorted by token id and the ids in that order, (T,) each: shared by the top-token passes."""
-        return token_order(self.token_ids)
+    def by_token_id(self) -> tuple[np.ndarray, np.ndarray]:
+        """The routing (L, T, k) with tokens sorted by token id, and those ids (T,): what the top-token
+        passes read (``workbench.graph.top_tokens.by_token_id``), made once."""
+        return by_token_id(self.expert_ids, self.token_ids)
 
     def _layer_major(self) -> tuple[np.ndarray, np.ndarray]:
         """Layer-major copies for the k × k kernel: ids (L, T, k) int32 and weights (L, T, k) float64, or
@@ -151,7 +152,7 @@ class RoutingCounts:
 
         One compiled pass over the routing grouped by token id (``workbench.graph.top_tokens``)."""
         nodes = np.asarray(nodes, dtype=np.int64)
-        return node_top_token_ids(self.expert_ids, self.token_ids, nodes, self.n_experts, n, self.token_order)
+        return node_top_token_ids(self.by_token_id, nodes, self.n_experts, n)
 
     def edge_top_ids(self, edges: EdgeTable, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``n`` most frequent token ids that take each edge of ``edges`` (the kept edges), in its row
@@ -164,9 +165,7 @@ class RoutingCounts:
         """
         if n <= 0 or len(edges) == 0 or self.expert_ids.shape[0] == 0:
             return np.full((len(edges), max(n, 0)), -1, dtype=np.int64), np.zeros((len(edges), max(n, 0)), np.int64)
-        return edge_top_token_ids(
-            self.expert_ids, self.token_ids, edges.pair, edges.src, edges.dst, self.n_experts, n, self.token_order
-        )
+        return edge_top_token_ids(self.by_token_id, edges.pair, edges.src, edges.dst, self.n_experts, n)
 
     def top_tokens(self, nodes: np.ndarray, n: int = 5) -> dict[int, list[tuple[str, int]]]:
         """The ``n`` most frequent tokens routed to each node code ``layer_pos * E + expert`` in ``nodes``.
