@@ -22,6 +22,7 @@ edge's ``top_tokens`` are those of the side where it is heavier (a's where delta
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import networkx as nx
@@ -170,56 +171,54 @@ def _build(
         wanted = sorted_unique(np.concatenate([pair * ne + src, (pair + 1) * ne + dst]))[0]
         sel = np.isin(ncodes, wanted)
         ncodes, na, nb = ncodes[sel], na[sel], nb[sel]
+    ends = np.unique(np.concatenate([ncodes, pair * ne + src, (pair + 1) * ne + dst]))
+    ids = {c: node_id(layers[c // ne], c % ne) for c in ends.tolist()}
     g = nx.DiGraph()
-    for c, a, b in zip(ncodes.tolist(), na.tolist(), nb.tolist(), strict=True):
-        li, ex = divmod(c, ne)
-        d = a - b
-        g.add_node(
-            node_id(layers[li], ex),
-            layer=int(layers[li]),
-            expert=int(ex),
-            load_a=a,
-            load_b=b,
-            delta=d,
-            weight=abs(d),
-            sign=int(np.sign(d)),
-            top_tokens=tops.get(c, ""),
-        )
-    flow: dict[str, float] = {str(layer): 0.0 for layer in layers[:-1]}
-    by_sign: dict[str, list[float]] = {str(layer): [0.0, 0.0] for layer in layers[:-1]}
-    rows = zip(
-        ecodes.tolist(),
-        pair.tolist(),
-        src.tolist(),
-        dst.tolist(),
-        ea.tolist(),
-        eb.tolist(),
-        ca.tolist(),
-        cb.tolist(),
-        strict=True,
-    )
-    for code, p, s, t, a, b, n_a, n_b in rows:
-        d = a - b
-        flow[str(layers[p])] += abs(d)
-        by_sign[str(layers[p])][0 if d > 0 else 1] += abs(d)
-        g.add_edge(
-            node_id(layers[p], s),
-            node_id(layers[p + 1], t),
-            share_a=a,
-            share_b=b,
-            delta=d,
-            weight=abs(d),
-            sign=int(np.sign(d)),
-            count_a=int(n_a),
-            count_b=int(n_b),
-            count=int(n_a + n_b),
-            top_tokens=edge_tops[0 if d > 0 else 1].get(code, ""),
-        )
+    nd = na - nb
+    node_cols = {
+        "layer": np.asarray(layers, dtype=np.int64)[ncodes // ne].tolist(),
+        "expert": (ncodes % ne).tolist(),
+        "load_a": na.tolist(),
+        "load_b": nb.tolist(),
+        "delta": nd.tolist(),
+        "weight": np.abs(nd).tolist(),
+        "sign": np.sign(nd).astype(np.int64).tolist(),
+        "top_tokens": [tops.get(c, "") for c in ncodes.tolist()],
+    }
+    g.add_nodes_from(zip([ids[c] for c in ncodes.tolist()], _dicts(node_cols), strict=True))
+    ed = ea - eb
+    codes, pairs, deltas = ecodes.tolist(), pair.tolist(), ed.tolist()
+    edge_cols = {
+        "share_a": ea.tolist(),
+        "share_b": eb.tolist(),
+        "delta": deltas,
+        "weight": np.abs(ed).tolist(),
+        "sign": np.sign(ed).astype(np.int64).tolist(),
+        "count_a": ca.astype(np.int64).tolist(),
+        "count_b": cb.astype(np.int64).tolist(),
+        "count": (ca + cb).astype(np.int64).tolist(),
+        "top_tokens": [edge_tops[0 if d > 0 else 1].get(c, "") for c, d in zip(codes, deltas, strict=True)],
+    }
+    us = [ids[c] for c in (pair * ne + src).tolist()]
+    vs = [ids[c] for c in ((pair + 1) * ne + dst).tolist()]
+    g.add_edges_from(zip(us, vs, _dicts(edge_cols), strict=True))
     g.graph.update(kind="difference", layers=list(layers), n_experts=ne, weight_kind="abs_delta", **attrs)
-    g.graph.setdefault("flow_totals", flow)
-    g.graph.setdefault("flow_totals_by_sign", by_sign)
+    if "flow_totals" not in g.graph or "flow_totals_by_sign" not in g.graph:
+        flow: dict[str, float] = {str(layer): 0.0 for layer in layers[:-1]}
+        by_sign: dict[str, list[float]] = {str(layer): [0.0, 0.0] for layer in layers[:-1]}
+        for p, d in zip(pairs, deltas, strict=True):  # summed in edge order
+            flow[str(layers[p])] += abs(d)
+            by_sign[str(layers[p])][0 if d > 0 else 1] += abs(d)
+        g.graph.setdefault("flow_totals", flow)
+        g.graph.setdefault("flow_totals_by_sign", by_sign)
     g.graph["sides"] = side_summary(g)
     return g
+
+
+def _dicts(columns: dict[str, list[Any]]) -> Iterator[dict[str, Any]]:
+    """Row dicts ``{name: value}`` of equal-length ``columns``, in row order."""
+    names = list(columns)
+    return (dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True))
 
 
 def _side_arrays(g: nx.DiGraph, layers: list[int], ne: int, use_count: bool) -> tuple[np.ndarray, ...]:
@@ -357,12 +356,19 @@ def difference_of_selections(
     shown = (
         sorted_unique(np.concatenate([pair * ne + src, (pair + 1) * ne + dst]))[0] if ca.layers.size > 1 else node[0]
     )
-    texts = [_side_texts(side, shown, EdgeTable(pair, src, dst, pair, pair), top_tokens) for side in (ca, cb)]
-    (node_a, edge_a), (node_b, edge_b) = texts
-    tops = {c: ta or tb for c, ta, tb in zip(shown.tolist(), node_a, node_b, strict=True)}  # a's where both have some
-    kept_codes = edge[0].tolist()
-    edge_tops = tuple({c: t for c, t in zip(kept_codes, side, strict=True) if t} for side in (edge_a, edge_b))
-    return _build(ca.layers.tolist(), ne, node, edge, tops, attrs, (edge_tops[0], edge_tops[1]))
+    # top tokens: a node's from a where a routes tokens to it, else b's; an edge's from the side where it is
+    # heavier (a where delta > 0), so each side's pass counts only its own elements
+    from_a = ca.node_tokens.ravel()[shown] > 0
+    in_a = edge[1] - edge[2] > 0
+    tops: dict[int, str] = {}
+    edge_tops: tuple[dict[int, str], dict[int, str]] = ({}, {})
+    for side, nodes, rows, out in ((ca, from_a, in_a, edge_tops[0]), (cb, ~from_a, ~in_a, edge_tops[1])):
+        node_texts, edge_texts = _side_texts(
+            side, shown[nodes], EdgeTable(pair[rows], src[rows], dst[rows], pair[rows], pair[rows]), top_tokens
+        )
+        tops.update((c, t) for c, t in zip(shown[nodes].tolist(), node_texts, strict=True) if t)
+        out.update((c, t) for c, t in zip(edge[0][rows].tolist(), edge_texts, strict=True) if t)
+    return _build(ca.layers.tolist(), ne, node, edge, tops, attrs, edge_tops)
 
 
 def _side_texts(side: RoutingCounts, nodes: np.ndarray, edges: EdgeTable, n: int) -> tuple[list[str], list[str]]:

@@ -318,16 +318,24 @@ def side_summary(g: nx.DiGraph) -> dict[str, dict[str, float]]:
     ``kept`` = delta_kept / delta_total, the part of that side's difference the graph shows.
     """
     totals = graph_flow_totals(g, "flow_totals_by_sign")
+    edge_deltas = [float(d) for *_, d in g.edges(data="delta", default=0.0)]
+    node_signs = [_sign(float(d)) for _, d in g.nodes(data="delta", default=0.0)]
     out: dict[str, dict[str, float]] = {}
     for i, (side, sign) in enumerate((("a", 1), ("b", -1))):
-        kept = sum(abs(float(d)) for *_, d in g.edges(data="delta", default=0.0) if np.sign(d) == sign)
+        mine = [abs(d) for d in edge_deltas if _sign(d) == sign]
+        kept = sum(mine)  # in edge order
         total = sum(float(v[i]) for v in totals.values())
         out[side] = {
-            "edges": sum(1 for *_, d in g.edges(data="delta", default=0.0) if np.sign(d) == sign),
-            "nodes": sum(1 for _, d in g.nodes(data="delta", default=0.0) if np.sign(d) == sign),
+            "edges": len(mine),
+            "nodes": node_signs.count(sign),
             "tokens": int(g.graph.get(f"n_tokens_{side}", 0)),
             "delta_kept": kept,
             "delta_total": total,
             "kept": kept / total if total else 0.0,
         }
     return out
+
+
+def _sign(x: float) -> int:
+    """+1, −1 or 0 (NaN: 0), as ``np.sign`` for the values a graph holds, without a numpy call per value."""
+    return (x > 0) - (x < 0)
