@@ -21,7 +21,9 @@ experts per layer (``token_path``), and a selection's graph is the sum of its to
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
@@ -53,8 +55,20 @@ def describe_selection(selection: Selection | None) -> str:
     return " ".join(parts) or "all tokens"
 
 
-def _format_top(items: list[tuple[str, int]]) -> str:
-    return " · ".join(f"{json.dumps(tok, ensure_ascii=False)[1:-1]} ({n})" for tok, n in items)
+@functools.lru_cache(maxsize=1 << 16)
+def _escaped(tok: str) -> str:
+    """A token's text as it appears in ``top_tokens``: JSON string escapes, no quotes (cached per text)."""
+    return json.dumps(tok, ensure_ascii=False)[1:-1]
+
+
+def _top_texts(
+    counts: RoutingCounts, top_ids: Callable[[Any, int], tuple[np.ndarray, np.ndarray]], rows: Any, n: int
+) -> list[str]:
+    """The ``top_tokens`` text of each of ``rows`` (node codes or an ``EdgeTable``): ``"tok (count) · …"``."""
+    if n <= 0 or counts.n_tokens == 0:
+        return [""] * len(rows)
+    ids, cnt = top_ids(rows, n)
+    return counts.top_texts(ids, cnt, _escaped)
 
 
 def counts_to_graph(
@@ -67,6 +81,8 @@ def counts_to_graph(
     """Build the networkx graph of ``counts``, with only the edges where ``keep`` (shape (M,)) holds.
 
     Nodes come from the kept edges; a one-layer selection (no edges) keeps every node with tokens.
+    Attributes are computed in arrays and each node and edge is added once with its dict
+    (``add_nodes_from`` / ``add_edges_from``); node ids are formed once per node.
     """
     e = counts.edges.take(keep) if keep is not None else counts.edges
     n_layers, ne = counts.node_tokens.shape
@@ -74,34 +90,42 @@ def counts_to_graph(
         codes = sorted_unique(np.concatenate([e.pair * ne + e.src, (e.pair + 1) * ne + e.dst]))[0]
     else:
         codes = np.flatnonzero(counts.node_tokens.ravel())
-    tops = counts.top_tokens(codes, top_tokens)
     g = nx.DiGraph()
     layers = counts.layers.tolist()
     n = max(counts.n_tokens, 1)
-    mean_gate = counts.mean_gate
-    for c in codes.tolist():
-        li, ex = divmod(c, ne)
-        tok = int(counts.node_tokens[li, ex])
-        attrs: dict[str, Any] = {"layer": int(layers[li]), "expert": int(ex), "tokens": tok, "load": tok / n}
+    li, ex = np.divmod(codes, ne)
+    tok = counts.node_tokens.ravel()[codes]
+    columns: dict[str, list[Any]] = {
+        "layer": counts.layers[li].tolist(),
+        "expert": ex.tolist(),
+        "tokens": tok.tolist(),
+        "load": (tok / n).tolist(),
+    }
+    with np.errstate(invalid="ignore", divide="ignore"):
         if counts.weighted:
-            attrs["mean_gate"] = float(mean_gate[li, ex]) if tok else 0.0
+            columns["mean_gate"] = np.where(tok > 0, counts.mean_gate.ravel()[codes], 0.0).tolist()
         for d, name in enumerate(counts.domains):
-            attrs[f"share_{name}"] = float(counts.node_domain[d, li, ex]) / tok if tok else 0.0
-        attrs["top_tokens"] = _format_top(tops.get(c, []))
-        g.add_node(node_id(layers[li], ex), **attrs)
+            dom = counts.node_domain[d].ravel()[codes]
+            columns[f"share_{name}"] = np.where(tok > 0, dom / np.maximum(tok, 1), 0.0).tolist()
+    columns["top_tokens"] = _top_texts(counts, counts.node_top_ids, codes, top_tokens)
+    ids = {c: node_id(lay, x) for c, lay, x in zip(codes.tolist(), columns["layer"], columns["expert"], strict=True)}
+    names = list(columns)
+    g.add_nodes_from(
+        (ids[c], dict(zip(names, values, strict=True)))
+        for c, *values in zip(codes.tolist(), *columns.values(), strict=True)
+    )
     totals = counts.flow_totals
-    edge_tops = counts.edge_top_tokens(e, top_tokens)
-    for p, s, d, cnt, w, top in zip(
-        e.pair.tolist(), e.src.tolist(), e.dst.tolist(), e.count.tolist(), e.weight.tolist(), edge_tops, strict=True
-    ):
-        g.add_edge(
-            node_id(layers[p], s),
-            node_id(layers[p + 1], d),
-            count=int(cnt),
-            weight=float(w),
-            share=float(w / totals[p]) if totals[p] else 0.0,
-            top_tokens=_format_top(top),
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(totals[e.pair] != 0, e.weight / totals[e.pair], 0.0)
+    edge_tops = _top_texts(counts, counts.edge_top_ids, e, top_tokens)
+    src_code = (e.pair * ne + e.src).tolist()
+    dst_code = ((e.pair + 1) * ne + e.dst).tolist()
+    g.add_edges_from(
+        (ids[u], ids[v], {"count": cnt, "weight": w, "share": sh, "top_tokens": top})
+        for u, v, cnt, w, sh, top in zip(
+            src_code, dst_code, e.count.tolist(), e.weight.tolist(), share.tolist(), edge_tops, strict=True
         )
+    )
     g.graph.update(
         kind="reasoning",
         n_tokens=counts.n_tokens,

@@ -55,10 +55,39 @@ class ChunkedRoutingCounts(RoutingCounts):
             use_w = self.weighted and self.pair_w is not None
             yield p, nz, cnt, (self.pair_w[p, nz] if use_w else cnt.astype(np.float64))  # type: ignore[index]
 
-    def node_token_counts(self, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-        """As ``RoutingCounts.node_token_counts``, by a second pass over the blocks (shift ``TOKEN_SHIFT``)."""
+    def pair_dense(self) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+        """For each layer pair p: ``(p, counts (E²,), weight sums (E²,) or None if ids only)``, summed blocks."""
+        use_w = self.weighted and self.pair_w is not None
+        for p in range(self.pair_cnt.shape[0]):
+            yield p, self.pair_cnt[p], (self.pair_w[p] if use_w else None)  # type: ignore[index]
+
+    def node_top_ids(self, nodes: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """As ``RoutingCounts.node_top_ids``, by a second pass over the blocks for the ``nodes`` only."""
+        wanted = np.zeros(self.layers.size * self.n_experts, dtype=bool)
+        wanted[nodes] = True
         codes, counts = chunked_node_tokens(self.lazy_ids, self.lazy_tokens, wanted, self.n_experts)
-        return codes, counts, TOKEN_SHIFT
+        return top_per_node(codes, counts, TOKEN_SHIFT, nodes, n)
+
+
+def top_per_node(
+    codes: np.ndarray, counts: np.ndarray, shift: int, nodes: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """From distinct codes ``node * shift + token`` and their ``counts``: each of ``nodes``' ``n`` most
+    frequent token ids and counts, (N, n) each (``nodes`` distinct), by count descending, ties by the smaller token id;
+    unused slots id −1, count 0."""
+    group, tok = np.divmod(codes, shift)
+    order = np.lexsort((tok, -counts, group))  # by group, then count desc, then token id
+    group, tok, counts = group[order], tok[order], counts[order]
+    first = np.flatnonzero(np.concatenate([[True], group[1:] != group[:-1]]))  # start of each group's run
+    rank = np.arange(group.size) - np.repeat(first, np.diff(np.append(first, group.size)))
+    keep = rank < n
+    sorter = np.argsort(nodes)
+    row = sorter[np.searchsorted(nodes, group[keep], sorter=sorter)]  # nodes are distinct
+    top_tok = np.full((nodes.size, n), -1, dtype=np.int64)
+    top_cnt = np.zeros((nodes.size, n), dtype=np.int64)
+    top_tok[row, rank[keep]] = tok[keep]
+    top_cnt[row, rank[keep]] = counts[keep]
+    return top_tok, top_cnt
 
 
 def block_counts(
@@ -79,6 +108,8 @@ def block_counts(
     ids_lt = np.ascontiguousarray(ids.transpose(1, 0, 2), dtype=np.int32)  # (L, T, k)
     w_lt = np.ascontiguousarray(w.transpose(1, 0, 2)) if w is not None else np.zeros((n_layers, 0, k))
     every = np.zeros(0, dtype=np.bool_)
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= ne):
+        pairs = 0  # the kernel must not index outside E²; the caller refuses the routing by the node total
     for p in range(pairs):
         pair_counts(ids_lt[p], ids_lt[p + 1], w_lt[p], w_lt[p + 1], every, ne, pair_cnt[p], pair_w[p])
     return node_tokens, node_gate, node_domain, pair_cnt, pair_w

@@ -21,6 +21,7 @@ import xarray as xr
 from workbench.errors import GraphError
 from workbench.graph import chunked as blocks
 from workbench.graph.prune import check_pruning, prune_pair
+from workbench.graph.read import SelectedRouting, read_selections, selected_rows
 from workbench.graph.tables import EdgeTable, RoutingCounts, node_counts
 from workbench.store import schema as S
 from workbench.store.select import Selection, select
@@ -50,19 +51,59 @@ def count_routing(
     the model.
     """
     check_pruning(min_count, top_edges, flow)  # refuse bad options before reading anything
-    sub = select(ds, selection or Selection())
-    by_blocks = chunked if chunked is not None else sub.sizes[S.TOKEN] >= blocks.CHUNKED_MIN_TOKENS  # read at call time
-    if by_blocks:
-        return _count_chunked(ds, sub, min_count=min_count, top_edges=top_edges, flow=flow, edges=edges)
-    ids = np.asarray(sub[S.EXPERT_IDS].values)  # (T, L, k) int16
-    weights = np.asarray(sub[S.GATE_WEIGHTS].values, dtype=np.float64)  # (T, L, k)
+    sel = selection or Selection()
+    (counts,) = count_selections(
+        ds, [sel], min_count=min_count, top_edges=top_edges, flow=flow, edges=edges, chunked=chunked
+    )
+    return counts
+
+
+def count_selections(
+    ds: xr.Dataset,
+    selections: list[Selection],
+    *,
+    min_count: int | None = None,
+    top_edges: int | None = None,
+    flow: float | None = None,
+    edges: bool = True,
+    chunked: bool | None = None,
+) -> list[RoutingCounts]:
+    """``count_routing`` of each of ``selections``; those counted in memory are read from the store
+    together, in one pass (``workbench.graph.read``), so two selections sharing chunks decode them once."""
+    check_pruning(min_count, top_edges, flow)
+    rows = [selected_rows(ds, sel) for sel in selections]
+    by_blocks = [chunked if chunked is not None else r.size >= blocks.CHUNKED_MIN_TOKENS for r in rows]  # call time
+    in_memory = [i for i, b in enumerate(by_blocks) if not b]
+    read = read_selections(ds, [selections[i] for i in in_memory], rows=[rows[i] for i in in_memory])
+    data = dict(zip(in_memory, read, strict=True))
+    out = []
+    for i, sel in enumerate(selections):
+        if i in data:
+            out.append(count_selected(ds, data[i], min_count=min_count, top_edges=top_edges, flow=flow, edges=edges))
+        else:
+            sub = select(ds, sel)
+            out.append(_count_chunked(ds, sub, min_count=min_count, top_edges=top_edges, flow=flow, edges=edges))
+    return out
+
+
+def count_selected(
+    ds: xr.Dataset,
+    data: SelectedRouting,
+    *,
+    min_count: int | None = None,
+    top_edges: int | None = None,
+    flow: float | None = None,
+    edges: bool = True,
+) -> RoutingCounts:
+    """``count_routing`` of a selection already read into memory (``workbench.graph.read``) from ``ds``."""
+    ids = data.expert_ids
     counts = count_arrays(
         ids,
-        weights,
-        layers=np.asarray(sub[S.LAYER].values).astype(np.int64),
+        data.gate_weights,
+        layers=data.layers,
         n_experts=_n_experts(ds, lambda: int(ids.max(initial=-1)) + 1),
-        token_domains=_token_domains(sub),
-        token_ids=np.asarray(sub[S.TOKEN_ID].values),
+        token_domains=(data.domains, data.token_domain),
+        token_ids=data.token_ids,
         vocab=_vocab(ds),
         weighted=bool(ds.attrs.get("has_gate_weights", True)),
         min_count=min_count,
@@ -70,7 +111,7 @@ def count_routing(
         flow=flow,
         edges=edges,
     )
-    counts.positions = np.asarray(sub[S.POSITION].values)
+    counts.positions = data.positions
     return counts
 
 

@@ -63,12 +63,40 @@ def _heaviest_first(weight: np.ndarray, top: int | None) -> np.ndarray:
     """Indices of ``weight`` by weight desc, ties in index order; only the first ``top`` if given.
 
     Callers pass one layer pair's edges in (src, dst) order, so ties go to the smaller expert ids.
+    With ``top``, only the ``top`` heaviest (and any ties at the threshold) are sorted: O(M + top log top).
     """
     if top is not None and top < weight.size:
         threshold = -np.partition(-weight, top - 1)[top - 1]
         cand = np.flatnonzero(weight >= threshold)  # the top entries plus any ties at the threshold, in order
         return cand[np.argsort(-weight[cand], kind="stable")][:top]
     return np.argsort(-weight, kind="stable")
+
+
+FLOW_FIRST_GUESS = 1024  # edges ranked first when looking for a flow prefix; doubled until it is enough
+
+
+def _flow_prefix(weight: np.ndarray, target: float, top: int | None) -> np.ndarray:
+    """The ranked edges (``_heaviest_first`` order) kept by the flow rule: each edge whose heavier edges
+    sum to less than ``target``; at most ``top`` of them if given.
+
+    The kept set is a prefix of the ranking, so the ranking is built only as far as needed: the
+    ``m`` heaviest edges are ranked and summed (m = ``top``, else 1024 doubled until the prefix reaches
+    ``target``), instead of sorting all of a layer pair's ~10⁵ edges. The running sum over that prefix
+    is the same sequence of float additions as over the full ranking, so the kept set is identical.
+    (Negative weights, possible in ``prune_graph(G, weight=...)`` of a signed attribute, rank everything.)
+    """
+    monotone = not (weight.size and float(weight.min()) < 0)  # a prefix only when no weight is negative
+    m = (top if top is not None else FLOW_FIRST_GUESS) if monotone else None
+    while True:
+        ranked = _heaviest_first(weight, m)
+        before = np.cumsum(weight[ranked]) - weight[ranked]  # weight of the heavier edges of this pair
+        kept = ranked[before < target]  # keep while those have not reached the target
+        if not monotone:
+            return kept[:top]
+        if top is not None or ranked.size == weight.size or not before[-1] < target:
+            return kept
+        assert m is not None
+        m *= 2
 
 
 def prune_pair(
@@ -88,12 +116,10 @@ def prune_pair(
     if flow is None and top_edges is None:
         return idx
     w = weight[idx]
-    ranked = _heaviest_first(w, top_edges if flow is None else None)
     if flow is not None:
-        before = np.cumsum(w[ranked]) - w[ranked]  # weight of the heavier edges of this pair
-        ranked = ranked[before < flow * total * (1 - 1e-12)]  # keep while those have not reached the target
-        if top_edges is not None:
-            ranked = ranked[:top_edges]
+        ranked = _flow_prefix(w, flow * total * (1 - 1e-12), top_edges)
+    else:
+        ranked = _heaviest_first(w, top_edges)
     return np.sort(idx[ranked])
 
 
@@ -292,16 +318,24 @@ def side_summary(g: nx.DiGraph) -> dict[str, dict[str, float]]:
     ``kept`` = delta_kept / delta_total, the part of that side's difference the graph shows.
     """
     totals = graph_flow_totals(g, "flow_totals_by_sign")
+    edge_deltas = [float(d) for *_, d in g.edges(data="delta", default=0.0)]
+    node_signs = [_sign(float(d)) for _, d in g.nodes(data="delta", default=0.0)]
     out: dict[str, dict[str, float]] = {}
     for i, (side, sign) in enumerate((("a", 1), ("b", -1))):
-        kept = sum(abs(float(d)) for *_, d in g.edges(data="delta", default=0.0) if np.sign(d) == sign)
+        mine = [abs(d) for d in edge_deltas if _sign(d) == sign]
+        kept = sum(mine)  # in edge order
         total = sum(float(v[i]) for v in totals.values())
         out[side] = {
-            "edges": sum(1 for *_, d in g.edges(data="delta", default=0.0) if np.sign(d) == sign),
-            "nodes": sum(1 for _, d in g.nodes(data="delta", default=0.0) if np.sign(d) == sign),
+            "edges": len(mine),
+            "nodes": node_signs.count(sign),
             "tokens": int(g.graph.get(f"n_tokens_{side}", 0)),
             "delta_kept": kept,
             "delta_total": total,
             "kept": kept / total if total else 0.0,
         }
     return out
+
+
+def _sign(x: float) -> int:
+    """+1, −1 or 0 (NaN: 0), as ``np.sign`` for the values a graph holds, without a numpy call per value."""
+    return (x > 0) - (x < 0)

@@ -44,7 +44,7 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from workbench.errors import GraphError
 from workbench.graph.build import describe_selection
 from workbench.graph.counts import _n_experts, _token_domains, _vocab
-from workbench.graph.tables import sorted_unique
+from workbench.graph.top_tokens import by_token_id, node_top_token_ids
 from workbench.pair_counts import pair_counts
 from workbench.store import schema as S
 from workbench.store.select import Selection, select
@@ -238,7 +238,7 @@ def _block(ids: np.ndarray, dom: np.ndarray, n_experts: int, n_domains: int) -> 
     _domain_counts(ids, np.asarray(dom, dtype=np.int64), node_domain)
     pair_cnt = np.zeros((max(n_layers - 1, 0), n_experts * n_experts), dtype=np.int64)
     none_w, every, no_sum = np.zeros((0, k)), np.zeros(0, dtype=np.bool_), np.zeros(0)
-    for p in range(n_layers - 1):  # strided (T, k) views: no transposed copy of the block
+    for p in range(n_layers - 1):  # strided (T, k) views: ids only, a layer-major copy costs more than it saves
         pair_counts(ids[:, p, :], ids[:, p + 1, :], none_w, none_w, every, n_experts, pair_cnt[p], no_sum)
     return node_domain.sum(0), node_domain, pair_cnt
 
@@ -277,26 +277,19 @@ def _add_top_tokens(sn: Supernodes, sub: xr.Dataset, vocab: list[str], top_exper
     rows = sample_rows(sn.n_tokens)
     contiguous = rows.size == sn.n_tokens
     part = sub if contiguous else sub.isel({S.TOKEN: rows})
-    ids = np.asarray(part[S.EXPERT_IDS].values).astype(np.int64)  # (T', L, k)
+    ids = np.asarray(part[S.EXPERT_IDS].values)  # (T', L, k)
     tok = np.asarray(part[S.TOKEN_ID].values).astype(np.int64)  # (T',)
     sn.sample_tokens = int(rows.size)
     wanted = np.zeros((sn.layers.size, sn.n_experts), dtype=bool)
     for i in range(sn.layers.size):
         for g in range(int(sn.n_groups[i])):
             wanted[i, sn.members(i, g)[:top_experts]] = True
-    codes = np.arange(sn.layers.size)[None, :, None] * sn.n_experts + ids  # (T', L, k)
-    hit = wanted.ravel()[codes]
-    shift = int(max(int(tok.max(initial=0)) + 1, len(vocab), 1))
-    pair, counts = sorted_unique(
-        codes[hit] * shift + np.broadcast_to(tok[:, None, None], codes.shape)[hit], counts=True
-    )
-    node, token = np.divmod(pair, shift)
-    order = np.lexsort((token, -counts, node))
-    for c, t, m in zip(node[order].tolist(), token[order].tolist(), counts[order].tolist(), strict=True):
-        key = divmod(c, sn.n_experts)
-        got = sn.top_tokens.setdefault(key, [])
-        if len(got) < n:
-            got.append((vocab[t] if 0 <= t < len(vocab) else f"<{t}>", m))
+    nodes = np.flatnonzero(wanted.ravel())  # codes layer_pos·E + expert
+    top_ids, top_counts = node_top_token_ids(by_token_id(ids, tok), nodes, sn.n_experts, n)
+    for c, row_t, row_c in zip(nodes.tolist(), top_ids.tolist(), top_counts.tolist(), strict=True):
+        items = [(vocab[t] if 0 <= t < len(vocab) else f"<{t}>", m) for t, m in zip(row_t, row_c, strict=True) if m]
+        if items:  # experts no sampled token reached have no entry
+            sn.top_tokens[divmod(c, sn.n_experts)] = items
 
 
 def heaviest_supernode_paths(sn: Supernodes, n: int = 3) -> list[tuple[list[int], int]]:

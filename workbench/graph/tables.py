@@ -14,14 +14,15 @@ for selections counted by dask blocks. ``workbench.graph.counts`` fills either f
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit
 
-from workbench.graph.edge_tokens import edge_top_token_ids
-from workbench.graph.ids import node_codes
-from workbench.pair_counts import pair_edges
+from workbench.graph.top_tokens import by_token_id, edge_top_token_ids, node_top_token_ids
+from workbench.pair_counts import pair_counts, pair_edges
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,22 @@ class RoutingCounts:
             out[:] = np.nan
         return out
 
+    @functools.cached_property
+    def by_token_id(self) -> tuple[np.ndarray, np.ndarray]:
+        """The routing (L, T, k) with tokens sorted by token id, and those ids (T,): what the top-token
+        passes read (``workbench.graph.top_tokens.by_token_id``), made once."""
+        return by_token_id(self.expert_ids, self.token_ids)
+
+    def _layer_major(self) -> tuple[np.ndarray, np.ndarray]:
+        """Layer-major copies for the k × k kernel: ids (L, T, k) int32 and weights (L, T, k) float64, or
+        (L, 0, k) when ids only. On strided views of the (T, L, k) routing the kernel ran 3-4 times
+        slower (every token's k ids on another cache line)."""
+        _, n_layers, k = self.expert_ids.shape
+        ids_lt = np.ascontiguousarray(self.expert_ids.transpose(1, 0, 2), dtype=np.int32)
+        if self.weighted and self.gate_weights is not None:
+            return ids_lt, np.ascontiguousarray(self.gate_weights.transpose(1, 0, 2), dtype=np.float64)
+        return ids_lt, np.zeros((n_layers, 0, k))
+
     def pair_edges(self) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
         """For each layer pair p, all its edges: ``(p, codes src*E+dst (sorted), counts, weights)``.
 
@@ -101,34 +118,54 @@ class RoutingCounts:
         so memory is O(E² + T·k) whatever the number of pairs. Weights are counts when ids only.
         """
         ne = self.n_experts
-        _, n_layers, k = self.expert_ids.shape
         cnt_buf = np.zeros(ne * ne, dtype=np.int64)
         w_buf = np.zeros(ne * ne, dtype=np.float64)
-        ids_lt = np.ascontiguousarray(self.expert_ids.transpose(1, 0, 2), dtype=np.int32)  # (L, T, k)
-        weighted = self.weighted and self.gate_weights is not None
-        w_lt = (
-            np.ascontiguousarray(self.gate_weights.transpose(1, 0, 2), dtype=np.float64)  # (L, T, k)
-            if weighted and self.gate_weights is not None
-            else np.zeros((n_layers, 0, k))
-        )
-        for p in range(n_layers - 1):
+        ids_lt, w_lt = self._layer_major()
+        for p in range(ids_lt.shape[0] - 1):
             yield (p, *pair_edges(ids_lt[p], ids_lt[p + 1], w_lt[p], w_lt[p + 1], ne, cnt_buf, w_buf))
+
+    def pair_dense(self) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+        """For each layer pair p, its dense edges: ``(p, counts (E²,) int64, weight sums (E²,) float64)``
+        at ``src*E + dst``; weights None when ids only. The arrays are reused: read them before the next step.
+
+        The same kernel and float additions as ``pair_edges`` (whose weights are these cells'), for
+        callers that combine two selections cell by cell (``workbench.graph.difference``).
+        """
+        ne = self.n_experts
+        cnt_buf = np.zeros(ne * ne, dtype=np.int64)
+        w_buf = np.zeros(ne * ne, dtype=np.float64)
+        ids_lt, w_lt = self._layer_major()
+        every = np.zeros(0, dtype=np.bool_)
+        for p in range(ids_lt.shape[0] - 1):
+            pair_counts(ids_lt[p], ids_lt[p + 1], w_lt[p], w_lt[p + 1], every, ne, cnt_buf, w_buf)
+            yield p, cnt_buf, (w_buf if w_lt.shape[1] else None)
+            cnt_buf.fill(0)
+            w_buf.fill(0.0)
 
     def decoded_tokens(self, limit: int = 512) -> list[str]:
         """The selected tokens as text (first ``limit``), decoded with the store's vocabulary."""
         return [self._decode(t) for t in self.token_ids[:limit].tolist()]
 
-    def node_token_counts(self, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-        """How often each token id is routed to each ``wanted`` node (bool over node codes, (L·E,)).
+    def node_top_ids(self, nodes: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``n`` most frequent token ids routed to each node code of ``nodes`` (distinct, (N,)) and
+        their counts: (N, n) int64 each, count descending, ties by the smaller id; unused slots id −1, count 0.
 
-        Returns ``(codes node_code * shift + token_id (sorted, distinct), counts, shift)``.
+        One compiled pass over the routing grouped by token id (``workbench.graph.top_tokens``)."""
+        nodes = np.asarray(nodes, dtype=np.int64)
+        return node_top_token_ids(self.by_token_id, nodes, self.n_experts, n)
+
+    def edge_top_ids(self, edges: EdgeTable, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``n`` most frequent token ids that take each edge of ``edges`` (the kept edges), in its row
+        order, and their counts: (M, n) int64 each, as ``node_top_ids``.
+
+        A token takes edge ``(p, a, b)`` when ``a`` is among its top-k at ``layers[p]`` and ``b`` at
+        ``layers[p + 1]``. One compiled pass per layer pair with kept edges
+        (``workbench.graph.top_tokens``): O(T·k²) per pair, memory O(E² + M·n). All slots unused where
+        the routing is not held in memory (selections counted by dask blocks) or ``n`` is 0.
         """
-        codes = node_codes(self.expert_ids, self.n_experts)  # (T, L, k)
-        hit = wanted[codes]  # (T, L, k)
-        tok = np.broadcast_to(self.token_ids.astype(np.int64)[:, None, None], codes.shape)[hit]
-        shift = int(max(int(self.token_ids.max(initial=0)) + 1, len(self.vocab), 1))
-        pair_codes, counts = sorted_unique(codes[hit] * shift + tok, counts=True)
-        return pair_codes, counts, shift
+        if n <= 0 or len(edges) == 0 or self.expert_ids.shape[0] == 0:
+            return np.full((len(edges), max(n, 0)), -1, dtype=np.int64), np.zeros((len(edges), max(n, 0)), np.int64)
+        return edge_top_token_ids(self.by_token_id, edges.pair, edges.src, edges.dst, self.n_experts, n)
 
     def top_tokens(self, nodes: np.ndarray, n: int = 5) -> dict[int, list[tuple[str, int]]]:
         """The ``n`` most frequent tokens routed to each node code ``layer_pos * E + expert`` in ``nodes``.
@@ -138,50 +175,63 @@ class RoutingCounts:
         out: dict[int, list[tuple[str, int]]] = {c: [] for c in nodes.tolist()}
         if n <= 0 or nodes.size == 0 or self.n_tokens == 0:
             return out
-        wanted = np.zeros(self.layers.size * self.n_experts, dtype=bool)
-        wanted[nodes] = True
-        pair_codes, counts, shift = self.node_token_counts(wanted)
-        for c, items in _top_per_group(pair_codes, counts, shift, n).items():
-            out[c] = [(self._decode(t), m) for t, m in items]
+        ids, counts = self.node_top_ids(nodes, n)
+        text = self._texts(ids, counts, str)
+        for c, row_t, row_c in zip(nodes.tolist(), ids.tolist(), counts.tolist(), strict=True):
+            out[c] = [(text[t], m) for t, m in zip(row_t, row_c, strict=True) if m > 0]
         return out
 
     def edge_top_tokens(self, edges: EdgeTable, n: int = 3) -> list[list[tuple[str, int]]]:
-        """The ``n`` most frequent tokens that take each edge of ``edges`` (the kept edges), in its row order.
-
-        A token takes edge ``(p, a, b)`` when ``a`` is among its top-k at ``layers[p]`` and ``b`` at
-        ``layers[p + 1]``. One compiled pass per layer pair with kept edges
-        (``workbench.graph.edge_tokens``): O(T·k²) per pair, memory O(E² + M·n). Empty lists where the
-        routing is not held in memory (selections counted by dask blocks) or ``n`` is 0. Ties: the
-        smaller token id first.
-        """
-        if n <= 0 or len(edges) == 0 or self.expert_ids.shape[0] == 0:
-            return [[] for _ in range(len(edges))]
-        ids, counts = edge_top_token_ids(
-            self.expert_ids, self.token_ids, edges.pair, edges.src, edges.dst, self.n_experts, n
-        )
+        """``edge_top_ids`` decoded: per edge ``[(token text, count), ...]``, empty where none (see there)."""
+        ids, counts = self.edge_top_ids(edges, n)
+        text = self._texts(ids, counts, str)
         return [
-            [(self._decode(t), c) for t, c in zip(row_t, row_c, strict=True) if c > 0]
+            [(text[t], m) for t, m in zip(row_t, row_c, strict=True) if m > 0]
             for row_t, row_c in zip(ids.tolist(), counts.tolist(), strict=True)
         ]
+
+    def top_texts(self, ids: np.ndarray, counts: np.ndarray, text_of: Callable[[str], str] = str) -> list[str]:
+        """Rows of ``node_top_ids``/``edge_top_ids`` as hover text, ``"tok (count) · tok (count)"``, one str
+        per row ("" for none), each token written ``text_of(decoded token)``.
+
+        Made straight from the arrays: each distinct id is decoded once and no list or tuple per row
+        survives (22k edges' worth of those cost more in garbage-collector passes than in building)."""
+        rows, n = ids.shape
+        if n == 0:
+            return [""] * rows
+        text = self._texts(ids, counts, text_of)
+        flat = zip(ids.ravel().tolist(), counts.ravel().tolist(), strict=True)
+        pieces = [f"{text[t]} ({m})" if m > 0 else "" for t, m in flat]
+        return [" · ".join(p for p in pieces[i : i + n] if p) for i in range(0, len(pieces), n)]
+
+    def _texts(self, ids: np.ndarray, counts: np.ndarray, text_of: Callable[[str], str]) -> dict[int, str]:
+        return {t: text_of(self._decode(t)) for t in np.unique(ids[counts > 0]).tolist()}
 
     def _decode(self, token_id: int) -> str:
         return self.vocab[token_id] if 0 <= token_id < len(self.vocab) else f"<{token_id}>"
 
 
-def _top_per_group(codes: np.ndarray, counts: np.ndarray, shift: int, n: int) -> dict[int, list[tuple[int, int]]]:
-    """For codes ``group * shift + token`` (distinct) with ``counts``: each group's ``n`` most frequent tokens.
-
-    Returns ``{group: [(token id, count), ...]}``, by count descending, ties by the smaller token id.
-    """
-    group, tok = np.divmod(codes, shift)
-    order = np.lexsort((tok, -counts, group))  # by group, then count desc, then token id
-    group, tok, counts = group[order], tok[order], counts[order]
-    first = np.flatnonzero(np.concatenate([[True], group[1:] != group[:-1]]))  # start of each group's run
-    rank = np.arange(group.size) - np.repeat(first, np.diff(np.append(first, group.size)))
-    out: dict[int, list[tuple[int, int]]] = {}
-    for g, t, m in zip(group[rank < n].tolist(), tok[rank < n].tolist(), counts[rank < n].tolist(), strict=True):
-        out.setdefault(g, []).append((t, m))
-    return out
+@njit(nogil=True, cache=True)
+def _node_counts(
+    ids: np.ndarray, weights: np.ndarray, dom: np.ndarray, node_gate: np.ndarray, node_domain: np.ndarray
+) -> None:  # pragma: no cover (compiled)
+    """``node_domain[dom[t], l, ids[t, l, j]] += 1`` and ``node_gate[l, ids[t, l, j]] += weights[t, l, j]``
+    (when ``weights`` has rows) for every token t, layer l and slot j, in that order (so the float sums
+    equal ``np.bincount``'s, which adds in flat index order too). Ids outside 0..E-1 are not counted, so
+    callers find them by the total."""
+    t_n, n_layers, k = ids.shape
+    ne = node_gate.shape[1]
+    weighted = weights.shape[0] > 0
+    for t in range(t_n):
+        d = dom[t]
+        for layer in range(n_layers):
+            for j in range(k):
+                e = ids[t, layer, j]
+                if e < 0 or e >= ne:
+                    continue
+                node_domain[d, layer, e] += 1
+                if weighted:
+                    node_gate[layer, e] += weights[t, layer, j]
 
 
 def node_counts(
@@ -189,22 +239,14 @@ def node_counts(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per (layer, expert): tokens routed, sum of their gate weights (zeros if ``weights`` is None), and
     tokens per domain. ``ids`` (T, L, k), ``weights`` (T, L, k), ``dom`` (T,) domain codes ->
-    ``(L, E)``, ``(L, E)``, ``(D, L, E)``. NaN weights propagate into the gate sums."""
-    n_layers = ids.shape[1]
-    ne = n_experts
-    code = node_codes(ids, ne)  # (T, L, k)
-    flat = code.ravel()
-    node_tokens = np.bincount(flat, minlength=n_layers * ne).reshape(n_layers, ne)
-    node_gate = (
-        np.bincount(flat, weights=np.asarray(weights, dtype=np.float64).ravel(), minlength=n_layers * ne).reshape(
-            n_layers, ne
-        )
-        if weights is not None
-        else np.zeros((n_layers, ne))
-    )
-    d_code = (np.broadcast_to(dom[:, None, None], code.shape) * (n_layers * ne) + code).ravel()
-    node_domain = np.bincount(d_code, minlength=n_domains * n_layers * ne).reshape(n_domains, n_layers, ne)
-    return node_tokens, node_gate, node_domain
+    ``(L, E)``, ``(L, E)``, ``(D, L, E)``. NaN weights propagate into the gate sums. One compiled pass;
+    ids outside 0..E-1 are left out of every count (callers compare the total with T·L·k)."""
+    n_layers, k = ids.shape[1], ids.shape[2]
+    node_gate = np.zeros((n_layers, n_experts))
+    node_domain = np.zeros((n_domains, n_layers, n_experts), dtype=np.int64)
+    w = np.asarray(weights, dtype=np.float64) if weights is not None else np.zeros((0, n_layers, k))
+    _node_counts(ids, w, np.asarray(dom, dtype=np.int64), node_gate, node_domain)
+    return node_domain.sum(axis=0), node_gate, node_domain
 
 
 def sorted_unique(values: np.ndarray, *, counts: bool = False) -> tuple[np.ndarray, np.ndarray]:
