@@ -20,11 +20,12 @@ Buffer layout (``cap`` tokens of room, ``n`` used; L MoE sites, k experts per to
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from workbench.hooks.capture import ForwardCapture
+from workbench.hooks.capture import ForwardCapture, RouterCapture
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class HostBlock:
     ids: np.ndarray  # (N, L, k)
     weights: np.ndarray  # (N, L, k) float32
     selected: np.ndarray | None  # (N, L, k) float32
-    logits: np.ndarray | None  # (N, L, E) float32
+    scores: Callable[[np.ndarray], np.ndarray] | None  # rows (M,) -> their router scores (M, L, E) float32
     tokens: np.ndarray  # (N,) int64
     mask: np.ndarray  # (N,) bool
     forwards: list[ForwardSpan]
@@ -105,25 +106,38 @@ class DeviceBuffer:
         self.fields, self.cap = grown, cap
 
     def append(self, capture: ForwardCapture) -> None:
-        """Stack one forward's captures (site order) into the next ``batch * length`` rows, on the device."""
-        layers = [capture.layers[pos] for pos in range(self.n_sites)]
+        """Stack one forward's captures (site order) into the next ``batch * length`` rows, on the device.
+
+        A few ops per forward whatever the number of layers: one ``torch.stack`` per field, plus one gather
+        of every layer's chosen logits (the rank key) from the stacked logits when the layers held them.
+        """
+        layers: list[RouterCapture] = capture.layers  # type: ignore[assignment]  # complete: checked by the caller
         # rows go where the buffers are (or, while empty, where the first site's captures are); captures of
         # sites on other devices (a device_map split) are moved there asynchronously
         device = self.device if self.n and self.device is not None else layers[0].expert_ids.device
+        if len({c.expert_ids.device for c in layers}) > 1 or layers[0].expert_ids.device != device:
+            layers = [RouterCapture(*(_to(t, device) for t in c)) for c in layers]
         n = capture.batch * capture.length
         self._reserve(n, device)
         rows = slice(self.n, self.n + n)
         f = self.fields
-
-        def on(ts: list[torch.Tensor]) -> list[torch.Tensor]:
-            return [t if t.device == device else t.to(device, non_blocking=True) for t in ts]
-
-        torch.stack(on([c.expert_ids for c in layers]), dim=1, out=f["ids"][rows])  # (N, L, k)
-        torch.stack(on([c.gate_weights for c in layers]), dim=1, out=f["weights"][rows])
-        if self.keep_selected:
-            torch.stack(on([c.selected_logits for c in layers]), dim=1, out=f["selected"][rows])  # type: ignore[misc]
+        gather = self.keep_selected and layers[0].selected_logits is None  # the rank key from the held logits
+        if gather:
+            ids = torch.stack([c.expert_ids for c in layers], dim=1)  # (N, L, k) int64: the gather's index
+            f["ids"][rows].copy_(ids)
+        else:
+            torch.stack([c.expert_ids for c in layers], dim=1, out=f["ids"][rows])  # (N, L, k)
+        torch.stack([c.gate_weights for c in layers], dim=1, out=f["weights"][rows])
+        logits = None
         if self.keep_logits:
-            torch.stack(on([c.router_logits for c in layers]), dim=1, out=f["logits"][rows])  # type: ignore[misc]
+            logits = f["logits"][rows]
+            torch.stack([c.router_logits for c in layers], dim=1, out=logits)  # type: ignore[misc]  # (N, L, E)
+        if gather:
+            if logits is None:
+                logits = torch.stack([c.router_logits for c in layers], dim=1)  # type: ignore[misc]
+            torch.gather(logits, 2, ids, out=f["selected"][rows])  # (N, L, k)
+        elif self.keep_selected:
+            torch.stack([c.selected_logits for c in layers], dim=1, out=f["selected"][rows])  # type: ignore[misc]
         if capture.input_ids is not None:
             f["tokens"][rows].copy_(capture.input_ids.reshape(-1), non_blocking=True)
         else:
@@ -135,39 +149,41 @@ class DeviceBuffer:
         self.forwards.append(ForwardSpan(self.n, capture.batch, capture.length, capture.append))
         self.n += n
 
-    def to_host(self) -> HostBlock:
-        """Copy the used rows to the host (one synchronisation) and empty the buffers (their room is kept)."""
+    def to_host(self, scoring: str) -> HostBlock:
+        """Copy the used rows to the host (one synchronisation) and empty the buffers (their room is kept).
+
+        The logits (``scores=True``) are not copied here: ``HostBlock.scores(rows)`` turns the rows the
+        stitcher keeps into scores on the device (``scoring``: "sigmoid" or "softmax") and copies only
+        those. It must be called before the next ``append``, which reuses the room.
+        """
         f, n = self.fields, self.n
         pinned = self.device is not None and self.device.type == "cuda"
 
-        def host(name: str) -> torch.Tensor | None:
+        def host(name: str) -> np.ndarray | None:
             if name not in f:
                 return None
             src = f[name][:n]
-            if not pinned:
-                return src.to("cpu", non_blocking=True)
-            dst = torch.empty(src.shape, dtype=src.dtype, pin_memory=True)
-            return dst.copy_(src, non_blocking=True)
+            if pinned:
+                src = torch.empty(src.shape, dtype=src.dtype, pin_memory=True).copy_(src, non_blocking=True)
+            else:  # a CPU buffer's rows are read in place (the stitcher copies what it keeps)
+                src = src.to("cpu", non_blocking=True)
+            return src.numpy() if src.device.type == "cpu" else None
 
-        out = {name: host(name) for name in ("ids", "weights", "selected", "logits", "tokens", "mask")}
+        out = {name: host(name) for name in ("ids", "weights", "selected", "tokens", "mask")}
         if self.device is not None and self.device.type not in ("cpu", "meta"):
             getattr(torch, self.device.type).synchronize(self.device)
         forwards, self.forwards, self.n = self.forwards, [], 0
-
-        def arr(name: str) -> np.ndarray | None:
-            t = out[name]
-            return None if t is None else t.numpy()
-
         if not f:  # nothing was ever appended
             lk = np.zeros((0, self.n_sites, self.top_k), np.float32)
             return HostBlock(lk.astype(np.int16), lk, None, None, np.zeros(0, np.int64), np.zeros(0, bool), forwards)
+        logits = f["logits"][:n] if "logits" in f else None
         return HostBlock(
-            ids=arr("ids"),  # type: ignore[arg-type]
-            weights=arr("weights"),  # type: ignore[arg-type]
-            selected=arr("selected"),
-            logits=arr("logits"),
-            tokens=arr("tokens"),  # type: ignore[arg-type]
-            mask=arr("mask"),  # type: ignore[arg-type]
+            ids=out["ids"],  # type: ignore[arg-type]
+            weights=out["weights"],  # type: ignore[arg-type]
+            selected=out["selected"],
+            scores=None if logits is None else (lambda rows: device_scores(logits, rows, scoring)),
+            tokens=out["tokens"],  # type: ignore[arg-type]
+            mask=out["mask"],  # type: ignore[arg-type]
             forwards=forwards,
         )
 
@@ -175,3 +191,21 @@ class DeviceBuffer:
         """Forget the rows (room kept)."""
         self.n = 0
         self.forwards = []
+
+
+def _to(t: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return t if t is None or t.device == device else t.to(device, non_blocking=True)
+
+
+def device_scores(logits: torch.Tensor, rows: np.ndarray, scoring: str) -> np.ndarray:
+    """Router scores of the buffer ``rows`` (M,) from their logits (N, L, E), computed where the logits are.
+
+    DeepSeek-V3/K2: ``sigmoid`` (written ``1 / (1 + exp(-x))``: torch's fused sigmoid rounds the last
+    elements of a tensor differently from the rest, so a token's score would depend on where a flush cut
+    the buffer; this form does not); softmax routers: ``softmax`` over the E experts. Returns (M, L, E)
+    float32 on the host.
+    """
+    picked = logits[torch.from_numpy(rows).to(logits.device)]  # (M, L, E), a copy: the buffer is left as is
+    sigmoid = scoring == "sigmoid"
+    scores = picked.neg_().exp_().add_(1.0).reciprocal_() if sigmoid else torch.softmax(picked, dim=-1)
+    return scores.cpu().numpy()

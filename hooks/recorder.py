@@ -123,6 +123,7 @@ class RoutingRecorder:
     def _on_forward(self, capture: ForwardCapture) -> None:
         self.forwards += 1
         self._check(capture)
+        layers: list[RouterCapture] = capture.layers  # type: ignore[assignment]  # complete (CaptureHooks)
         if capture.on_meta:
             self.shapes.append(
                 {
@@ -131,7 +132,7 @@ class RoutingRecorder:
                         "gate_weights": tuple(c.gate_weights.shape),
                         **({"router_logits": tuple(c.router_logits.shape)} if c.router_logits is not None else {}),
                     }
-                    for pos, c in capture.layers.items()
+                    for pos, c in enumerate(layers)
                 }
             )
             return
@@ -144,20 +145,32 @@ class RoutingRecorder:
     def _check(self, capture: ForwardCapture) -> None:
         """Shapes of every site's capture (Python ints, no sync), before anything is kept.
 
-        The loop runs every forward (every decode step), so it only compares; messages are built on failure.
+        It runs every forward (every decode step), so it compares sets of shapes; the per-layer loop that
+        names the culprit runs only on failure.
         """
         n, k, e = capture.batch * capture.length, self.adapter.top_k, self.adapter.n_experts
-        nk, ne = (n, k), (n, e)
-        need_logits, need_selected = self.scores, self._buffer.keep_selected and not capture.on_meta
-        for pos, c in capture.layers.items():
-            if (
-                c.expert_ids.shape != nk
-                or c.gate_weights.shape != nk
-                or (c.router_logits is not None and c.router_logits.shape != ne)
-                or (need_logits and c.router_logits is None and not capture.on_meta)
-                or (need_selected and c.selected_logits is None)
-            ):
-                raise self._shape_error(pos, c, n)
+        layers: list[RouterCapture] = capture.layers  # type: ignore[assignment]
+        meta = capture.on_meta
+        logits = {None if c.router_logits is None else c.router_logits.shape for c in layers}
+        ok = {c.expert_ids.shape for c in layers} == {c.gate_weights.shape for c in layers} == {(n, k)}
+        ok = ok and logits <= {None, (n, e)}
+        if ok and self.scores and not meta:
+            ok = None not in logits
+        if ok and self._buffer.keep_selected and not meta:  # the rank key: every layer's chosen or all logits
+            selected = {None if c.selected_logits is None else c.selected_logits.shape for c in layers}
+            ok = selected == {(n, k)} or (selected == {None} and None not in logits)
+        if not ok:
+            for pos, c in enumerate(layers):
+                need_key = self._buffer.keep_selected and not meta
+                if (
+                    c.expert_ids.shape != (n, k)
+                    or c.gate_weights.shape != (n, k)
+                    or (c.router_logits is not None and c.router_logits.shape != (n, e))
+                    or (self.scores and c.router_logits is None and not meta)
+                    or (need_key and c.selected_logits is None and c.router_logits is None)
+                ):
+                    raise self._shape_error(pos, c, n)
+            raise WorkbenchError("the layers' captures disagree on where the rank key is; nothing was recorded")
 
     def _shape_error(self, pos: int, c: RouterCapture, n: int) -> WorkbenchError:
         k, e, where = self.adapter.top_k, self.adapter.n_experts, f"MoE layer {self.sites[pos].layer}"
@@ -175,7 +188,7 @@ class RoutingRecorder:
     def _flush(self) -> None:
         """Device buffers -> host (one sync) -> rows."""
         if self._buffer.forwards:
-            self._stitcher.add(self._buffer.to_host())
+            self._stitcher.add(self._buffer.to_host(self.adapter.scoring))
 
     # ------------------------------------------------------------------ results
     def routing(self, *, reset: bool = False) -> list[Routing]:
