@@ -10,7 +10,7 @@ and the stitching into rows happen once per ``routing()`` call, or when the buff
 
 Buffer layout (``cap`` tokens of room, ``n`` used; L MoE sites, k experts per token, E experts):
 
-    ids       (cap, L, k) int16 (int32 when E > 32767)   the top-k ids in the router's output order
+    ids       (cap, L, k) int64                            the top-k ids in the router's output order
     weights   (cap, L, k) float32                          the gate weights
     selected  (cap, L, k) float32                          logits of the chosen experts (rank key), optional
     logits    (cap, L, E) float32                          all router logits (``scores=True``), optional
@@ -22,14 +22,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
-from workbench.hooks.capture import ForwardCapture, RouterCapture
+from workbench.hooks.capture import ForwardCapture
 
 
-@dataclass(frozen=True)
-class ForwardSpan:
+class CaptureMismatch(RuntimeError):
+    """A forward's captures do not have the shapes the buffers expect (the recorder names the layer)."""
+
+
+class ForwardSpan(NamedTuple):
     """Where one recorded forward's tokens lie in the buffers: rows ``start : start + batch * length``."""
 
     start: int
@@ -57,23 +61,18 @@ class DeviceBuffer:
     def __init__(self, *, n_sites: int, top_k: int, n_experts: int, selected: bool, logits: bool) -> None:
         self.n_sites, self.top_k, self.n_experts = n_sites, top_k, n_experts
         self.keep_selected, self.keep_logits = selected, logits
-        self.id_dtype = torch.int16 if n_experts <= torch.iinfo(torch.int16).max else torch.int32
         self.n = 0
         self.cap = 0
         self.device: torch.device | None = None
         self.fields: dict[str, torch.Tensor] = {}
         self.forwards: list[ForwardSpan] = []
+        self.split: bool | None = None  # the sites' captures live on several devices (None: not known yet)
 
     @property
     def row_bytes(self) -> int:
         """Bytes one token takes in the buffers."""
         lk = self.n_sites * self.top_k
-        return (
-            lk * (2 if self.id_dtype == torch.int16 else 4)
-            + lk * 4 * (1 + self.keep_selected)
-            + (self.n_sites * self.n_experts * 4 * self.keep_logits)
-            + 9
-        )
+        return lk * 8 + lk * 4 * (1 + self.keep_selected) + (self.n_sites * self.n_experts * 4 * self.keep_logits) + 9
 
     @property
     def nbytes(self) -> int:
@@ -82,7 +81,7 @@ class DeviceBuffer:
     def _allocate(self, cap: int, device: torch.device) -> dict[str, torch.Tensor]:
         lk = (cap, self.n_sites, self.top_k)
         out = {
-            "ids": torch.empty(lk, dtype=self.id_dtype, device=device),
+            "ids": torch.empty(lk, dtype=torch.int64, device=device),  # as the router made them: the gather's index
             "weights": torch.empty(lk, dtype=torch.float32, device=device),
             "tokens": torch.empty(cap, dtype=torch.int64, device=device),
             "mask": torch.empty(cap, dtype=torch.bool, device=device),
@@ -106,38 +105,46 @@ class DeviceBuffer:
         self.fields, self.cap = grown, cap
 
     def append(self, capture: ForwardCapture) -> None:
-        """Stack one forward's captures (site order) into the next ``batch * length`` rows, on the device.
+        """Stack one complete forward's captures (site order) into the next ``batch * length`` rows, on the device.
 
         A few ops per forward whatever the number of layers: one ``torch.stack`` per field, plus one gather
         of every layer's chosen logits (the rank key) from the stacked logits when the layers held them.
+        Raises ``CaptureMismatch`` (or torch's error, for layers of unequal shapes) before any row is
+        kept when a shape is not what the recorder expects; the recorder then names the layer.
         """
-        layers: list[RouterCapture] = capture.layers  # type: ignore[assignment]  # complete: checked by the caller
+        ids_l, w_l, sel_l, lg_l = capture.ids, capture.weights, capture.selected, capture.logits
+        first = ids_l[0]
+        assert first is not None
         # rows go where the buffers are (or, while empty, where the first site's captures are); captures of
         # sites on other devices (a device_map split) are moved there asynchronously
-        device = self.device if self.n and self.device is not None else layers[0].expert_ids.device
-        if len({c.expert_ids.device for c in layers}) > 1 or layers[0].expert_ids.device != device:
-            layers = [RouterCapture(*(_to(t, device) for t in c)) for c in layers]
-        n = capture.batch * capture.length
+        device = self.device if self.n and self.device is not None else first.device
+        if self.split is None:  # checked once per recording: a model's layers stay where they are
+            self.split = len({t.device for t in ids_l if t is not None}) > 1
+        if self.split or first.device != device:
+            ids_l, w_l, sel_l, lg_l = ([_to(t, device) for t in f] for f in (ids_l, w_l, sel_l, lg_l))
+        n, k = capture.batch * capture.length, self.top_k
+        if first.shape != (n, k) or w_l[0] is None or w_l[0].shape != (n, k):
+            raise CaptureMismatch("expert ids or weights")
         self._reserve(n, device)
         rows = slice(self.n, self.n + n)
         f = self.fields
-        gather = self.keep_selected and layers[0].selected_logits is None  # the rank key from the held logits
-        if gather:
-            ids = torch.stack([c.expert_ids for c in layers], dim=1)  # (N, L, k) int64: the gather's index
-            f["ids"][rows].copy_(ids)
-        else:
-            torch.stack([c.expert_ids for c in layers], dim=1, out=f["ids"][rows])  # (N, L, k)
-        torch.stack([c.gate_weights for c in layers], dim=1, out=f["weights"][rows])
+        ids = f["ids"][rows]
+        torch.stack(ids_l, dim=1, out=ids)  # type: ignore[arg-type]  # (N, L, k); layers of other shapes raise
+        torch.stack(w_l, dim=1, out=f["weights"][rows])  # type: ignore[arg-type]
         logits = None
         if self.keep_logits:
+            if lg_l[0] is None or lg_l[0].shape != (n, self.n_experts):
+                raise CaptureMismatch("router logits")
             logits = f["logits"][rows]
-            torch.stack([c.router_logits for c in layers], dim=1, out=logits)  # type: ignore[misc]  # (N, L, E)
-        if gather:
+            torch.stack(lg_l, dim=1, out=logits)  # type: ignore[arg-type]  # (N, L, E)
+        if self.keep_selected and sel_l[0] is None:  # the layers held their logits: every rank key in one gather
             if logits is None:
-                logits = torch.stack([c.router_logits for c in layers], dim=1)  # type: ignore[misc]
+                logits = torch.stack(lg_l, dim=1)  # type: ignore[arg-type]
             torch.gather(logits, 2, ids, out=f["selected"][rows])  # (N, L, k)
-        elif self.keep_selected:
-            torch.stack([c.selected_logits for c in layers], dim=1, out=f["selected"][rows])  # type: ignore[misc]
+        elif self.keep_selected:  # gathered in each layer (large forwards)
+            if sel_l[0].shape != (n, k):
+                raise CaptureMismatch("the rank key")
+            torch.stack(sel_l, dim=1, out=f["selected"][rows])  # type: ignore[arg-type]
         if capture.input_ids is not None:
             f["tokens"][rows].copy_(capture.input_ids.reshape(-1), non_blocking=True)
         else:

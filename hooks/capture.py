@@ -49,7 +49,8 @@ from workbench.hooks.adapters import Adapter, MoESite
 from workbench.errors import WorkbenchError
 
 # A forward whose L layers' (N, E) float32 logits together exceed this keeps only each layer's (N, k) chosen
-# logits (one gather in the layer) instead of holding every layer's logits until the forward ends.
+# logits (one gather in the layer; the logits too with scores) instead of holding every layer's logits
+# until the forward ends (decode steps hold them: a few hundred kB).
 HOLD_LOGITS_BYTES = 16 << 20
 
 
@@ -64,20 +65,52 @@ class RouterCapture(NamedTuple):
 
 @dataclass
 class ForwardCapture:
-    """What one decoder forward captured: its input layout and one ``RouterCapture`` per MoE site (site order)."""
+    """What one decoder forward captured: its input layout and, per MoE site (site order), its routing.
+
+    The routing is kept as one list per capture field (``ids[pos]`` is site ``pos``'s ``expert_ids``) so
+    that a layer stores three references and the end of the forward stacks each list in one op;
+    ``layers`` gives the per-layer ``RouterCapture`` view.
+    """
 
     batch: int
     length: int  # new tokens per row in this forward
     append: bool  # a decode/continuation step (the KV cache already holds tokens)
     input_ids: torch.Tensor | None  # (B, T) or None when the forward got embeddings
     mask: torch.Tensor | None  # (B, T) 1 = real token, for the T new positions
-    layers: list[RouterCapture | None] = field(default_factory=list)  # site position -> capture (None: not run)
-    gather_in_layer: bool = False  # too large to hold every layer's logits: gather the rank key in each layer
+    ids: list[torch.Tensor | None] = field(default_factory=list)  # (N, k) per site; None: not run
+    weights: list[torch.Tensor | None] = field(default_factory=list)  # (N, k) per site
+    selected: list[torch.Tensor | None] = field(default_factory=list)  # (N, k) per site, gathered in the layer
+    logits: list[torch.Tensor | None] = field(default_factory=list)  # (N, E) per site, held references
+    large: bool = False  # every layer's logits together exceed HOLD_LOGITS_BYTES: gather the rank key in the layer
+
+    @classmethod
+    def of(
+        cls, batch: int, length: int, append: bool, input_ids: torch.Tensor | None, mask: torch.Tensor | None,
+        layers: list[RouterCapture],
+    ) -> ForwardCapture:  # fmt: skip
+        """A capture from per-layer ``RouterCapture`` s (site order)."""
+        ids, weights, selected, logits = ([c[i] for c in layers] for i in range(4))
+        return cls(batch, length, append, input_ids, mask, ids, weights, selected, logits)  # type: ignore[arg-type]
+
+    @property
+    def layers(self) -> list[RouterCapture]:
+        """One ``RouterCapture`` per site that ran."""
+        return [
+            RouterCapture(i, w, s, g)
+            for i, w, s, g in zip(self.ids, self.weights, self.selected, self.logits, strict=True)
+            if i is not None and w is not None
+        ]
+
+    @property
+    def complete(self) -> bool:
+        """Every MoE site captured."""
+        # not ``None in self.ids``: that compares None with each tensor through Tensor.__eq__, ~20 µs a layer
+        return bool(self.ids) and all(t is not None for t in self.ids)
 
     @property
     def on_meta(self) -> bool:
-        first = self.layers[0] if self.layers else None
-        return first is not None and first.expert_ids.is_meta
+        first = self.ids[0] if self.ids else None
+        return first is not None and first.is_meta
 
 
 def router_routing(output: Any, top_k: int, n_experts: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
@@ -116,7 +149,6 @@ class CaptureHooks:
     ) -> None:
         self.model, self.adapter, self.sites, self.keep_logits = model, adapter, sites, keep_logits
         self.rank_by_logits = rank_by_logits
-        self._hold_logits = keep_logits or rank_by_logits
         self._on_forward, self._open_rows = on_forward, open_rows
         self._wrapped: list[tuple[nn.Module, Any, Callable[..., Any]]] = []  # (module, its own forward, ours)
         self._live = 0  # bumped by every detach: a wrapper another library wrapped over stays there, inert
@@ -125,6 +157,7 @@ class CaptureHooks:
         self._offloaded: dict[int, torch.Tensor] = {}  # router weights fetched from accelerate's offload
         self._at_experts: set[int] = set()  # sites whose router returns no routing: read at the experts
         self._at_gate: set[int] = set()  # sites whose router returns (logits, weights, ids)
+        self._fast: set[int] = set()  # ... already flat, (N, k), (N, k), (N, E): kept by reference as they come
 
     @property
     def attached(self) -> bool:
@@ -175,6 +208,7 @@ class CaptureHooks:
         self._offloaded.clear()
         self._at_experts.clear()
         self._at_gate.clear()
+        self._fast.clear()
 
     # ------------------------------------------------------------------ the decoder: one capture per forward
     def _decoder_forward(self, call: Callable[..., Any]) -> Callable[..., Any]:
@@ -211,14 +245,15 @@ class CaptureHooks:
         append = past > 0 and self._open_rows() == batch
         ids = input_ids if isinstance(input_ids, torch.Tensor) else None
         n_sites = len(self.sites)
-        hold = self._hold_logits and batch * length * n_sites * self.adapter.n_experts * 4 <= HOLD_LOGITS_BYTES
-        self._pending = ForwardCapture(batch, length, append, ids, mask, [None] * n_sites, not hold)
+        large = batch * length * n_sites * self.adapter.n_experts * 4 > HOLD_LOGITS_BYTES
+        empty: list[torch.Tensor | None] = [None] * n_sites
+        self._pending = ForwardCapture(batch, length, append, ids, mask, empty, empty[:], empty[:], empty[:], large)
         self._logits.clear()
 
     def _end_forward(self, output: Any) -> None:
         pending, self._pending = self._pending, None
         self._logits.clear()
-        if pending is None or output is None or None in pending.layers:
+        if pending is None or output is None or not pending.complete:
             return  # not every MoE layer ran: nothing half-recorded is kept
         self._on_forward(pending)
 
@@ -228,8 +263,11 @@ class CaptureHooks:
 
         def forward(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
             out = call(*args, **kwargs)
-            if self._pending is not None and live == self._live:
-                if pos in self._at_gate:  # checked on this layer's first forward; the recorder checks shapes
+            p = self._pending
+            if p is not None and live == self._live:
+                if pos in self._fast and not p.large:  # the hot path: three references, nothing else
+                    p.logits[pos], p.weights[pos], p.ids[pos] = out
+                elif pos in self._at_gate:  # checked on this layer's first forward; the recorder checks shapes
                     self._keep(pos, out[2], out[1], out[0])
                 else:
                     self._first_router_call(pos, args, kwargs, out)
@@ -244,6 +282,8 @@ class CaptureHooks:
         if routed is not None:
             self._at_gate.add(pos)
             logits, weights, ids = routed
+            if ids.dim() == weights.dim() == logits.dim() == 2:  # (N, k), (N, k), (N, E): kept as they come
+                self._fast.add(pos)
             self._keep(pos, ids, weights, logits)
             return
         logits = out[0] if isinstance(out, tuple) else out
@@ -305,20 +345,21 @@ class CaptureHooks:
 
     def _keep(self, pos: int, idx: torch.Tensor, weights: torch.Tensor, logits: torch.Tensor | None) -> None:
         """Keep one layer's routing: views of the router's tensors (plus, for large forwards, the rank key)."""
-        pending = self._pending
-        assert pending is not None
+        p = self._pending
+        assert p is not None
         if idx.dim() != 2:
             idx = idx.reshape(-1, idx.shape[-1])  # hook_expert_indices (N, k)
         if weights.dim() != 2:
             weights = weights.reshape(-1, weights.shape[-1])  # hook_expert_weights (N, k)
         if logits is not None and logits.dim() != 2:
             logits = logits.reshape(-1, logits.shape[-1])  # hook_router_logits (N, E)
-        if not pending.gather_in_layer:  # held until the forward ends; the buffer gathers all layers at once
-            pending.layers[pos] = RouterCapture(idx, weights, None, logits if self._hold_logits else None)
+        p.ids[pos], p.weights[pos] = idx, weights
+        if not p.large:  # held until the forward ends; the buffer gathers all layers' rank keys at once
+            p.logits[pos] = logits
             return
         # the router made ids and logits on one device (remote code: logits computed where the hidden states are)
-        selected = logits.gather(1, idx) if self.rank_by_logits and logits is not None else None  # (N, k)
-        pending.layers[pos] = RouterCapture(idx, weights, selected, logits if self.keep_logits else None)
+        p.selected[pos] = logits.gather(1, idx) if self.rank_by_logits and logits is not None else None  # (N, k)
+        p.logits[pos] = logits if self.keep_logits else None
 
 
 def offloaded(module: nn.Module, name: str) -> torch.Tensor | None:
@@ -342,8 +383,10 @@ def _weight(module: nn.Module) -> torch.Tensor:
 
 def decoder_of(model: nn.Module, sites: list[MoESite]) -> nn.Module:
     """The module whose forward runs every decoder layer once (``model.model`` for *ForCausalLM)."""
-    names = [name for name, _ in model.named_modules()]
     layers_parent = sites[0].name.split(".layers.")[0] if ".layers." in sites[0].name else ""
-    if layers_parent in names:
-        return model.get_submodule(layers_parent) if layers_parent else model
-    return model
+    if not layers_parent:
+        return model
+    try:
+        return model.get_submodule(layers_parent)
+    except AttributeError:
+        return model

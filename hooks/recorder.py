@@ -98,6 +98,7 @@ class RoutingRecorder:
         if self._hooks.attached:
             raise WorkbenchError("this RoutingRecorder is already active; use one `with` block at a time")
         self._stitcher.bias = [self._host_bias(site) for site in self.sites]  # once per `with`, not per forward
+        self._buffer.split = None  # where the sites' captures live: looked at again on the first forward
         self._hooks.attach()  # hooks are registered here and only here; __exit__ removes every one
         return self
 
@@ -122,9 +123,8 @@ class RoutingRecorder:
 
     def _on_forward(self, capture: ForwardCapture) -> None:
         self.forwards += 1
-        self._check(capture)
-        layers: list[RouterCapture] = capture.layers  # type: ignore[assignment]  # complete (CaptureHooks)
         if capture.on_meta:
+            self._check(capture)
             self.shapes.append(
                 {
                     self.sites[pos].layer: {
@@ -132,45 +132,38 @@ class RoutingRecorder:
                         "gate_weights": tuple(c.gate_weights.shape),
                         **({"router_logits": tuple(c.router_logits.shape)} if c.router_logits is not None else {}),
                     }
-                    for pos, c in enumerate(layers)
+                    for pos, c in enumerate(capture.layers)
                 }
             )
             return
-        self._buffer.append(capture)  # on the device: no host copy, no sync
+        try:  # on the device: no host copy, no sync; shapes are checked there before anything is kept
+            self._buffer.append(capture)
+        except (RuntimeError, TypeError):
+            self._check(capture)  # names the layer whose capture is wrong
+            raise
         if not capture.append:
             self._open_rows = capture.batch
         if self._buffer.nbytes > self.flush_bytes:
             self._flush()
 
     def _check(self, capture: ForwardCapture) -> None:
-        """Shapes of every site's capture (Python ints, no sync), before anything is kept.
+        """Every site's capture against the shapes expected (Python ints, no sync); raise naming the first wrong.
 
-        It runs every forward (every decode step), so it compares sets of shapes; the per-layer loop that
-        names the culprit runs only on failure.
+        Runs on meta-device forwards and when the buffers refused a forward (the common path checks the
+        stacked shapes there, a few comparisons per forward rather than per layer).
         """
         n, k, e = capture.batch * capture.length, self.adapter.top_k, self.adapter.n_experts
-        layers: list[RouterCapture] = capture.layers  # type: ignore[assignment]
         meta = capture.on_meta
-        logits = {None if c.router_logits is None else c.router_logits.shape for c in layers}
-        ok = {c.expert_ids.shape for c in layers} == {c.gate_weights.shape for c in layers} == {(n, k)}
-        ok = ok and logits <= {None, (n, e)}
-        if ok and self.scores and not meta:
-            ok = None not in logits
-        if ok and self._buffer.keep_selected and not meta:  # the rank key: every layer's chosen or all logits
-            selected = {None if c.selected_logits is None else c.selected_logits.shape for c in layers}
-            ok = selected == {(n, k)} or (selected == {None} and None not in logits)
-        if not ok:
-            for pos, c in enumerate(layers):
-                need_key = self._buffer.keep_selected and not meta
-                if (
-                    c.expert_ids.shape != (n, k)
-                    or c.gate_weights.shape != (n, k)
-                    or (c.router_logits is not None and c.router_logits.shape != (n, e))
-                    or (self.scores and c.router_logits is None and not meta)
-                    or (need_key and c.selected_logits is None and c.router_logits is None)
-                ):
-                    raise self._shape_error(pos, c, n)
-            raise WorkbenchError("the layers' captures disagree on where the rank key is; nothing was recorded")
+        need_key = self._buffer.keep_selected and not meta
+        for pos, c in enumerate(capture.layers):
+            if (
+                c.expert_ids.shape != (n, k)
+                or c.gate_weights.shape != (n, k)
+                or (c.router_logits is not None and c.router_logits.shape != (n, e))
+                or (self.scores and c.router_logits is None and not meta)
+                or (need_key and c.selected_logits is None and c.router_logits is None)
+            ):
+                raise self._shape_error(pos, c, n)
 
     def _shape_error(self, pos: int, c: RouterCapture, n: int) -> WorkbenchError:
         k, e, where = self.adapter.top_k, self.adapter.n_experts, f"MoE layer {self.sites[pos].layer}"

@@ -110,4 +110,3 @@ def to_rank_order(
         key = gate_weights
     order = np.argsort(-key, axis=-1, kind="stable")  # (..., k)
     return np.take_along_axis(expert_ids, order, -1), np.take_along_axis(gate_weights, order, -1)
-

@@ -183,9 +183,9 @@ def test_captures_are_named_and_shapes_checked_before_anything_is_kept() -> None
     good = RouterCapture(torch.zeros(6, 2, dtype=torch.long), torch.ones(6, 2), torch.zeros(6, 2), None)
     bad = RouterCapture(torch.zeros(5, 2, dtype=torch.long), torch.ones(5, 2), torch.zeros(5, 2), None)
     with pytest.raises(WorkbenchError, match=r"MoE layer 2: captured expert ids \(5, 2\) .* expected \(6, 2\)"):
-        rec._on_forward(ForwardCapture(1, 6, False, torch.arange(6)[None], None, [good, bad, good]))
+        rec._on_forward(ForwardCapture.of(1, 6, False, torch.arange(6)[None], None, [good, bad, good]))
     assert rec.routing() == []
-    rec._on_forward(ForwardCapture(1, 6, False, torch.arange(6)[None], None, [good, good, good]))
+    rec._on_forward(ForwardCapture.of(1, 6, False, torch.arange(6)[None], None, [good, good, good]))
     (row,) = rec.routing()
     assert row.expert_ids.dtype == np.int16 and row.expert_ids.shape == (6, 3, 2) and row.layers == (1, 2, 3)
 
