@@ -4,9 +4,10 @@ A decode step of ``generate`` is a tiny forward (one token per row); copying its
 stitching it into rows there costs about a millisecond per step, more than the capture itself. So each
 forward's captures stay on the device they were made on: at the end of the forward the per-layer
 (N, k) tensors are stacked into the next N rows of preallocated buffers (one ``torch.stack(out=...)``
-per field, no host sync), which grow geometrically when full. The host copy (one synchronisation)
-and the stitching into rows happen once per ``routing()`` call, or when the buffers hold more than
-``flush_bytes``.
+per field and one gather of every layer's rank key, no host sync), which grow geometrically when full.
+The host copy (one synchronisation) and the stitching into rows happen once per ``routing()`` call, or
+when the buffers hold more than ``flush_bytes``; router scores are then computed on the device for the
+tokens the stitcher keeps.
 
 Buffer layout (``cap`` tokens of room, ``n`` used; L MoE sites, k experts per token, E experts):
 

@@ -1,12 +1,13 @@
 """``RoutingRecorder``: a context manager that records per-token expert routing of a model.
 
-It joins the three parts of a recording: the device-side hooks (``hooks/capture.py``: one
-``RouterCapture`` per MoE layer and forward, references to device tensors only), the device buffers
-(``hooks/buffer.py``: each forward's captures stacked into preallocated device memory, no host sync)
-and the host-side stitching (``hooks/stitch.py``: once per ``routing()`` call or full buffer: one sync,
-rank order, scores, padding dropped, rows). Hooks are registered in ``RoutingRecorder.__enter__``
-(plus, for routers that return no routing, one per MoE layer on the first forward) and every one is
-removed in ``__exit__``, also when the body raised.
+It joins the three parts of a recording: the device-side capture (``hooks/capture.py``: wrapped
+instance forwards keeping one ``RouterCapture`` per MoE layer and forward, references to device tensors
+only), the device buffers (``hooks/buffer.py``: each forward's captures stacked into preallocated device
+memory, no host sync; router scores computed there at flush time) and the host-side stitching
+(``hooks/stitch.py``: once per ``routing()`` call or full buffer: one sync, kept tokens, rank order,
+rows). Forwards are wrapped in ``RoutingRecorder.__enter__`` (plus, for routers that return no routing,
+each MoE layer's experts on the first forward) and every one is put back in ``__exit__``, also when the
+body raised.
 """
 
 from __future__ import annotations

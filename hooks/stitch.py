@@ -1,13 +1,13 @@
 """Host side of the recorder: turn a block of buffered forwards into per-row ``Routing`` pieces.
 
 Runs rarely (once per ``routing()`` call, or when the device buffers are full; ``hooks/buffer.py``), on
-numpy arrays of every forward since the last flush at once: each token's top-k is put into the
-router's rank order (one vectorised argsort over all tokens and layers), scores are computed from
-logits when asked for, and the tokens are split into rows with padding dropped. A run of decode steps
-(one token per row each) is stitched as one (steps, rows) grid, so the cost per step is a few array
-slices, not a Python loop. Every piece is already a ``Routing`` in its final dtypes (int16 ids,
-float32 weights and scores); a row that spans a prefill and its decode steps is the concatenation of
-its pieces.
+numpy arrays of every forward since the last flush at once: first which tokens each batch row keeps
+(padding and tokens after a fed EOS dropped; a run of decode steps, one token per row each, is one
+(steps, rows) grid, so the Python loop is per row, not per step), then every field is gathered once in
+row order, each kept token's top-k is put into the router's rank order (one vectorised argsort) and
+the router scores of the kept tokens are computed where the buffers are. Every piece is a ``Routing``
+in its final dtypes (int16 ids, float32 weights and scores) and a view of one block's arrays; a row
+that spans several flushes is the concatenation of its pieces.
 """
 
 from __future__ import annotations

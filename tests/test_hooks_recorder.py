@@ -284,7 +284,8 @@ def test_device_buffers_grow_geometrically() -> None:
 
 @pytest.mark.slow
 def test_torch_compile_traces_the_hooks_without_a_graph_break() -> None:
-    """dynamo (backend "eager": tracing without code generation) keeps the hooks in one graph; same routing."""
+    """dynamo (backend "eager": tracing without code generation) traces the wrapped forwards into one graph
+    with no break, also for a model compiled before the recorder attached; same routing."""
     import torch._dynamo as dynamo
 
     model = tiny_deepseek()
@@ -294,6 +295,8 @@ def test_torch_compile_traces_the_hooks_without_a_graph_break() -> None:
     (ref,) = rec.routing()
     dynamo.reset()
     compiled = torch.compile(model, backend="eager")
+    with torch.no_grad():
+        compiled(input_ids=ids)  # compiled before the recorder wraps the forwards: its guards see the change
     with RoutingRecorder(model, scores=True) as rec, torch.no_grad():
         compiled(input_ids=ids)
         compiled(input_ids=ids)
@@ -301,6 +304,9 @@ def test_torch_compile_traces_the_hooks_without_a_graph_break() -> None:
     routes = rec.routing()
     assert explained.graph_break_count == 0 and explained.graph_count == 1
     assert len(routes) == 3  # two compiled forwards and the explained one, each a row
+    with torch.no_grad():
+        compiled(input_ids=ids)  # after the recorder: nothing recorded, the forwards are the class's again
+    assert rec.routing() == routes and all("forward" not in m.__dict__ for m in model.modules())
     for r in routes:
         assert np.array_equal(r.expert_ids, ref.expert_ids) and np.array_equal(r.token_ids, ref.token_ids)
         assert r.router_scores is not None and ref.router_scores is not None
