@@ -9,11 +9,16 @@ thread's CPU time of the same ``generate`` without the recorder) is the overhead
 
 Not included: the cost of the call into the capture itself (a registered hook's general
 ``Module._call_impl`` path, or the one extra Python frame of a wrapped instance forward), about 1 µs
-per MoE layer and step with hooks and 0.2 µs with wrapped forwards. The timer is ``time.perf_counter``:
-``time.thread_time`` costs about 1 µs per read, as much as some of what it would time, and an interval
-of a few µs is rarely preempted. Fewest of ``--repeats`` for ``inside``, median for ``none``; one torch
-thread. The same command measures main's code when run with its checkout's Python (the JSON names the
-``hooks`` directory measured and its commit).
+per MoE layer and step with hooks and 0.2-1 µs with wrapped forwards (``nn.Linear(8, 8)`` calls, thread
+CPU time: 4.5 µs plain, 5.8-6.7 µs with a no-op forward hook, 4.7-5.7 µs with a wrapped forward). The
+timer is ``--timer``: ``thread`` (``time.thread_time``, the default: other processes' load does not
+enter it, but each read costs about 1 µs, counted once per timed call, so code with a timed call per
+layer, the older hooks, would be overstated by about 1 µs per layer and step: the timer's own share per
+call is measured on an empty function and subtracted, ``calibrate``) or ``wall``
+(``time.perf_counter``: 0.1 µs a read, but every preemption by another process lands in it: only on
+a quiet machine). Fewest of ``--repeats`` for ``inside``, median for ``none``; one torch thread. The
+same command measures main's code when run with its checkout's Python (the JSON names the ``hooks``
+directory measured and its commit).
 
     python benchmarks/bench_capture_inside.py --out benchmarks/results [--models k2-mini,k2-shaped] \
         [--new-tokens 64] [--batches 1,8] [--repeats 3]
@@ -38,6 +43,8 @@ from workbench.hooks import capture as C
 from workbench.hooks import recorder as R
 
 SPENT = [0.0]
+CALLS = [0]
+CLOCK = [time.thread_time]
 # per-forward and per-layer entry points of the capture; older code's names are kept so that the same
 # script measures before/after (hooks: the factories' closures are timed; wrapped forwards: what they call)
 METHODS = ("_begin_forward", "_end_forward", "_keep", "_first_router_call")
@@ -47,13 +54,26 @@ HOOK_FACTORIES = ("_gate_hook", "_remote_gate_hook", "_experts_pre_hook")
 def _timed(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*a: Any, **k: Any) -> Any:
-        t = time.perf_counter()
+        clock = CLOCK[0]
+        CALLS[0] += 1
+        t = clock()
         try:
             return fn(*a, **k)
         finally:
-            SPENT[0] += time.perf_counter() - t
+            SPENT[0] += clock() - t
 
     return wrapper
+
+
+def calibrate(n: int = 20000) -> float:
+    """Seconds the timer itself adds to ``SPENT`` per timed call (an empty function, timed ``n`` times)."""
+    empty = _timed(lambda: None)
+    SPENT[0], CALLS[0] = 0.0, 0
+    for _ in range(n):
+        empty()
+    per_call = SPENT[0] / n
+    SPENT[0], CALLS[0] = 0.0, 0
+    return per_call
 
 
 def instrument() -> list[str]:
@@ -72,7 +92,7 @@ def instrument() -> list[str]:
     return [*done, "routing"]
 
 
-def bench(model: torch.nn.Module, args: argparse.Namespace) -> list[dict[str, Any]]:
+def bench(model: torch.nn.Module, args: argparse.Namespace, timer_cost: float) -> list[dict[str, Any]]:
     runs = []
     for b in args.batches:
         ids = torch.randint(10, min(4000, model.config.vocab_size), (b, 32), generator=torch.Generator().manual_seed(0))
@@ -88,11 +108,11 @@ def bench(model: torch.nn.Module, args: argparse.Namespace) -> list[dict[str, An
                     t = time.thread_time()
                     model.generate(**kw)
                     none.append(time.thread_time() - t)
-                    SPENT[0] = 0.0
+                    SPENT[0], CALLS[0] = 0.0, 0
                     with RoutingRecorder(model, scores=scores) as rec:
                         model.generate(**kw)
                     rec.routing()
-                    inside.append(SPENT[0])
+                    inside.append(SPENT[0] - CALLS[0] * timer_cost)
             ins, base = min(inside), statistics.median(none)
             runs.append(
                 {"batch": b, "scores": scores, "generate_thread_cpu_seconds": base, "inside_seconds": ins,
@@ -111,6 +131,7 @@ def main() -> None:
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--experts-impl", default="batched_mm")
+    ap.add_argument("--timer", choices=["thread", "wall"], default="thread", help="see the module docstring")
     ap.add_argument("--tag", default="", help="suffix of the JSON file name (bench_capture_inside[-TAG].json)")
     args = ap.parse_args()
     args.batches = [int(x) for x in args.batches.split(",")]
@@ -119,16 +140,20 @@ def main() -> None:
 
     hf_logging.set_verbosity_error()
     torch.set_num_threads(1)
+    CLOCK[0] = time.thread_time if args.timer == "thread" else time.perf_counter
     timed = instrument()
+    timer_cost = calibrate()
     models = []
     for name in args.models.split(","):
         model, about = build_model(name, args)
-        models.append(about | {"runs": bench(model, args)})
+        models.append(about | {"runs": bench(model, args, timer_cost)})
     args.out.mkdir(parents=True, exist_ok=True)
     out = {
         "benchmark": "capture_inside",
         "code": code_version(),
         "timed": timed,
+        "timer": args.timer,
+        "timer_seconds_per_call_subtracted": timer_cost,
         "models": models,
         "new_tokens": args.new_tokens,
         "torch_threads": 1,
