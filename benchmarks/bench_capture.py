@@ -322,9 +322,9 @@ def main() -> None:
     args.clock = args.clock or ("thread_cpu" if cpu else "wall")
     if args.threads:
         torch.set_num_threads(args.threads)
-    started = time.time()
+    started, code = time.time(), code_version()  # the checkout as it was when the run began
     results = [bench_model(name, args) for name in args.models.split(",")]
-    write(args, results, started)
+    write(args, results, started, code)
 
 
 def line(run: dict[str, Any], clock: str) -> str:
@@ -341,12 +341,12 @@ def line(run: dict[str, Any], clock: str) -> str:
     )
 
 
-def write(args: argparse.Namespace, results: list[dict[str, Any]], started: float) -> None:
+def write(args: argparse.Namespace, results: list[dict[str, Any]], started: float, code: dict[str, str]) -> None:
     """bench_capture[-TAG].json, and one line per run on stdout."""
     out = {
         "benchmark": "capture_overhead",
         "argv": vars(args) | {"modes": sorted(args.modes), "out": str(args.out)},
-        "code": code_version(),
+        "code": code,
         "models": results,
         "device": args.device,
         "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor(),

@@ -141,6 +141,7 @@ def main() -> None:
     hf_logging.set_verbosity_error()
     torch.set_num_threads(1)
     CLOCK[0] = time.thread_time if args.timer == "thread" else time.perf_counter
+    code = code_version()  # the checkout as it was when the run began
     timed = instrument()
     timer_cost = calibrate()
     models = []
@@ -150,7 +151,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     out = {
         "benchmark": "capture_inside",
-        "code": code_version(),
+        "code": code,
         "timed": timed,
         "timer": args.timer,
         "timer_seconds_per_call_subtracted": timer_cost,
