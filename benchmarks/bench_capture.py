@@ -9,24 +9,29 @@ only the sizes shrunk (60 MoE layers x 384 experts, top-8, one shared expert, si
 - decode: ``generate`` of exactly ``--new-tokens`` tokens (greedy, ``min_new_tokens`` = max) after a
   ``--prompt-len`` prompt, for each batch size in ``--batches``.
 
-Conditions, run interleaved (the order rotates every repeat, so load drifts hit all alike): ``none``
-(no hooks), ``recorder`` (``RoutingRecorder``, including ``routing()`` assembling the rows),
-``scores`` (``RoutingRecorder(scores=True)``), and ``nnsight`` (saving every MoE gate's top-k ids and
-weights; skipped with the reason in the JSON when nnsight is missing or cannot trace the call). Each
-figure is the median over ``--repeats``; the machine's load average is recorded before and after each
-model. Goals (issue 17): decode recorder / none <= 1.05; prefill <= 1.02 (within noise).
+Conditions: ``none`` (no hooks), ``recorder`` (``RoutingRecorder``, including ``routing()`` assembling
+the rows), ``scores`` (``RoutingRecorder(scores=True)``), and ``nnsight`` (saving every MoE gate's top-k
+ids and weights, on its own copy of the model; skipped with the reason in the JSON when nnsight is
+missing or cannot trace the call).
+
+How, so that a loaded shared machine still gives a usable figure: one torch thread on a CPU; every run
+timed on three clocks (wall, process CPU, this thread's CPU: ``measure``); ``--repeats`` repeats in
+ABBA order (A B C D, then D C B A, ...); per repeat the ratio of each arm to the ``none`` run beside
+it, and the median of those ratios with a bootstrap 95% interval (``paired_ratio``); the load average
+at every repeat. The goal is read on ``--clock`` (thread CPU on a CPU, wall on a GPU). Goals (issue
+17): decode recorder / none <= 1.05; prefill <= 1.02 (within noise).
 
     python benchmarks/bench_capture.py --out benchmarks/results                      # both models, CPU
     python benchmarks/bench_capture.py --out benchmarks/results --tag gpu --device cuda --dtype bf16 \
         --hidden 1024 --batches 1,8,32 --new-tokens 128 --prefill-batch 8 --prefill-len 2048   # one GPU run
 
-On a GPU the wall clock is the figure (CUDA work is asynchronous, so process CPU time is not the work);
-on a shared CPU run with ``--threads 1`` and read the CPU-time ratios.
+On a GPU the wall clock is the figure (CUDA work is asynchronous, so CPU time is not the work).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -37,6 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from workbench.hooks import RoutingRecorder
 
@@ -168,7 +174,9 @@ def conditions(model: torch.nn.Module, mode: str, run: Callable[[], Any], run_kw
     conds: dict[str, Callable[[], None]] = {"none": run, "recorder": recorder(False), "scores": recorder(True)}
     skipped: dict[str, str] = {}
     if args.nnsight:
-        arm = nnsight_arm(model, mode, run_kwargs)
+        # nnsight instruments every module of the model it wraps, permanently (inert outside a trace): it gets
+        # its own copy, so the other arms run the model as it was
+        arm = nnsight_arm(copy.deepcopy(model), mode, run_kwargs)
         if isinstance(arm, str):
             skipped["nnsight"] = arm
         else:
@@ -176,51 +184,70 @@ def conditions(model: torch.nn.Module, mode: str, run: Callable[[], Any], run_kw
     return conds, skipped
 
 
-def measure(
-    conds: dict[str, Callable[[], None]], args: argparse.Namespace
-) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Wall seconds and process CPU seconds of every run, per condition.
+CLOCKS = ("wall", "process_cpu", "thread_cpu")
 
-    On a shared CPU the wall clock mostly measures the neighbours; with ``--threads 1`` the process's
-    CPU time (``time.process_time``) is the work this run did, so its ratios are the steadier figure.
+
+def measure(conds: dict[str, Callable[[], None]], args: argparse.Namespace) -> dict[str, Any]:
+    """Seconds of every run per clock and condition, in ABBA order, and the load average at each repeat.
+
+    Clocks: ``wall`` (``time.perf_counter``), ``process_cpu`` (``time.process_time``: every thread of this
+    process) and ``thread_cpu`` (``time.thread_time``: the calling thread only; with ``--threads 1`` torch
+    runs every CPU op on it, so it is this run's work and barely moves with other processes' load, unlike
+    the wall clock). Repeat r runs the conditions in order (A B C ...) when r is even and reversed when r
+    is odd (ABBA), so a drift in load during a pair hits both arms alike.
     """
-    times: dict[str, list[float]] = {k: [] for k in conds}
-    cpu: dict[str, list[float]] = {k: [] for k in conds}
+    times: dict[str, dict[str, list[float]]] = {c: {k: [] for k in conds} for c in CLOCKS}
+    load: list[float] = []
     names = list(conds)
     with torch.no_grad():
         for _ in range(args.warmup):
             for fn in conds.values():
                 fn()
         for rep in range(args.repeats):
-            for key in names[rep % len(names) :] + names[: rep % len(names)]:  # rotate the order
+            load.append(os.getloadavg()[0])
+            for key in names if rep % 2 == 0 else names[::-1]:
                 _sync(args.device)
-                t0, c0 = time.perf_counter(), time.process_time()
+                t0, c0, h0 = time.perf_counter(), time.process_time(), time.thread_time()
                 conds[key]()
                 _sync(args.device)
-                times[key].append(time.perf_counter() - t0)
-                cpu[key].append(time.process_time() - c0)
-    return times, cpu
+                h1, c1, t1 = time.thread_time(), time.process_time(), time.perf_counter()
+                times["wall"][key].append(t1 - t0)
+                times["process_cpu"][key].append(c1 - c0)
+                times["thread_cpu"][key].append(h1 - h0)
+    return {"seconds": times, "load_average_per_repeat": load}
 
 
-def summarize(
-    measured: tuple[dict[str, list[float]], dict[str, list[float]]], goal: float, steps: int | None
-) -> dict[str, Any]:
-    times, cpu = measured
-    med = {k: statistics.median(v) for k, v in times.items()}
-    cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
-    out: dict[str, Any] = {
-        "median_seconds": med,
-        "all_seconds": times,
-        "ratios_vs_none": {k: v / med["none"] for k, v in med.items() if k != "none"},
-        "median_cpu_seconds": cpu_med,
-        "all_cpu_seconds": cpu,
-        "cpu_ratios_vs_none": {k: v / cpu_med["none"] for k, v in cpu_med.items() if k != "none"},
-        "goal_ratio": goal,
-        "meets_goal": med["recorder"] / med["none"] <= goal,
-        "meets_goal_by_cpu_time": cpu_med["recorder"] / cpu_med["none"] <= goal,
-    }
-    if steps:
-        out["median_ms_per_step"] = {k: 1000 * v / steps for k, v in med.items()}
+def paired_ratio(arm: list[float], base: list[float], *, resamples: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Median of the per-repeat ratios ``arm[r] / base[r]`` and its bootstrap 95% interval.
+
+    Pairing each run with the baseline run next to it (same repeat, ABBA order) cancels slow drifts in
+    the machine's load; the median resists the odd run another process disturbed. The interval is the
+    2.5 and 97.5 percentiles of the median over ``resamples`` resamples of the repeats with replacement
+    (the percentile bootstrap; Efron & Tibshirani 1993, "An Introduction to the Bootstrap", ch. 13).
+    """
+    ratios = np.asarray(arm) / np.asarray(base)
+    rng = np.random.default_rng(seed)
+    boot = np.median(rng.choice(ratios, size=(resamples, len(ratios)), replace=True), axis=1)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return {"median": float(np.median(ratios)), "ci95_low": float(lo), "ci95_high": float(hi), "n": len(ratios)}
+
+
+def summarize(measured: dict[str, Any], goal: float, steps: int | None, clock: str) -> dict[str, Any]:
+    """Medians per clock, paired ratios against ``none`` with intervals, and the goal read on ``clock``."""
+    times = measured["seconds"]
+    out: dict[str, Any] = {"load_average_per_repeat": measured["load_average_per_repeat"]}
+    for c in CLOCKS:
+        med = {k: statistics.median(v) for k, v in times[c].items()}
+        out[c] = {
+            "median_seconds": med,
+            "all_seconds": times[c],
+            "paired_ratio_vs_none": {k: paired_ratio(v, times[c]["none"]) for k, v in times[c].items() if k != "none"},
+        }
+        if steps:
+            out[c]["median_ms_per_step"] = {k: 1000 * v / steps for k, v in med.items()}
+    ratio = out[clock]["paired_ratio_vs_none"]["recorder"]
+    out |= {"goal_ratio": goal, "goal_clock": clock, "meets_goal": ratio["median"] <= goal}
+    out["meets_goal_with_95pct_confidence"] = ratio["ci95_high"] <= goal
     return out
 
 
@@ -235,8 +262,8 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         conds, skipped = conditions(model, "prefill", lambda: model(**kw), kw, args)
         times = measure(conds, args)
         run = {"mode": "prefill", "batch": args.prefill_batch, "tokens": args.prefill_len, "skipped": skipped}
-        result["runs"].append(run | summarize(times, GOALS["prefill"], None))
-        print(name, json.dumps({k: run[k] for k in ("mode", "batch")} | result["runs"][-1]["cpu_ratios_vs_none"]))
+        result["runs"].append(run | summarize(times, GOALS["prefill"], None, args.clock))
+        print(name, line(result["runs"][-1], args.clock), flush=True)
     if "decode" in args.modes:
         for batch in args.batches:
             ids = torch.randint(10, vocab, (batch, args.prompt_len), generator=gen).to(args.device)
@@ -248,8 +275,10 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
             conds, skipped = conditions(model, "decode", lambda kw=kw: model.generate(**kw), kw, args)  # type: ignore[misc]
             times = measure(conds, args)
             run = {"mode": "decode", "batch": batch, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens}
-            result["runs"].append(run | {"skipped": skipped} | summarize(times, GOALS["decode"], args.new_tokens))
-            print(name, json.dumps({"mode": "decode", "batch": batch} | result["runs"][-1]["cpu_ratios_vs_none"]))
+            result["runs"].append(
+                run | {"skipped": skipped} | summarize(times, GOALS["decode"], args.new_tokens, args.clock)
+            )
+            print(name, line(result["runs"][-1], args.clock), flush=True)
     result["load_average_after"] = list(os.getloadavg())
     return result
 
@@ -273,7 +302,13 @@ def main() -> None:
         "--experts-impl", default=None, help="pin the experts implementation (eager, ...); default: fastest here"
     )
     ap.add_argument("--no-nnsight", dest="nnsight", action="store_false", help="skip the nnsight arm")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 on a CPU, else torch's)")
+    ap.add_argument(
+        "--clock",
+        choices=CLOCKS,
+        default=None,
+        help="the goal's clock (default: thread_cpu on a CPU, else wall)",
+    )
     ap.add_argument("--tag", default="", help="suffix of the JSON file name (bench_capture[-TAG].json)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)  # nnsight's "step never reached" at a loop's end
@@ -282,18 +317,36 @@ def main() -> None:
     hf_logging.set_verbosity_error()
     args.batches = [int(b) for b in args.batches.split(",")]
     args.modes = set(args.modes.split(","))
+    cpu = not args.device.startswith("cuda")
+    args.threads = args.threads or (1 if cpu else None)
+    args.clock = args.clock or ("thread_cpu" if cpu else "wall")
     if args.threads:
         torch.set_num_threads(args.threads)
-    started = time.time()
+    started, code = time.time(), code_version()  # the checkout as it was when the run began
     results = [bench_model(name, args) for name in args.models.split(",")]
-    write(args, results, started)
+    write(args, results, started, code)
 
 
-def write(args: argparse.Namespace, results: list[dict[str, Any]], started: float) -> None:
+def line(run: dict[str, Any], clock: str) -> str:
+    """One run's paired ratios on ``clock``, e.g. ``decode batch 8: recorder x1.012 [1.004, 1.020], ...``."""
+    ratios = ", ".join(
+        f"{k} x{r['median']:.3f} [{r['ci95_low']:.3f}, {r['ci95_high']:.3f}]"
+        for k, r in run[clock]["paired_ratio_vs_none"].items()
+    )
+    none = run[clock]["median_seconds"]["none"]
+    load = run["load_average_per_repeat"]
+    return (
+        f"{run['mode']} batch {run['batch']}: none {none:.3f}s ({clock}); {ratios}; goal <= {run['goal_ratio']}:"
+        f" {run['meets_goal']} (load {min(load):.1f}-{max(load):.1f})"
+    )
+
+
+def write(args: argparse.Namespace, results: list[dict[str, Any]], started: float, code: dict[str, str]) -> None:
     """bench_capture[-TAG].json, and one line per run on stdout."""
     out = {
         "benchmark": "capture_overhead",
         "argv": vars(args) | {"modes": sorted(args.modes), "out": str(args.out)},
+        "code": code,
         "models": results,
         "device": args.device,
         "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor(),
@@ -306,17 +359,23 @@ def write(args: argparse.Namespace, results: list[dict[str, Any]], started: floa
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"bench_capture{'-' + args.tag if args.tag else ''}.json"
     path.write_text(json.dumps(out, indent=2))
-    for m in results:
-        for r in m["runs"]:
-            ratios = ", ".join(f"{k} x{v:.3f}" for k, v in r["ratios_vs_none"].items())
-            cpu = ", ".join(f"{k} x{v:.3f}" for k, v in r["cpu_ratios_vs_none"].items())
-            print(
-                f"{m['model']} {r['mode']} batch {r['batch']}: none {r['median_seconds']['none']:.3f}s; wall {ratios};"
-                f" cpu {cpu}; "
-                f"goal <= {r['goal_ratio']}: {r['meets_goal']} (load {m['load_average_before'][0]:.1f}"
-                f" -> {m['load_average_after'][0]:.1f})"
-            )
     print(f"wrote {path}")
+
+
+def code_version() -> dict[str, str]:
+    """Where the recorder measured was imported from, and that checkout's commit (before/after runs)."""
+    import subprocess
+
+    import workbench.hooks
+
+    where = Path(workbench.hooks.__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = ""
+    return {"hooks": str(where), "commit": commit}
 
 
 if __name__ == "__main__":

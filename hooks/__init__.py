@@ -1,8 +1,8 @@
-"""Record per-token expert routing of MoE models with forward hooks (needs the ``[model]`` extra).
+"""Record per-token expert routing of MoE models by wrapping their routers' forwards (needs the ``[model]`` extra).
 
-Modules: ``adapters`` (find the MoE layers of a family), ``capture`` (the device-side hooks and their
-``RouterCapture``), ``stitch`` (host side: rank, split rows, drop padding), ``recorder`` (the
-``RoutingRecorder`` context manager joining the two), ``routing`` (``Routing``, what a row is),
+Modules: ``adapters`` (find the MoE layers of a family), ``capture`` (the device side: wrapped forwards
+and their ``RouterCapture``), ``buffer`` (device buffers), ``stitch`` (host side: rank, split rows, drop
+padding), ``recorder`` (the ``RoutingRecorder`` context manager joining them), ``routing`` (``Routing``, what a row is),
 ``batch`` (run left-padded batches with ``generate``). Recording into a store: ``workbench.recording``.
 
 >>> from workbench.hooks import RoutingRecorder              # doctest: +SKIP

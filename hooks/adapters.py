@@ -18,6 +18,7 @@ Found by inspecting the loaded modules (not by trusting class names alone):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -109,8 +110,14 @@ def experts_routing_params(module: nn.Module) -> tuple[tuple[str, ...], str, str
     parameter naming indices (``index``/``indices``/``idx``) and one naming weights is accepted, so a
     rename between releases does not break capture. None if the forward takes no routing.
     """
+    return _routing_params(type(module).forward)
+
+
+@functools.lru_cache(maxsize=64)
+def _routing_params(forward: Any) -> tuple[tuple[str, ...], str, str] | None:
+    """``experts_routing_params`` of one forward function (cached: a model has one experts class, 60 layers)."""
     try:
-        names = tuple(p for p in inspect.signature(type(module).forward).parameters if p != "self")
+        names = tuple(p for p in inspect.signature(forward).parameters if p != "self")
     except (TypeError, ValueError):
         return None
     index = next((n for n in names if any(t in n for t in ("index", "indices", "idx"))), None)

@@ -4,13 +4,14 @@ A decode step of ``generate`` is a tiny forward (one token per row); copying its
 stitching it into rows there costs about a millisecond per step, more than the capture itself. So each
 forward's captures stay on the device they were made on: at the end of the forward the per-layer
 (N, k) tensors are stacked into the next N rows of preallocated buffers (one ``torch.stack(out=...)``
-per field, no host sync), which grow geometrically when full. The host copy (one synchronisation)
-and the stitching into rows happen once per ``routing()`` call, or when the buffers hold more than
-``flush_bytes``.
+per field and one gather of every layer's rank key, no host sync), which grow geometrically when full.
+The host copy (one synchronisation) and the stitching into rows happen once per ``routing()`` call, or
+when the buffers hold more than ``flush_bytes``; router scores are then computed on the device for the
+tokens the stitcher keeps.
 
 Buffer layout (``cap`` tokens of room, ``n`` used; L MoE sites, k experts per token, E experts):
 
-    ids       (cap, L, k) int16 (int32 when E > 32767)   the top-k ids in the router's output order
+    ids       (cap, L, k) int64                            the top-k ids in the router's output order
     weights   (cap, L, k) float32                          the gate weights
     selected  (cap, L, k) float32                          logits of the chosen experts (rank key), optional
     logits    (cap, L, E) float32                          all router logits (``scores=True``), optional
@@ -20,15 +21,20 @@ Buffer layout (``cap`` tokens of room, ``n`` used; L MoE sites, k experts per to
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from workbench.hooks.capture import ForwardCapture
 
 
-@dataclass(frozen=True)
-class ForwardSpan:
+class CaptureMismatch(RuntimeError):
+    """A forward's captures do not have the shapes the buffers expect (the recorder names the layer)."""
+
+
+class ForwardSpan(NamedTuple):
     """Where one recorded forward's tokens lie in the buffers: rows ``start : start + batch * length``."""
 
     start: int
@@ -44,7 +50,7 @@ class HostBlock:
     ids: np.ndarray  # (N, L, k)
     weights: np.ndarray  # (N, L, k) float32
     selected: np.ndarray | None  # (N, L, k) float32
-    logits: np.ndarray | None  # (N, L, E) float32
+    scores: Callable[[np.ndarray], np.ndarray] | None  # rows (M,) -> their router scores (M, L, E) float32
     tokens: np.ndarray  # (N,) int64
     mask: np.ndarray  # (N,) bool
     forwards: list[ForwardSpan]
@@ -56,23 +62,18 @@ class DeviceBuffer:
     def __init__(self, *, n_sites: int, top_k: int, n_experts: int, selected: bool, logits: bool) -> None:
         self.n_sites, self.top_k, self.n_experts = n_sites, top_k, n_experts
         self.keep_selected, self.keep_logits = selected, logits
-        self.id_dtype = torch.int16 if n_experts <= torch.iinfo(torch.int16).max else torch.int32
         self.n = 0
         self.cap = 0
         self.device: torch.device | None = None
         self.fields: dict[str, torch.Tensor] = {}
         self.forwards: list[ForwardSpan] = []
+        self.split: bool | None = None  # the sites' captures live on several devices (None: not known yet)
 
     @property
     def row_bytes(self) -> int:
         """Bytes one token takes in the buffers."""
         lk = self.n_sites * self.top_k
-        return (
-            lk * (2 if self.id_dtype == torch.int16 else 4)
-            + lk * 4 * (1 + self.keep_selected)
-            + (self.n_sites * self.n_experts * 4 * self.keep_logits)
-            + 9
-        )
+        return lk * 8 + lk * 4 * (1 + self.keep_selected) + (self.n_sites * self.n_experts * 4 * self.keep_logits) + 9
 
     @property
     def nbytes(self) -> int:
@@ -81,7 +82,7 @@ class DeviceBuffer:
     def _allocate(self, cap: int, device: torch.device) -> dict[str, torch.Tensor]:
         lk = (cap, self.n_sites, self.top_k)
         out = {
-            "ids": torch.empty(lk, dtype=self.id_dtype, device=device),
+            "ids": torch.empty(lk, dtype=torch.int64, device=device),  # as the router made them: the gather's index
             "weights": torch.empty(lk, dtype=torch.float32, device=device),
             "tokens": torch.empty(cap, dtype=torch.int64, device=device),
             "mask": torch.empty(cap, dtype=torch.bool, device=device),
@@ -105,25 +106,46 @@ class DeviceBuffer:
         self.fields, self.cap = grown, cap
 
     def append(self, capture: ForwardCapture) -> None:
-        """Stack one forward's captures (site order) into the next ``batch * length`` rows, on the device."""
-        layers = [capture.layers[pos] for pos in range(self.n_sites)]
+        """Stack one complete forward's captures (site order) into the next ``batch * length`` rows, on the device.
+
+        A few ops per forward whatever the number of layers: one ``torch.stack`` per field, plus one gather
+        of every layer's chosen logits (the rank key) from the stacked logits when the layers held them.
+        Raises ``CaptureMismatch`` (or torch's error, for layers of unequal shapes) before any row is
+        kept when a shape is not what the recorder expects; the recorder then names the layer.
+        """
+        ids_l, w_l, sel_l, lg_l = capture.ids, capture.weights, capture.selected, capture.logits
+        first = ids_l[0]
+        assert first is not None
         # rows go where the buffers are (or, while empty, where the first site's captures are); captures of
         # sites on other devices (a device_map split) are moved there asynchronously
-        device = self.device if self.n and self.device is not None else layers[0].expert_ids.device
-        n = capture.batch * capture.length
+        device = self.device if self.n and self.device is not None else first.device
+        if self.split is None:  # checked once per recording: a model's layers stay where they are
+            self.split = len({t.device for t in ids_l if t is not None}) > 1
+        if self.split or first.device != device:
+            ids_l, w_l, sel_l, lg_l = ([_to(t, device) for t in f] for f in (ids_l, w_l, sel_l, lg_l))
+        n, k = capture.batch * capture.length, self.top_k
+        if first.shape != (n, k) or w_l[0] is None or w_l[0].shape != (n, k):
+            raise CaptureMismatch("expert ids or weights")
         self._reserve(n, device)
         rows = slice(self.n, self.n + n)
         f = self.fields
-
-        def on(ts: list[torch.Tensor]) -> list[torch.Tensor]:
-            return [t if t.device == device else t.to(device, non_blocking=True) for t in ts]
-
-        torch.stack(on([c.expert_ids for c in layers]), dim=1, out=f["ids"][rows])  # (N, L, k)
-        torch.stack(on([c.gate_weights for c in layers]), dim=1, out=f["weights"][rows])
-        if self.keep_selected:
-            torch.stack(on([c.selected_logits for c in layers]), dim=1, out=f["selected"][rows])  # type: ignore[misc]
+        ids = f["ids"][rows]
+        torch.stack(ids_l, dim=1, out=ids)  # type: ignore[arg-type]  # (N, L, k); layers of other shapes raise
+        torch.stack(w_l, dim=1, out=f["weights"][rows])  # type: ignore[arg-type]
+        logits = None
         if self.keep_logits:
-            torch.stack(on([c.router_logits for c in layers]), dim=1, out=f["logits"][rows])  # type: ignore[misc]
+            if lg_l[0] is None or lg_l[0].shape != (n, self.n_experts):
+                raise CaptureMismatch("router logits")
+            logits = f["logits"][rows]
+            torch.stack(lg_l, dim=1, out=logits)  # type: ignore[arg-type]  # (N, L, E)
+        if self.keep_selected and sel_l[0] is None:  # the layers held their logits: every rank key in one gather
+            if logits is None:
+                logits = torch.stack(lg_l, dim=1)  # type: ignore[arg-type]
+            torch.gather(logits, 2, ids, out=f["selected"][rows])  # (N, L, k)
+        elif self.keep_selected:  # gathered in each layer (large forwards)
+            if sel_l[0].shape != (n, k):
+                raise CaptureMismatch("the rank key")
+            torch.stack(sel_l, dim=1, out=f["selected"][rows])  # type: ignore[arg-type]
         if capture.input_ids is not None:
             f["tokens"][rows].copy_(capture.input_ids.reshape(-1), non_blocking=True)
         else:
@@ -135,39 +157,41 @@ class DeviceBuffer:
         self.forwards.append(ForwardSpan(self.n, capture.batch, capture.length, capture.append))
         self.n += n
 
-    def to_host(self) -> HostBlock:
-        """Copy the used rows to the host (one synchronisation) and empty the buffers (their room is kept)."""
+    def to_host(self, scoring: str) -> HostBlock:
+        """Copy the used rows to the host (one synchronisation) and empty the buffers (their room is kept).
+
+        The logits (``scores=True``) are not copied here: ``HostBlock.scores(rows)`` turns the rows the
+        stitcher keeps into scores on the device (``scoring``: "sigmoid" or "softmax") and copies only
+        those. It must be called before the next ``append``, which reuses the room.
+        """
         f, n = self.fields, self.n
         pinned = self.device is not None and self.device.type == "cuda"
 
-        def host(name: str) -> torch.Tensor | None:
+        def host(name: str) -> np.ndarray | None:
             if name not in f:
                 return None
             src = f[name][:n]
-            if not pinned:
-                return src.to("cpu", non_blocking=True)
-            dst = torch.empty(src.shape, dtype=src.dtype, pin_memory=True)
-            return dst.copy_(src, non_blocking=True)
+            if pinned:
+                src = torch.empty(src.shape, dtype=src.dtype, pin_memory=True).copy_(src, non_blocking=True)
+            else:  # a CPU buffer's rows are read in place (the stitcher copies what it keeps)
+                src = src.to("cpu", non_blocking=True)
+            return src.numpy() if src.device.type == "cpu" else None
 
-        out = {name: host(name) for name in ("ids", "weights", "selected", "logits", "tokens", "mask")}
+        out = {name: host(name) for name in ("ids", "weights", "selected", "tokens", "mask")}
         if self.device is not None and self.device.type not in ("cpu", "meta"):
             getattr(torch, self.device.type).synchronize(self.device)
         forwards, self.forwards, self.n = self.forwards, [], 0
-
-        def arr(name: str) -> np.ndarray | None:
-            t = out[name]
-            return None if t is None else t.numpy()
-
         if not f:  # nothing was ever appended
             lk = np.zeros((0, self.n_sites, self.top_k), np.float32)
             return HostBlock(lk.astype(np.int16), lk, None, None, np.zeros(0, np.int64), np.zeros(0, bool), forwards)
+        logits = f["logits"][:n] if "logits" in f else None
         return HostBlock(
-            ids=arr("ids"),  # type: ignore[arg-type]
-            weights=arr("weights"),  # type: ignore[arg-type]
-            selected=arr("selected"),
-            logits=arr("logits"),
-            tokens=arr("tokens"),  # type: ignore[arg-type]
-            mask=arr("mask"),  # type: ignore[arg-type]
+            ids=out["ids"],  # type: ignore[arg-type]
+            weights=out["weights"],  # type: ignore[arg-type]
+            selected=out["selected"],
+            scores=None if logits is None else (lambda rows: device_scores(logits, rows, scoring)),
+            tokens=out["tokens"],  # type: ignore[arg-type]
+            mask=out["mask"],  # type: ignore[arg-type]
             forwards=forwards,
         )
 
@@ -175,3 +199,21 @@ class DeviceBuffer:
         """Forget the rows (room kept)."""
         self.n = 0
         self.forwards = []
+
+
+def _to(t: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return t if t is None or t.device == device else t.to(device, non_blocking=True)
+
+
+def device_scores(logits: torch.Tensor, rows: np.ndarray, scoring: str) -> np.ndarray:
+    """Router scores of the buffer ``rows`` (M,) from their logits (N, L, E), computed where the logits are.
+
+    DeepSeek-V3/K2: ``sigmoid`` (written ``1 / (1 + exp(-x))``: torch's fused sigmoid rounds the last
+    elements of a tensor differently from the rest, so a token's score would depend on where a flush cut
+    the buffer; this form does not); softmax routers: ``softmax`` over the E experts. Returns (M, L, E)
+    float32 on the host.
+    """
+    picked = logits[torch.from_numpy(rows).to(logits.device)]  # (M, L, E), a copy: the buffer is left as is
+    sigmoid = scoring == "sigmoid"
+    scores = picked.neg_().exp_().add_(1.0).reciprocal_() if sigmoid else torch.softmax(picked, dim=-1)
+    return scores.cpu().numpy()

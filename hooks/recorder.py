@@ -1,12 +1,13 @@
 """``RoutingRecorder``: a context manager that records per-token expert routing of a model.
 
-It joins the three parts of a recording: the device-side hooks (``hooks/capture.py``: one
-``RouterCapture`` per MoE layer and forward, references to device tensors only), the device buffers
-(``hooks/buffer.py``: each forward's captures stacked into preallocated device memory, no host sync)
-and the host-side stitching (``hooks/stitch.py``: once per ``routing()`` call or full buffer: one sync,
-rank order, scores, padding dropped, rows). Hooks are registered in ``RoutingRecorder.__enter__``
-(plus, for routers that return no routing, one per MoE layer on the first forward) and every one is
-removed in ``__exit__``, also when the body raised.
+It joins the three parts of a recording: the device-side capture (``hooks/capture.py``: wrapped
+instance forwards keeping one ``RouterCapture`` per MoE layer and forward, references to device tensors
+only), the device buffers (``hooks/buffer.py``: each forward's captures stacked into preallocated device
+memory, no host sync; router scores computed there at flush time) and the host-side stitching
+(``hooks/stitch.py``: once per ``routing()`` call or full buffer: one sync, kept tokens, rank order,
+rows). Forwards are wrapped in ``RoutingRecorder.__enter__`` (plus, for routers that return no routing,
+each MoE layer's experts on the first forward) and every one is put back in ``__exit__``, also when the
+body raised.
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ class RoutingRecorder:
         if self._hooks.attached:
             raise WorkbenchError("this RoutingRecorder is already active; use one `with` block at a time")
         self._stitcher.bias = [self._host_bias(site) for site in self.sites]  # once per `with`, not per forward
+        self._buffer.split = None  # where the sites' captures live: looked at again on the first forward
         self._hooks.attach()  # hooks are registered here and only here; __exit__ removes every one
         return self
 
@@ -122,8 +124,8 @@ class RoutingRecorder:
 
     def _on_forward(self, capture: ForwardCapture) -> None:
         self.forwards += 1
-        self._check(capture)
         if capture.on_meta:
+            self._check(capture)
             self.shapes.append(
                 {
                     self.sites[pos].layer: {
@@ -131,31 +133,36 @@ class RoutingRecorder:
                         "gate_weights": tuple(c.gate_weights.shape),
                         **({"router_logits": tuple(c.router_logits.shape)} if c.router_logits is not None else {}),
                     }
-                    for pos, c in capture.layers.items()
+                    for pos, c in enumerate(capture.layers)
                 }
             )
             return
-        self._buffer.append(capture)  # on the device: no host copy, no sync
+        try:  # on the device: no host copy, no sync; shapes are checked there before anything is kept
+            self._buffer.append(capture)
+        except (RuntimeError, TypeError):
+            self._check(capture)  # names the layer whose capture is wrong
+            raise
         if not capture.append:
             self._open_rows = capture.batch
         if self._buffer.nbytes > self.flush_bytes:
             self._flush()
 
     def _check(self, capture: ForwardCapture) -> None:
-        """Shapes of every site's capture (Python ints, no sync), before anything is kept.
+        """Every site's capture against the shapes expected (Python ints, no sync); raise naming the first wrong.
 
-        The loop runs every forward (every decode step), so it only compares; messages are built on failure.
+        Runs on meta-device forwards and when the buffers refused a forward (the common path checks the
+        stacked shapes there, a few comparisons per forward rather than per layer).
         """
         n, k, e = capture.batch * capture.length, self.adapter.top_k, self.adapter.n_experts
-        nk, ne = (n, k), (n, e)
-        need_logits, need_selected = self.scores, self._buffer.keep_selected and not capture.on_meta
-        for pos, c in capture.layers.items():
+        meta = capture.on_meta
+        need_key = self._buffer.keep_selected and not meta
+        for pos, c in enumerate(capture.layers):
             if (
-                c.expert_ids.shape != nk
-                or c.gate_weights.shape != nk
-                or (c.router_logits is not None and c.router_logits.shape != ne)
-                or (need_logits and c.router_logits is None and not capture.on_meta)
-                or (need_selected and c.selected_logits is None)
+                c.expert_ids.shape != (n, k)
+                or c.gate_weights.shape != (n, k)
+                or (c.router_logits is not None and c.router_logits.shape != (n, e))
+                or (self.scores and c.router_logits is None and not meta)
+                or (need_key and c.selected_logits is None and c.router_logits is None)
             ):
                 raise self._shape_error(pos, c, n)
 
@@ -175,7 +182,7 @@ class RoutingRecorder:
     def _flush(self) -> None:
         """Device buffers -> host (one sync) -> rows."""
         if self._buffer.forwards:
-            self._stitcher.add(self._buffer.to_host())
+            self._stitcher.add(self._buffer.to_host(self.adapter.scoring))
 
     # ------------------------------------------------------------------ results
     def routing(self, *, reset: bool = False) -> list[Routing]:

@@ -1,8 +1,8 @@
 """What the recorder hands back per sequence, and the host-side steps that turn raw captures into it.
 
 Everything here runs after a forward has finished (off the hot path) on host numpy arrays: putting
-the top-k into the router's rank order, turning router logits into the scores a user asks for, and
-dropping padding.
+the top-k into the router's rank order. (Router scores are computed where the buffers are, at flush
+time: ``hooks/buffer.py``'s ``device_scores``.)
 """
 
 from __future__ import annotations
@@ -79,13 +79,6 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Softmax in float32 along ``axis``."""
-    x = x.astype(np.float32, copy=False)
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
-
-
 def rank_key(selected_logits: np.ndarray, expert_ids: np.ndarray, scoring: str, bias: np.ndarray | None) -> np.ndarray:
     """The value the router ranks the chosen experts by, per (token, [layer,] rank).
 
@@ -117,8 +110,3 @@ def to_rank_order(
         key = gate_weights
     order = np.argsort(-key, axis=-1, kind="stable")  # (..., k)
     return np.take_along_axis(expert_ids, order, -1), np.take_along_axis(gate_weights, order, -1)
-
-
-def scores_from_logits(logits: np.ndarray, scoring: str) -> np.ndarray:
-    """Full router scores from logits (N, E): sigmoid (DeepSeek-V3/K2) or softmax (the rest)."""
-    return sigmoid(logits) if scoring == "sigmoid" else softmax(logits, axis=-1)

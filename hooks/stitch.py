@@ -1,13 +1,13 @@
 """Host side of the recorder: turn a block of buffered forwards into per-row ``Routing`` pieces.
 
 Runs rarely (once per ``routing()`` call, or when the device buffers are full; ``hooks/buffer.py``), on
-numpy arrays of every forward since the last flush at once: each token's top-k is put into the
-router's rank order (one vectorised argsort over all tokens and layers), scores are computed from
-logits when asked for, and the tokens are split into rows with padding dropped. A run of decode steps
-(one token per row each) is stitched as one (steps, rows) grid, so the cost per step is a few array
-slices, not a Python loop. Every piece is already a ``Routing`` in its final dtypes (int16 ids,
-float32 weights and scores); a row that spans a prefill and its decode steps is the concatenation of
-its pieces.
+numpy arrays of every forward since the last flush at once: first which tokens each batch row keeps
+(padding and tokens after a fed EOS dropped; a run of decode steps, one token per row each, is one
+(steps, rows) grid, so the Python loop is per row, not per step), then every field is gathered once in
+row order, each kept token's top-k is put into the router's rank order (one vectorised argsort) and
+the router scores of the kept tokens are computed where the buffers are. Every piece is a ``Routing``
+in its final dtypes (int16 ids, float32 weights and scores) and a view of one block's arrays; a row
+that spans several flushes is the concatenation of its pieces.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from workbench.hooks.buffer import ForwardSpan, HostBlock
-from workbench.hooks.routing import Routing, rank_key, scores_from_logits, to_rank_order
+from workbench.hooks.routing import Routing, rank_key, to_rank_order
 
 
 @dataclass
@@ -70,17 +70,16 @@ class RowStitcher:
         return np.stack([np.zeros(self.n_experts, np.float32) if b is None else b for b in self.bias])
 
     def add(self, block: HostBlock) -> None:
-        """Stitch every forward of ``block`` into the rows (new rows, or appended to the open ones)."""
+        """Stitch every forward of ``block`` into the rows (new rows, or appended to the open ones).
+
+        First which buffer rows each batch row keeps (padding and post-EOS tokens dropped), then every
+        field is gathered once in row order, so each batch row's tokens of this block are one contiguous
+        slice: ranking and scores run only on kept tokens, and a row's piece is a view, not a copy.
+        """
         if not block.forwards:
             return
-        if block.selected is not None:  # routers with an unsorted top-k: rank by what they selected by
-            keys = rank_key(block.selected, block.ids, self.scoring, self._bias_table())
-        else:  # routers that return their top-k sorted: the weights keep that order (stable sort)
-            keys = None
-        ids, weights = to_rank_order(block.ids, block.weights, keys)
-        ids = ids.astype(np.int16, copy=False)  # (N, L, k)
-        weights = weights.astype(np.float32, copy=False)  # (N, L, k)
-        scores = scores_from_logits(block.logits, self.scoring) if self.scores and block.logits is not None else None
+        kept: dict[int, list[np.ndarray]] = {}  # row index -> buffer rows it keeps, in token order
+        generated = np.zeros(len(block.tokens), bool)
         spans = block.forwards
         i = 0
         while i < len(spans):
@@ -89,86 +88,62 @@ class RowStitcher:
                 j = i + 1
                 while j < len(spans) and spans[j].append and spans[j].length == 1 and spans[j].batch == first.batch:
                     j += 1
-                rows = slice(first.start, spans[j - 1].start + first.batch)
-                self._decode_run(j - i, first.batch, ids[rows], weights[rows], _part(scores, rows), block, rows)
+                self._decode_run(j - i, first.batch, first.start, block, kept)
+                generated[first.start : spans[j - 1].start + first.batch] = True
                 i = j
             else:
-                rows = slice(first.start, first.start + first.batch * first.length)
-                self._forward(first, ids[rows], weights[rows], _part(scores, rows), block, rows)
+                self._forward(first, block, kept)
                 i += 1
+        rows = sorted(kept)
+        parts = [np.concatenate(kept[r]) for r in rows]
+        order = np.concatenate(parts) if parts else np.zeros(0, np.int64)  # (M,) buffer rows, row by row
+        ids, weights = block.ids[order], block.weights[order]  # (M, L, k)
+        if block.selected is not None:  # routers with an unsorted top-k: rank by what they selected by
+            keys = rank_key(block.selected[order], ids, self.scoring, self._bias_table())
+        else:  # routers that return their top-k sorted: the weights keep that order (stable sort)
+            keys = None
+        ids, weights = to_rank_order(ids, weights, keys)
+        ids = ids.astype(np.int16, copy=False)
+        weights = weights.astype(np.float32, copy=False)
+        scores = block.scores(order) if self.scores and block.scores is not None else None  # (M, L, E)
+        tokens, gen = block.tokens[order], generated[order]
+        start = 0
+        for r, part in zip(rows, parts, strict=True):
+            sl = slice(start, start + len(part))
+            start = sl.stop
+            self._rows[r].pieces.append(
+                Routing(ids[sl], weights[sl], None if scores is None else scores[sl], tokens[sl], gen[sl], self.layers)
+            )
 
-    def _forward(
-        self,
-        span: ForwardSpan,
-        ids: np.ndarray,
-        weights: np.ndarray,
-        scores: np.ndarray | None,
-        block: HostBlock,
-        rows: slice,
-    ) -> None:
+    def _forward(self, span: ForwardSpan, block: HostBlock, kept: dict[int, list[np.ndarray]]) -> None:
         """One prefill (new rows) or multi-token continuation (appended to the open rows)."""
         b, t = span.batch, span.length
-        tokens = block.tokens[rows].reshape(b, t)
-        keep = block.mask[rows].reshape(b, t)
-        ids, weights = ids.reshape(b, t, *ids.shape[1:]), weights.reshape(b, t, *weights.shape[1:])
-        sc = scores.reshape(b, t, *scores.shape[1:]) if scores is not None else None
+        keep = block.mask[span.start : span.start + b * t].reshape(b, t)
         if not span.append:
             self._open = list(range(len(self._rows), len(self._rows) + b))
             self._rows.extend(_Row() for _ in range(b))
         for row_b, row_i in enumerate(self._open):
-            row = self._rows[row_i]
-            sel = keep[row_b] & (not row.finished)
-            fed = tokens[row_b][sel]
-            row.pieces.append(
-                Routing(
-                    expert_ids=ids[row_b][sel],
-                    gate_weights=weights[row_b][sel],
-                    router_scores=sc[row_b][sel] if sc is not None else None,
-                    token_ids=fed,
-                    generated=np.zeros(len(fed), bool),
-                    layers=self.layers,
-                )
-            )
+            if self._rows[row_i].finished:
+                continue
+            kept.setdefault(row_i, []).append(span.start + row_b * t + np.flatnonzero(keep[row_b]))
 
-    def _decode_run(
-        self,
-        steps: int,
-        b: int,
-        ids: np.ndarray,
-        weights: np.ndarray,
-        scores: np.ndarray | None,
-        block: HostBlock,
-        rows: slice,
-    ) -> None:
+    def _decode_run(self, steps: int, b: int, start: int, block: HostBlock, kept: dict[int, list[np.ndarray]]) -> None:
         """``steps`` consecutive one-token steps over the ``b`` open rows, as one (steps, b) grid.
 
         A row that has been fed an EOS (at an unmasked position) records nothing from the next step on.
         """
+        rows = slice(start, start + steps * b)
         tokens = block.tokens[rows].reshape(steps, b)
         keep = block.mask[rows].reshape(steps, b)
         finished = np.array([self._rows[r].finished for r in self._open], bool)  # (b,) before this run
         eos_fed = np.isin(tokens, self.eos) & keep  # (steps, b)
         before = finished[None, :] | ((np.cumsum(eos_fed, axis=0) - eos_fed) > 0)  # an EOS fed at an earlier step
         sel = keep & ~before  # (steps, b)
-        grid = (steps, b)
-        ids, weights = ids.reshape(*grid, *ids.shape[1:]), weights.reshape(*grid, *weights.shape[1:])
-        sc = scores.reshape(*grid, *scores.shape[1:]) if scores is not None else None
         for row_b, row_i in enumerate(self._open):
             row = self._rows[row_i]
             if row.finished:
                 continue
-            s = sel[:, row_b]
-            fed = tokens[s, row_b]
-            row.pieces.append(
-                Routing(
-                    expert_ids=ids[s, row_b],
-                    gate_weights=weights[s, row_b],
-                    router_scores=sc[s, row_b] if sc is not None else None,
-                    token_ids=fed,
-                    generated=np.ones(len(fed), bool),
-                    layers=self.layers,
-                )
-            )
+            kept.setdefault(row_i, []).append(start + np.flatnonzero(sel[:, row_b]) * b + row_b)
             row.finished = bool(eos_fed[:, row_b].any())
 
     def routing(self) -> list[Routing]:
@@ -179,7 +154,3 @@ class RowStitcher:
     def reset(self) -> None:
         self._rows.clear()
         self._open.clear()
-
-
-def _part(a: np.ndarray | None, rows: slice) -> np.ndarray | None:
-    return None if a is None else a[rows]

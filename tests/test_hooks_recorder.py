@@ -19,8 +19,12 @@ def _model(family: str) -> torch.nn.Module:
 
 
 def _n_hooks(model: torch.nn.Module) -> int:
+    """Forward hooks registered plus forwards replaced on the instance (how the recorder captures)."""
     return sum(
-        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(getattr(m, "_forward_hooks_always_called", {}))
+        len(m._forward_hooks)
+        + len(m._forward_pre_hooks)
+        + len(getattr(m, "_forward_hooks_always_called", {}))
+        + ("forward" in m.__dict__)
         for m in model.modules()
     )
 
@@ -179,26 +183,64 @@ def test_captures_are_named_and_shapes_checked_before_anything_is_kept() -> None
     good = RouterCapture(torch.zeros(6, 2, dtype=torch.long), torch.ones(6, 2), torch.zeros(6, 2), None)
     bad = RouterCapture(torch.zeros(5, 2, dtype=torch.long), torch.ones(5, 2), torch.zeros(5, 2), None)
     with pytest.raises(WorkbenchError, match=r"MoE layer 2: captured expert ids \(5, 2\) .* expected \(6, 2\)"):
-        rec._on_forward(ForwardCapture(1, 6, False, torch.arange(6)[None], None, {0: good, 1: bad, 2: good}))
+        rec._on_forward(ForwardCapture.of(1, 6, False, torch.arange(6)[None], None, [good, bad, good]))
     assert rec.routing() == []
-    rec._on_forward(ForwardCapture(1, 6, False, torch.arange(6)[None], None, {0: good, 1: good, 2: good}))
+    rec._on_forward(ForwardCapture.of(1, 6, False, torch.arange(6)[None], None, [good, good, good]))
     (row,) = rec.routing()
     assert row.expert_ids.dtype == np.int16 and row.expert_ids.shape == (6, 3, 2) and row.layers == (1, 2, 3)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_one_hook_per_moe_layer(family: str) -> None:
-    """Two hooks on the decoder and one per MoE layer, also during generate (routers returning their routing)."""
+def test_one_wrapper_per_moe_layer_and_no_hooks(family: str) -> None:
+    """One wrapped forward on the decoder and one per MoE layer (the router), also during generate; no
+    registered hook (a hooked module leaves torch's fast call path); every module's forward is its class's
+    again afterwards."""
     model = _model(family)
 
     def registered() -> int:
         return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
+    def wrapped() -> set[str]:
+        return {name for name, m in model.named_modules() if "forward" in m.__dict__}
+
     ids, mask = padded_batch([5, 3], seed=9)
     with RoutingRecorder(model) as rec, torch.no_grad():
         model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=3, do_sample=False, pad_token_id=PAD)
-        assert rec._hooks.n_hooks == 2 + len(rec.sites) == registered()
-    assert registered() == 0
+        assert rec._hooks.n_wrapped == 1 + len(rec.sites) == len(wrapped())
+        assert wrapped() == {"model"} | {f"{s.name}.gate" for s in rec.sites}
+        assert registered() == 0
+    assert registered() == 0 and wrapped() == set()
+
+
+def test_an_instance_forward_already_there_is_wrapped_and_put_back() -> None:
+    """A forward another library set on the instance (accelerate, nnsight, a patch) keeps running under the
+    recorder and is the module's forward again after it; one set over ours meanwhile is left alone."""
+    model = tiny_deepseek()
+    gate = model.model.layers[1].mlp.gate
+    calls = []
+    inner = gate.forward
+
+    def patched(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return inner(*args, **kwargs)
+
+    gate.forward = patched
+    with RoutingRecorder(model) as rec, torch.no_grad():
+        model(input_ids=torch.arange(3, 9)[None])
+    assert gate.__dict__["forward"] is patched and calls == [1]  # put back: the very same object
+    assert rec.routing()[0].n_tokens == 6
+    del gate.__dict__["forward"]
+
+    with RoutingRecorder(model) as rec, torch.no_grad():
+        ours = model.model.__dict__["forward"]
+        model.model.forward = lambda *a, **k: ours(*a, **k)  # wrapped over ours while recording
+        assert ours.__func__.__name__ == "forward" and ours.__self__ is model.model  # a bound method, as torch's
+        over = model.model.__dict__["forward"]
+    assert model.model.__dict__["forward"] is over  # not ours to remove
+    with torch.no_grad():
+        model(input_ids=torch.arange(3, 9)[None])  # ours, left inside, is inert
+    assert rec.routing() == [] and not any("forward" in m.__dict__ for m in model.model.layers.modules())
+    del model.model.__dict__["forward"]
 
 
 def test_flushing_every_forward_records_what_one_flush_does() -> None:
@@ -242,7 +284,8 @@ def test_device_buffers_grow_geometrically() -> None:
 
 @pytest.mark.slow
 def test_torch_compile_traces_the_hooks_without_a_graph_break() -> None:
-    """dynamo (backend "eager": tracing without code generation) keeps the hooks in one graph; same routing."""
+    """dynamo (backend "eager": tracing without code generation) traces the wrapped forwards into one graph
+    with no break, also for a model compiled before the recorder attached; same routing."""
     import torch._dynamo as dynamo
 
     model = tiny_deepseek()
@@ -252,6 +295,8 @@ def test_torch_compile_traces_the_hooks_without_a_graph_break() -> None:
     (ref,) = rec.routing()
     dynamo.reset()
     compiled = torch.compile(model, backend="eager")
+    with torch.no_grad():
+        compiled(input_ids=ids)  # compiled before the recorder wraps the forwards: its guards see the change
     with RoutingRecorder(model, scores=True) as rec, torch.no_grad():
         compiled(input_ids=ids)
         compiled(input_ids=ids)
@@ -259,6 +304,9 @@ def test_torch_compile_traces_the_hooks_without_a_graph_break() -> None:
     routes = rec.routing()
     assert explained.graph_break_count == 0 and explained.graph_count == 1
     assert len(routes) == 3  # two compiled forwards and the explained one, each a row
+    with torch.no_grad():
+        compiled(input_ids=ids)  # after the recorder: nothing recorded, the forwards are the class's again
+    assert rec.routing() == routes and all("forward" not in m.__dict__ for m in model.modules())
     for r in routes:
         assert np.array_equal(r.expert_ids, ref.expert_ids) and np.array_equal(r.token_ids, ref.token_ids)
         assert r.router_scores is not None and ref.router_scores is not None
