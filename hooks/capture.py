@@ -44,6 +44,8 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules import module as torch_module
+from torch.utils.hooks import RemovableHandle
 from workbench.hooks.adapters import Adapter, MoESite
 
 from workbench.errors import WorkbenchError
@@ -151,6 +153,7 @@ class CaptureHooks:
         self.rank_by_logits = rank_by_logits
         self._on_forward, self._open_rows = on_forward, open_rows
         self._wrapped: list[tuple[nn.Module, Any, Callable[..., Any]]] = []  # (module, its own forward, ours)
+        self._handles: list[RemovableHandle] = []  # routers that had forward hooks at attach: read by one more
         self._live = 0  # bumped by every detach: a wrapper another library wrapped over stays there, inert
         self._pending: ForwardCapture | None = None
         self._logits: dict[int, torch.Tensor] = {}
@@ -161,12 +164,18 @@ class CaptureHooks:
 
     @property
     def attached(self) -> bool:
-        return bool(self._wrapped)
+        return bool(self._wrapped or self._handles)
 
     @property
     def n_wrapped(self) -> int:
-        """Forwards wrapped now (1 decoder + 1 per MoE layer, +1 per layer read at its experts)."""
+        """Forwards wrapped now (1 decoder + 1 per MoE layer, +1 per layer read at its experts), less the
+        routers read by a forward hook (``n_hooked``)."""
         return len(self._wrapped)
+
+    @property
+    def n_hooked(self) -> int:
+        """Routers read by a forward hook because other forward hooks were on them at attach (``_read``)."""
+        return len(self._handles)
 
     def attach(self) -> None:
         decoder = decoder_of(self.model, self.sites)
@@ -174,10 +183,28 @@ class CaptureHooks:
             self._wrap(decoder, self._decoder_forward)
             for pos, site in enumerate(self.sites):
                 make = self._router_forward if site.experts is not None else self._remote_gate_forward
-                self._wrap(site.gate, lambda call, pos=pos, make=make: make(pos, call))  # type: ignore[misc]
+                self._read(site.gate, lambda call, pos=pos, make=make: make(pos, call))  # type: ignore[misc]
         except BaseException:
             self.detach()
             raise
+
+    def _read(self, module: nn.Module, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+        """Read a router's output: by wrapping its forward, or by a forward hook where hooks are already on it.
+
+        Forward hooks run after ``forward`` returns, so a wrapper would see the router's output *before*
+        hooks that change it (an ablation mask, a steering hook, another tool's intervention). Where the
+        router (or every module, through torch's global hooks) has forward hooks at attach, the same
+        reading runs as a forward hook registered after them, and sees what they made of the output, as
+        registered hooks always did. Without hooks the wrapper keeps torch's fast call path.
+        """
+        if not (module._forward_hooks or torch_module._global_forward_hooks):
+            self._wrap(module, make)
+            return
+
+        def hook(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
+            return make(lambda *_a, **_k: output)(mod, *args, **kwargs)
+
+        self._handles.append(module.register_forward_hook(hook, with_kwargs=True))
 
     def _wrap(self, module: nn.Module, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
         """Replace ``module``'s instance ``forward`` by ``make(current forward)``.
@@ -202,6 +229,9 @@ class CaptureHooks:
                     module.__dict__["forward"] = own
             # else another library wrapped this forward after us: ours stays inside its wrapper, inert
         self._wrapped.clear()
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
         self._live += 1
         self._pending = None
         self._logits.clear()
