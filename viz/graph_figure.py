@@ -158,20 +158,25 @@ def _weight_name(g: nx.DiGraph) -> str:
     return "weight (Σ gate products)" if g.graph.get("weighted", True) else "tokens (ids only)"
 
 
-def _key_line(name: str, colour: str, width: float, group: str, title: str | None, *, rank: int) -> go.Scatter:
-    """A legend-only line entry (no data) in ``group``; clicking it toggles the group's edges."""
+def _key_entry(name: str, group: str, title: str | None, *, rank: int, **style: Any) -> go.Scatter:
+    """A legend-only entry (no data) in ``group``, drawn with ``style`` (``mode`` and ``line`` or ``marker``);
+    clicking it toggles the group's traces."""
     return go.Scatter(
         x=[None],
         y=[None],
-        mode="lines",
-        line={"width": width, "color": colour},
         name=name,
         legendgroup=group,
         legendrank=rank,
         legendgrouptitle={"text": title} if title else None,
         meta="key",
         hoverinfo="skip",
+        **style,
     )
+
+
+def _key_line(name: str, colour: str, width: float, group: str, title: str | None, *, rank: int) -> go.Scatter:
+    """A legend-only line entry in ``group``; clicking it toggles the group's edges."""
+    return _key_entry(name, group, title, rank=rank, mode="lines", line={"width": width, "color": colour})
 
 
 def _edge_hover_trace(g: nx.DiGraph, pos: dict[str, tuple[float, float]], difference: bool) -> list[go.Scatter]:
@@ -266,18 +271,8 @@ def _node_traces(
 
 def _key_marker(name: str, colour: str, group: str, title: str | None, *, rank: int) -> go.Scatter:
     """A legend-only marker entry in ``group``; clicking it toggles the group's nodes."""
-    return go.Scatter(
-        x=[None],
-        y=[None],
-        mode="markers",
-        marker={"size": 11, "color": colour, "line": {"width": 0.6, "color": "#333"}},
-        name=name,
-        legendgroup=group,
-        legendrank=rank,
-        legendgrouptitle={"text": title} if title else None,
-        meta="key",
-        hoverinfo="skip",
-    )
+    marker = {"size": 11, "color": colour, "line": {"width": 0.6, "color": "#333"}}
+    return _key_entry(name, group, title, rank=rank, mode="markers", marker=marker)
 
 
 def _size_key(values: np.ndarray, frame: _Frame, difference: bool) -> tuple[go.Scatter, dict[str, Any]]:
