@@ -146,7 +146,10 @@ def test_atlas_opens_from_file_url_in_chromium(atlas_dir: Path) -> None:
             assert page.locator(".hit").first.inner_text() == " cat"
             assert "Successors" in page.content() and page.locator("table").count() >= 8
             page.locator("a", has_text="L3:E6").first.click()  # a neighbour: another layer's shard
-            page.wait_for_function("document.querySelector('h1').textContent === 'Expert L3:E6'", timeout=60_000)
+            page.wait_for_function(  # the page is replaced while it loads: no h1 for a moment
+                "document.querySelector('h1') && document.querySelector('h1').textContent === 'Expert L3:E6'",
+                timeout=60_000,
+            )
             page.goto(atlas_dir.joinpath("expert.html").as_uri() + "#L9:E1")
             page.wait_for_selector(".note", timeout=60_000)
             assert "not in this atlas" in page.locator(".note").inner_text()
