@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from workbench.experts.vocab import text_of, visible
+from workbench.graph.chunked import top_per_node
 from workbench.graph.tables import sorted_unique
 
 from .sequence_data import SequenceData
@@ -73,16 +74,17 @@ def edge_top_tokens(
     e = np.concatenate(found_edge)
     t = np.concatenate(found_tok)
     combo, counts = sorted_unique(e * shift + t, counts=True)
-    e_of, t_of = np.divmod(combo, shift)
-    o = np.lexsort((t_of, -counts, e_of))  # by edge, then count desc, then token id
-    e_of, t_of, counts = e_of[o], t_of[o], counts[o]
-    first = np.flatnonzero(np.concatenate([[True], e_of[1:] != e_of[:-1]]))  # start of each edge's run
-    rank = np.arange(e_of.size) - np.repeat(first, np.diff(np.append(first, e_of.size)))
-    keep = rank < n
+    # each edge's n most frequent tokens, count descending, ties by the smaller token id; unused slots -1
+    top_tok, top_cnt = top_per_node(combo, counts, shift, np.arange(m), n)
     shown: dict[int, str] = {}  # token id -> readable text, built once per distinct token
-    out: list[list[str]] = [[] for _ in range(m)]
-    for ei, ti, c in zip(e_of[keep].tolist(), t_of[keep].tolist(), counts[keep].tolist(), strict=True):
-        if ti not in shown:
-            shown[ti] = visible(text_of(texts, ti))
-        out[ei].append(f"{shown[ti]} ({c})")
-    return [" · ".join(x) for x in out]
+    out: list[str] = []
+    for toks, cnts in zip(top_tok.tolist(), top_cnt.tolist(), strict=True):
+        parts = []
+        for ti, c in zip(toks, cnts, strict=True):
+            if ti < 0:
+                break
+            if ti not in shown:
+                shown[ti] = visible(text_of(texts, ti))
+            parts.append(f"{shown[ti]} ({c})")
+        out.append(" · ".join(parts))
+    return out
