@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from experts_helpers import PLANT, planted_config, planted_records, planted_store
 
+from workbench.cli.info import summarize
 from workbench.errors import StoreDamagedError
 from workbench.experts import expert_page
 from workbench.store import layer_index
@@ -63,7 +64,10 @@ def test_pages_from_the_index_equal_pages_from_the_store(store_path: Path, selec
 
 
 def test_an_append_makes_the_index_stale_until_rebuilt(store_path: Path) -> None:
-    build_index(store_path)
+    assert summarize(str(store_path))["layer_index"] == {"status": "missing", "built": None, "tokens": None}
+    rec = build_index(store_path)
+    info = summarize(str(store_path))["layer_index"]
+    assert info == {"status": "fresh", "built": rec["built"], "tokens": rec["tokens"]}
     tokenizer = {"name": "planted", "vocab": open_store(store_path).attrs["tokenizer"]["vocab"], "special_tokens": {}}
     extra = planted_records(n_seq=3)
     for i, r in enumerate(extra):
@@ -78,7 +82,16 @@ def test_an_append_makes_the_index_stale_until_rebuilt(store_path: Path) -> None
     loc = resolve(store_path, read_only=True)
     notes, problems = verify_index(loc.store, str(store_path), dict(ds.attrs))
     assert problems == [] and "stale" in notes[0]
+    assert summarize(str(store_path))["layer_index"]["status"] == "stale"
+    out = subprocess.run(
+        [sys.executable, "-c", "from workbench.cli.app import main; main()", "info", str(store_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"layer index stale (built {rec['built']}" in out and f"`workbench index {store_path}` rebuilds" in out
     assert build_index(store_path)["status"] == "built"
+    assert summarize(str(store_path))["layer_index"]["status"] == "fresh"
     ds = open_store(store_path)
     assert open_index(ds) is not None
     _same(page, expert_page(ds, 2, PLANT, n_boot=20))

@@ -26,6 +26,7 @@ def summarize(store: str, storage_options: dict[str, Any] | None = None) -> dict
     from workbench.routing_config import RoutingConfig
     from workbench.store import schema as S
     from workbench.store.io import open_store, store_size
+    from workbench.store.layer_index import index_status
 
     ds = open_store(store, chunks=None, storage_options=storage_options)
     attrs = ds.attrs
@@ -41,6 +42,7 @@ def summarize(store: str, storage_options: dict[str, Any] | None = None) -> dict
     size = store_size(store, storage_options)
     ids_size = store_size(f"{store.rstrip('/')}/{S.EXPERT_IDS}", storage_options)
     token_layers = n_tokens * len(cfg.moe_layers)
+    layer_index = index_status(ds.encoding["routing_store"]._store, attrs)
     return {
         "store": store,
         "model": cfg.model_name,
@@ -67,6 +69,7 @@ def summarize(store: str, storage_options: dict[str, Any] | None = None) -> dict
         "schema_version": attrs.get("schema_version"),
         "versions": attrs.get("versions", {}),
         "updated": attrs.get("updated"),
+        "layer_index": layer_index,
     }
 
 
@@ -171,7 +174,20 @@ def info(
         f"schema      v{s['schema_version']}, written with zarr {s['versions'].get('zarr', '?')}, "
         f"workbench {s['versions'].get('k2-routing-workbench', '?')}; last commit {s['updated']}",
     ]
+    lines.append(_index_line(s["store"], s["layer_index"]))
     typer.echo("\n".join(lines))
+
+
+def _index_line(store: str, index: dict[str, Any]) -> str:
+    """What the layer index means for expert pages, and the command that makes or refreshes it."""
+    if index["status"] == "fresh":
+        return f"index       layer index up to date (built {index['built']}): expert pages read it"
+    if index["status"] == "stale":
+        return (
+            f"index       layer index stale (built {index['built']}, the store changed since): expert pages "
+            f"read the token-major chunks; `workbench index {store}` rebuilds it"
+        )
+    return f"index       no layer index: `workbench index {store}` builds one for fast expert pages"
 
 
 def register(app: typer.Typer) -> None:

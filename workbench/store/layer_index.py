@@ -144,12 +144,25 @@ def _open_build(store: Store, where: str, pointer: dict[str, Any]) -> LayerIndex
     return LayerIndex(where, build, ids, weights, load, str(pointer.get("built", "")))
 
 
-def index_status(store: Store, attrs: dict[str, Any]) -> str:
-    """ "fresh", "stale" (the store changed since the build) or "missing"."""
-    pointer = _pointer(store)
+def _status(pointer: dict[str, Any] | None, attrs: dict[str, Any]) -> str:
+    """ "fresh", "stale" (the store changed since the build) or "missing" (no index, or another format)."""
     if pointer is None or pointer.get("format") != FORMAT:
         return "missing"
     return "fresh" if pointer.get("fingerprint") == fingerprint(attrs) else "stale"
+
+
+def index_status(store: Store, attrs: dict[str, Any]) -> dict[str, Any]:
+    """The layer index of the store with root attributes ``attrs``: ``{"status", "built", "tokens"}``.
+
+    ``status`` is "fresh" (expert pages read it), "stale" (the store changed since the build: pages read
+    the token-major chunks until ``workbench index --force``) or "missing"; ``built`` is the build's UTC
+    time and ``tokens`` its token count (None when missing). ``workbench info`` reports it.
+    """
+    pointer = _pointer(store)
+    status = _status(pointer, attrs)
+    if status == "missing" or pointer is None:
+        return {"status": status, "built": None, "tokens": None}
+    return {"status": status, "built": pointer.get("built"), "tokens": pointer.get("tokens")}
 
 
 def open_index(ds: Any) -> LayerIndex | None:
@@ -163,7 +176,7 @@ def open_index(ds: Any) -> LayerIndex | None:
     if not isinstance(handle, CheckedStore):
         return None
     pointer = _pointer(handle._store)
-    if pointer is None or pointer.get("format") != FORMAT or pointer.get("fingerprint") != fingerprint(ds.attrs):
+    if pointer is None or _status(pointer, ds.attrs) != "fresh":
         return None
     committed = ds.attrs.get("committed") or {}
     whole = (
@@ -214,9 +227,7 @@ def build_index(
     t0 = time.perf_counter()
     loc, root, attrs = open_root(path_or_url, storage_options, read_only=False)
     pointer = _pointer(loc.store)
-    fresh = pointer is not None and pointer.get("format") == FORMAT and pointer.get("fingerprint") == fingerprint(attrs)
-    if fresh and not force:
-        assert pointer is not None
+    if pointer is not None and _status(pointer, attrs) == "fresh" and not force:
         return dict(pointer, status="fresh")
     lock = loc.writer_lock().acquire()
     try:
