@@ -43,7 +43,7 @@ from plot_image_helpers import compare, image, plot, plot_page
 from widgets_helpers import open_test_store, synthetic_config, transcript_record, write_store
 
 SHAPES = {"k2": (60, 384, 8), "mini_k2": (6, 64, 8)}
-PANE_WIDTH = 820  # px: the graph column of a TranscriptGraphWidget in a 1500 px wide JupyterLab
+PANE_WIDTH = 619.438  # CSS px: the graph pane of a TranscriptGraphWidget in JupyterLab, 1500 px wide page
 
 
 def _stats(ms: list[float]) -> dict[str, float]:
@@ -107,7 +107,7 @@ def run_shape(pw: Any, shape: str, root: Path, args: argparse.Namespace) -> dict
     out["browser"] = {way: _stats(ms) for way, ms in times.items()}
     out["bytes"] = {way: len(b) for way, b in last.items()}
     tag = f"{shape}{'-' + args.tag if args.tag else ''}"
-    w, h = round(size[0] * args.scale), round(size[1] * args.scale)
+    w, h = int(size[0] * args.scale), int(size[1] * args.scale)  # whole pixels, cut as canvases cut them
     out["compare"] = {}
     for fmt in ("png", "svg"):
         a, b = last[f"toimage_{fmt}"], last[f"live_{fmt}"]

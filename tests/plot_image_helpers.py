@@ -68,7 +68,7 @@ COMPARE = """async ([a, b, mime, w, h, tol]) => {
 }"""
 
 
-def plot_page(pw: Any, *, width: int = 820, base_href: str | None = None) -> tuple[Any, Any]:
+def plot_page(pw: Any, *, width: float = 820, base_href: str | None = None) -> tuple[Any, Any]:
     """(browser, page): plotly.js and plot_image.js loaded, an empty ``#plot`` div ``width`` px wide.
 
     ``base_href``: a ``<base href>`` in the page's head (as some notebook front ends have), under which
@@ -87,7 +87,7 @@ def plot_page(pw: Any, *, width: int = 820, base_href: str | None = None) -> tup
     return browser, page
 
 
-def plot(page: Any, fig: Any) -> tuple[int, int]:
+def plot(page: Any, fig: Any) -> tuple[float, float]:
     """Draw the plotly figure ``fig`` in ``#plot`` as the graph pane does; its (width, height) in CSS px."""
     import plotly.io as pio
 

@@ -349,5 +349,5 @@ class GraphPane(widgets.VBox):
             size = ""
             if info.get("width") and info.get("height"):
                 s = float(info.get("scale", 1.0))
-                size = f" ({round(float(info['width']) * s)} × {round(float(info['height']) * s)} px)"
+                size = f" ({int(float(info['width']) * s)} × {int(float(info['height']) * s)} px)"  # whole pixels
             self.status.value = f"wrote <code>{html.escape(str(path))}</code>{size}"

@@ -141,8 +141,10 @@ async function wbLivePng(gd, scale) {
     wbLoadSvg(wbSerialize(paper)),
     hasTop ? wbLoadSvg(wbSerialize(wbTopLayer(L, fl))) : null,
   ]);
-  const w = Math.round(fl.width * scale);
-  const h = Math.round(fl.height * scale);
+  // A pane's width is often fractional (a share of the notebook's width): the canvas keeps whole pixels,
+  // cut as plotly's svgToImg cuts them (assignment truncates), the layers are drawn at the exact size.
+  const w = fl.width * scale;
+  const h = fl.height * scale;
   const canvas = document.createElement("canvas");
   canvas.width = w;
   canvas.height = h;
