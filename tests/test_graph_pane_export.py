@@ -4,7 +4,7 @@ The browser half (plot_image.js composing the image, compared pixel by pixel wit
 is tests/test_plot_image_browser.py, and the whole round trip in JupyterLab is tests/test_browser.py.
 Here the browser's reply is the message plot_pane.js sends (``{"type": "image", "id", "error",
 "method", "width", "height", "scale", ...}`` plus the file's bytes), delivered to the widget's own
-message handler, on a real synthetic transcript store.
+message handler, on a real synthetic transcript store (an error reply: tests/test_widgets_linking.py).
 """
 
 from __future__ import annotations
@@ -70,15 +70,6 @@ def test_svg_reply_gets_the_figure_title(live, tmp_path: Path) -> None:
     text = (tmp_path / "g.svg").read_text(encoding="utf-8")
     assert text.startswith('<svg class="main-svg"') and "<title>t0: step 0 (" in text
     assert "(600 × 500 px)" in w.graph.status.value
-
-
-def test_browser_error_is_shown_and_nothing_written(live, tmp_path: Path) -> None:
-    w, sent = live
-    w.graph.path.value = str(tmp_path / "g")
-    w.graph.export_button.click()
-    reply(w, sent[0], None, error="Error: plotly.js did not load")
-    assert "export failed" in w.graph.status.value and "did not load" in w.graph.status.value
-    assert not list(tmp_path.iterdir())
 
 
 def test_each_reply_goes_to_its_own_request(live, tmp_path: Path) -> None:
