@@ -157,14 +157,17 @@ def notebook(path: Path, store: Path, domains: Path) -> None:
 
 
 class Timer:
-    def __init__(self, page: Any) -> None:
+    def __init__(self, page: Any, only: frozenset[str] = frozenset()) -> None:
         self.page = page
+        self.only = only  # actions to time (and do); empty: all
         self.results: dict[str, list[float]] = {}
         self.split: dict[str, dict[str, list[float]]] = {}
         self.failures: dict[str, str] = {}
         self.verbose = bool(os.environ.get("WORKBENCH_BENCH_VERBOSE"))
 
     def measure(self, name: str, done: dict[str, Any], action: Any) -> None:
+        if self.only and name not in self.only:
+            return
         page = self.page
         page.evaluate(ARM, done)
         try:
@@ -206,7 +209,7 @@ def run_shape(pw: Any, shape: str, root: Path, args: argparse.Namespace) -> dict
         page.wait_for_selector(".jp-Notebook .jp-Cell:last-child .jp-InputArea-prompt:not(:has-text('*'))")
         out["load_all_cells_s"] = time.perf_counter() - t0
         page.set_default_timeout(ACTION_MS)  # from here on every wait is for one action
-        timer = Timer(page)
+        timer = Timer(page, frozenset(a for a in args.only.split(",") if a))
         slider = ".wb-transcript .wb-step-slider"
         steps = rng.permutation(args.steps)[: args.repeats].tolist()
         for i, s in enumerate(steps):
@@ -275,6 +278,7 @@ def main() -> None:
     ap.add_argument("--repeats-slow", type=int, default=4, help="All, transcript switches, PNG exports, searches")
     ap.add_argument("--basic", action="store_true", help="only the actions older widgets have")
     ap.add_argument("--tag", default="", help="suffix of the JSON file, e.g. before / after")
+    ap.add_argument("--only", default="", help="time (and do) only these actions, comma-separated, e.g. export_png")
     ap.add_argument("--python", default=None, help="interpreter whose jupyter (and kernel) to run; default this one")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright

@@ -234,13 +234,20 @@ def test_graph_clicks_cards_and_search_in_jupyterlab(lab: dict[str, str], tmp_pa
             page.wait_for_function(TITLE_MATCHES, arg="search hits")
             page.screenshot(path=str(artifacts / "browser_linking_search.png"), full_page=True)
 
-            # PNG export from the live widget: the browser draws it (plotly.js toImage), the kernel writes it
+            # PNG export from the live widget: the browser composes it from what it has drawn, at the size
+            # shown and 2 pixels per CSS pixel (plot_image.js), the kernel writes it
             path_box = page.locator(".widget-text input").first
             path_box.fill(str(Path(lab["root"]) / "linked"))
             path_box.press("Tab")
             page.locator("button", has_text="Export graph").first.click()
             page.locator(".widget-html", has_text="linked.png").wait_for()
-            assert (Path(lab["root"]) / "linked.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            png = (Path(lab["root"]) / "linked.png").read_bytes()
+            assert png[:8] == b"\x89PNG\r\n\x1a\n"
+            shown = graph.evaluate("(e) => ['width', 'height'].map(k => e.querySelector('.main-svg').getAttribute(k))")
+            shown = [float(v) for v in shown]
+            size = (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big"))
+            assert size == (int(2 * shown[0]), int(2 * shown[1])), (size, shown)
+            assert graph.get_attribute("data-image") == "live"  # not plotly's toImage re-plot
             assert not [e for e in errors if "wb" in e or "plotly" in e.lower()], errors
         except Exception:
             page.screenshot(path=str(artifacts / "browser_linking_failure.png"), full_page=True)

@@ -84,8 +84,14 @@ def static_export_session() -> Iterator[None]:
         kaleido.stop_sync_server(silence_warnings=True)
 
 
-def export_figure(fig: go.Figure, path: str | Path, fmt: str | None = None, *, scale: float = 2.0) -> Path:
-    """Write a plotly figure as html/png/svg/pdf (format from the name, or ``fmt``), atomically."""
+def export_figure(
+    fig: go.Figure, path: str | Path, fmt: str | None = None, *, scale: float = 2.0,
+    width: int | None = None, height: int | None = None,
+) -> Path:  # fmt: skip
+    """Write a plotly figure as html/png/svg/pdf (format from the name, or ``fmt``), atomically.
+
+    Static images are ``width`` × ``height`` CSS pixels (None: the figure's layout size, else plotly's
+    default 700 × 500) and, for PNG, ``scale`` image pixels per CSS pixel."""
     kind = export_format(path, fmt)
     if kind not in FIGURE_FORMATS:
         raise ExportError(
@@ -104,7 +110,7 @@ def export_figure(fig: go.Figure, path: str | Path, fmt: str | None = None, *, s
             )
         if not os.environ.get("BROWSER_PATH"):
             os.environ["BROWSER_PATH"] = browser
-        _write_image(fig, tmp, kind, scale, target.name)
+        _write_image(fig, tmp, kind, scale, target.name, width, height)
         _write_metadata(fig, tmp, kind, target.name)
     return target
 
@@ -163,14 +169,16 @@ _PAGE_NOT_READY = "kaleido_scopes is not defined"
 _ATTEMPTS = 3
 
 
-def _write_image(fig: go.Figure, tmp: Path, kind: str, scale: float, name: str) -> None:
+def _write_image(
+    fig: go.Figure, tmp: Path, kind: str, scale: float, name: str, width: int | None = None, height: int | None = None
+) -> None:
     import kaleido
 
     for attempt in range(1, _ATTEMPTS + 1):
         try:
             with warnings.catch_warnings():  # with a session open, kaleido says it ignores per-call options
                 warnings.filterwarnings("ignore", message="The kopts argument is ignored")
-                fig.write_image(tmp, format=kind, scale=scale if kind == "png" else 1.0)
+                fig.write_image(tmp, format=kind, scale=scale if kind == "png" else 1.0, width=width, height=height)
             return
         except Exception as err:  # kaleido/choreographer raise many types; report one line
             if _PAGE_NOT_READY in str(err) and attempt < _ATTEMPTS:

@@ -10,6 +10,7 @@ hover text and clicks, one node trace) whose arrays are replaced and sent as bin
 from __future__ import annotations
 
 import copy
+import functools
 import html
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,9 @@ import ipywidgets as widgets
 import networkx as nx
 import numpy as np
 import plotly.graph_objects as go
-from workbench.viz.text import plain
+from workbench.viz.export import export_figure
+from workbench.viz.file_meta import set_svg_title
+from workbench.viz.text import figure_title, plain
 
 from workbench.errors import WorkbenchError
 from workbench.graph.export import write_graph_data
@@ -30,6 +33,9 @@ from .pathways import pathway_graph
 from .plot_pane import PlotPane
 
 EXPORT_FORMATS = ("png", "svg", "graphml")
+# PNG pixels per CSS pixel of an export from the button (the pane's size as shown): sharp when zoomed or
+# printed, as the CLI's PNGs (``export_figure``, scale 2); the WebGL layer is drawn at 2 pixels per CSS pixel.
+BUTTON_PNG_SCALE = 2.0
 _EDGE_BINS = 4
 _EMPTY = np.zeros(0)
 _EDGE_COLOURS = ("rgba(120,120,120,0.25)", "rgba(90,90,140,0.4)", "rgba(60,60,160,0.6)", "rgba(30,30,180,0.85)")
@@ -285,11 +291,14 @@ class GraphPane(widgets.VBox):
         return self.graph
 
     def export(self, path: str | Path, fmt: str | None = None) -> Path:
-        """Write the current graph: PNG/SVG (the figure as shown, via kaleido) or GraphML (every node and edge).
+        """Write the current graph: PNG/SVG (the figure, 1000 × 700 px) or GraphML (every node and edge).
 
-        GraphML is written by ``workbench.graph.export`` (the library's reasoning graph, list
-        attributes as JSON). Files are written to a temporary name in the same folder and renamed, so
-        a failed export never leaves a partial file. Returns the written path.
+        PNG and SVG are drawn by kaleido in its own headless Chromium (``workbench.viz.export.export_figure``:
+        it starts one per call, or uses the one a ``static_export_session()`` block keeps open; the
+        *Export graph* button of a pane a browser shows uses that browser instead). GraphML is written
+        by ``workbench.graph.export`` (the library's reasoning graph, list attributes as JSON). Files
+        are written to a temporary name in the same folder and renamed, so a failed export never leaves
+        a partial file. Returns the written path.
         """
         path = Path(path)
         fmt = (fmt or path.suffix.lstrip(".") or "png").lower()
@@ -301,18 +310,18 @@ class GraphPane(widgets.VBox):
         path.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "graphml":
             return write_graph_data(graph, path, "graphml")
-        with atomic_path(path) as tmp:
-            go.Figure(self.figure).write_image(tmp, format=fmt, width=1000, height=700)
-        return path
+        return export_figure(self.figure, path, fmt, scale=1.0, width=1000, height=700)
 
     def _export_clicked(self) -> None:
         fmt = str(self.format.value)
         if fmt in ("png", "svg") and self.plot.live and self.pathways is not None:
-            # the browser that shows the figure draws the image (plotly.js toImage): no kaleido start
+            # the browser that shows the figure makes the image from what it has drawn, at the size shown
+            # (plot_image.js): no kaleido start, no second plot of the figure
             path = Path(self.path.value)
             path = path if path.suffix.lower() == f".{fmt}" else path.with_name(path.name + f".{fmt}")
             self.status.value = "exporting ..."
-            self.plot.request_image(fmt, 1000, 700, lambda data, error: self._write_image(path, data, error))
+            scale = BUTTON_PNG_SCALE if fmt == "png" else 1.0
+            self.plot.request_image(fmt, None, None, functools.partial(self._write_image, path), scale=scale)
             return
         try:
             written = self.export(self.path.value, fmt)
@@ -322,7 +331,8 @@ class GraphPane(widgets.VBox):
             self.status.value = f"wrote <code>{html.escape(str(written))}</code>"
 
     def _write_image(self, path: Path, data: bytes | None, error: str) -> None:
-        """Write an image the browser drew (atomically, as ``export`` does), or say why not."""
+        """Write an image the browser drew (atomically, as ``export`` does; an SVG gets the figure's title
+        as its ``<title>``, as kaleido's do), or say why not."""
         if not data:
             self.status.value = f"<span style='color:#b00'>export failed: {html.escape(error or 'no image')}</span>"
             return
@@ -330,7 +340,14 @@ class GraphPane(widgets.VBox):
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp:
                 Path(tmp).write_bytes(data)
-        except (OSError, WorkbenchError) as err:
+                if path.suffix.lower() == ".svg":
+                    set_svg_title(Path(tmp), *figure_title(go.Figure(layout=copy.deepcopy(self._layout))))
+        except (OSError, ValueError, WorkbenchError) as err:
             self.status.value = f"<span style='color:#b00'>export failed: {html.escape(str(err))}</span>"
         else:
-            self.status.value = f"wrote <code>{html.escape(str(path))}</code>"
+            info = self.plot.last_image  # the browser's reply, just received
+            size = ""
+            if info.get("width") and info.get("height"):
+                s = float(info.get("scale", 1.0))
+                size = f" ({int(float(info['width']) * s)} × {int(float(info['height']) * s)} px)"  # whole pixels
+            self.status.value = f"wrote <code>{html.escape(str(path))}</code>{size}"

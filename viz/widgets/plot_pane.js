@@ -125,22 +125,18 @@ function render({ model, el }) {
     draw();
   });
   const onChange = () => Plotly && draw();
-  // Static image requests: plotly.js's own toImage, bytes back to the kernel (plot_pane.py).
+  // Static image requests: composed from the drawn layers, or plotly.js's toImage (plot_image.js); the
+  // bytes go back to the kernel (plot_pane.py).
   const onMsg = (msg) => {
     if (!msg || msg.type !== "image") return;
-    const reply = (buffers, error) => model.send({ type: "image", id: msg.id, error }, undefined, buffers);
+    const reply = (buffers, error, info) => model.send({ type: "image", id: msg.id, error, ...info }, undefined, buffers);
     queued = queued
-      .then(() => Plotly.toImage(div, { format: msg.format, width: msg.width, height: msg.height }))
-      .then((url) => {
-        const comma = url.indexOf(",");
-        const head = url.slice(0, comma);
-        const body = url.slice(comma + 1);
-        const bytes = head.endsWith(";base64")
-          ? Uint8Array.from(atob(body), (c) => c.charCodeAt(0))
-          : new TextEncoder().encode(decodeURIComponent(body));
-        reply([bytes.buffer], "");
+      .then(() => plotImage(Plotly, div, msg))
+      .then(({ bytes, ...info }) => {
+        el.dataset.image = info.method; // how the last image was made (tests, benchmarks)
+        reply([bytes.buffer], "", info);
       })
-      .catch((err) => reply([], String(err)));
+      .catch((err) => reply([], String(err), {}));
   };
   model.on("msg:custom", onMsg);
   model.on("change:figure", onChange);

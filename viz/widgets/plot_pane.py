@@ -14,9 +14,13 @@ plotly.js itself: the browser uses ``window.Plotly`` when JupyterLab's plotly ex
 otherwise the widget asks the kernel once per page (``need-plotly``) and gets plotly.py's bundled
 ``plotly.min.js`` as one binary message, so nothing is fetched from a CDN.
 
-Static images: ``request_image`` asks the browser to draw the figure as PNG or SVG with plotly.js's
-own ``toImage`` (what kaleido runs too, in its own headless Chromium) and calls back with the bytes,
-so an export from a live widget needs no second browser. ``live`` is True once a browser drew the pane.
+Static images: ``request_image`` asks the browser for the figure as PNG or SVG and calls back with the
+bytes, so an export from a live widget needs no second browser. At the size shown (the default) the
+browser composes the image from the layers it has drawn (``plot_image.js``: plotly's SVG layers and
+WebGL canvases, merged as plotly.js's own exporter merges them) instead of plotting the figure again
+off screen with ``Plotly.toImage`` (what kaleido runs too), which it still uses for another size or when
+composing fails: 0.1-0.2 s instead of 0.8-1.2 s at K2's shape (``benchmarks/bench_image_export.py``).
+``live`` is True once a browser drew the pane; ``last_image`` says how the last image was made.
 
 After each redraw the pane's element gets ``data-rev`` = the figure's revision and dispatches a
 ``wb-rendered`` DOM event (``detail.rev``); tests and ``benchmarks/bench_browser_latency.py`` wait on it.
@@ -75,7 +79,8 @@ class PlotPane(anywidget.AnyWidget):
         A name for the pane (the element's ``data-pane``), e.g. ``graph``; tests and benchmarks find it by it.
     """
 
-    _esm = _HERE / "plot_pane.js"
+    # plot_image.js (the image exporter: plain functions) ahead of the module that uses them
+    _esm = (_HERE / "plot_image.js").read_text(encoding="utf-8") + (_HERE / "plot_pane.js").read_text(encoding="utf-8")
 
     figure = t.Dict(default_value={}).tag(sync=True)
     height = t.Int(400).tag(sync=True)
@@ -87,7 +92,11 @@ class PlotPane(anywidget.AnyWidget):
         self._click_handlers: list[ClickHandler] = []
         self._trace_names: list[str] = []
         self._image_requests: dict[int, Callable[[bytes | None, str], None]] = {}
+        self._image_ids = 0
         self.live = False  # a browser has drawn this pane (it can answer image requests)
+        # how the browser made the last image: {"method": "live" | "toImage", "width", "height" (CSS px),
+        # "scale", "ms" (in the browser), "failed" (why composing failed, if it did)}
+        self.last_image: dict[str, Any] = {}
         self.on_msg(self._on_message)
 
     def show(self, data: list[dict[str, Any]], layout: dict[str, Any]) -> None:
@@ -116,12 +125,18 @@ class PlotPane(anywidget.AnyWidget):
         for handler in self._click_handlers:
             handler(trace, tuple(int(i) for i in point))
 
-    def request_image(self, fmt: str, width: int, height: int, done: Callable[[bytes | None, str], None]) -> None:
-        """Ask the browser for the figure as ``fmt`` (png or svg) of ``width`` × ``height`` pixels;
-        ``done(data, error)`` is called with the file's bytes (or None and the browser's error)."""
-        n = len(self._image_requests) + 1
-        self._image_requests[n] = done
-        self.send({"type": "image", "id": n, "format": fmt, "width": int(width), "height": int(height)})
+    def request_image(
+        self, fmt: str, width: int | None, height: int | None, done: Callable[[bytes | None, str], None],
+        *, scale: float = 1.0,
+    ) -> None:  # fmt: skip
+        """Ask the browser for the figure as ``fmt`` (png or svg), ``width`` × ``height`` CSS pixels (None:
+        the size shown, the fast path), ``scale`` image pixels per CSS pixel (PNG; an SVG's width and
+        height attributes). ``done(data, error)`` is called with the file's bytes (or None and the
+        browser's error) when the browser answers."""
+        self._image_ids += 1
+        self._image_requests[self._image_ids] = done
+        size = {"width": None if width is None else int(width), "height": None if height is None else int(height)}
+        self.send({"type": "image", "id": self._image_ids, "format": fmt, **size, "scale": float(scale)})
 
     def _on_message(self, _widget: Any, content: dict[str, Any], buffers: list[bytes]) -> None:
         kind = content.get("type")
@@ -129,6 +144,8 @@ class PlotPane(anywidget.AnyWidget):
             self.live = True
         elif kind == "image":
             done = self._image_requests.pop(int(content.get("id", -1)), None)
+            keys = ("method", "width", "height", "scale", "ms", "failed")
+            self.last_image = {k: content[k] for k in keys if content.get(k) not in (None, "")}
             if done is not None:
                 done(bytes(buffers[0]) if buffers else None, str(content.get("error", "")))
         elif kind == "need-plotly":
