@@ -226,7 +226,7 @@ def run_profile(store: str, q: Any) -> None:
         _, out["read_s"], out["read_cpu_s"] = _timed(lambda: list(pool.map(read, runs)))
     encoded = [
         b.as_numpy_array()[:-4]
-        for b in _fetch(reader.store, [reader.layout.key((c, 0, 0)) for c in range(reader.layout.grid()[0])])
+        for b in _fetch(reader.store, [(c, 0, 0) for c in range(reader.layout.grid()[0])], reader.layout)
     ]
     chunk = np.empty((step, n_layers, k), np.int16)
     numcodecs.blosc.decompress(encoded[0], chunk)

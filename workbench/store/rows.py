@@ -21,11 +21,13 @@ those zarr would decode, with the same library (numcodecs' Blosc), so every valu
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numcodecs.blosc
@@ -33,11 +35,13 @@ import numpy as np
 import xarray as xr
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
+from zarr.storage import LocalStore
 
 from workbench.store.commit import committed_arrays
 from workbench.store.integrity import ArrayLayout, CheckedStore, damaged
 
 ARRAYS_KEY = "routing_store_arrays"  # ds.encoding: {variable: dask name of the store's own lazy array}
+BLOSC_OVERHEAD = 16 + 4 + 48  # most bytes an encoded chunk exceeds its raw size by: blosc header, crc32c, slack
 KEEP_BYTES = 256 << 20  # most bytes of idle buffers ``borrow`` keeps for the next borrower
 
 
@@ -76,16 +80,30 @@ class TokenRows:
             raise ValueError(f"out must be C-contiguous {self.dtype} of shape {(b - a, *self.row_shape)}")
         first, last = a // step, -(-b // step)
         coords = [(c, *([0] * (len(lay.shape) - 1))) for c in range(first, last)]
-        encoded = _fetch(self.store, [lay.key(c) for c in coords])
         chunk_nbytes = step * int(np.prod(self.row_shape)) * self.dtype.itemsize
+        local = self.store._store.root if isinstance(self.store._store, LocalStore) else None
+        with borrow((chunk_nbytes + BLOSC_OVERHEAD,), np.uint8) as spare:
+            if local is None:
+                encoded: Iterable[Any] = (
+                    None if x is None else x.as_numpy_array() for x in _fetch(self.store, coords, lay)
+                )
+            else:
+                encoded = (_read_file(self.store, local, lay, c, spare) for c in coords)
+            self._decode(a, b, out, coords, encoded, chunk_nbytes)
+        return out
+
+    def _decode(
+        self, a: int, b: int, out: np.ndarray, coords: list[tuple[int, ...]], encoded: Iterable[Any], chunk_nbytes: int
+    ) -> None:
+        """Decompress each checked chunk of ``encoded`` (bytes, None: absent and allowed to be) into ``out``."""
+        lay, step = self.layout, self.layout.chunks[0]
         scratch: np.ndarray | None = None
-        for c, buf in zip(coords, encoded, strict=True):
+        for c, body in zip(coords, encoded, strict=True):
             lo, hi = max(a, c[0] * step), min(b, (c[0] + 1) * step)  # rows of this chunk wanted
             dest = out[lo - a : hi - a]
-            if buf is None:  # allowed only where a chunk of fill values is legitimate (version 1 stores)
+            if body is None:  # allowed only where a chunk of fill values is legitimate (version 1 stores)
                 dest[...] = lay.fill
                 continue
-            body = buf.as_numpy_array()
             if lay.checksum:
                 body = body[:-4]  # CheckedStore.get verified these 4 bytes against the rest
             if int.from_bytes(body[4:8].tobytes(), "little") != chunk_nbytes:
@@ -97,7 +115,6 @@ class TokenRows:
                     scratch = np.empty((step, *self.row_shape), self.dtype)
                 numcodecs.blosc.decompress(body, scratch)
                 dest[...] = scratch[lo - c[0] * step : hi - c[0] * step]
-        return out
 
     @contextmanager
     def rows(self, a: int, b: int) -> Iterator[np.ndarray]:
@@ -112,14 +129,32 @@ class TokenRows:
                 yield part
 
 
-def _fetch(store: CheckedStore, keys: list[str]) -> list[Any]:
-    """The encoded chunks at ``keys`` (None: absent and allowed to be), fetched concurrently and checked."""
+def _fetch(store: CheckedStore, coords: list[tuple[int, ...]], layout: ArrayLayout) -> list[Any]:
+    """The encoded chunks at ``coords`` (None: absent and allowed to be), fetched concurrently through the
+    store's ``get`` (which checks them): for object stores, where each request waits on the network."""
     proto = default_buffer_prototype()
 
     async def get_all() -> list[Any]:
-        return list(await asyncio.gather(*(store.get(k, proto) for k in keys)))
+        return list(await asyncio.gather(*(store.get(layout.key(c), proto) for c in coords)))
 
     return sync(get_all())
+
+
+def _read_file(store: CheckedStore, root: Path, layout: ArrayLayout, coords: tuple[int, ...], spare: np.ndarray) -> Any:
+    """The encoded chunk at ``coords`` of a local store read into ``spare`` (reused: no new pages per chunk),
+    checked as ``CheckedStore.get`` checks it; None when absent and allowed to be."""
+    key = layout.key(coords)
+    try:
+        with open(root / key, "rb", buffering=0) as f:
+            size = os.fstat(f.fileno()).st_size
+            data = spare[:size] if size <= spare.size else np.empty(size, np.uint8)  # larger: damaged, see below
+            got = f.readinto(data.data)
+    except FileNotFoundError:
+        store.check(key, None)  # raises unless a missing chunk is legitimate here
+        return None
+    data = data[:got]
+    store.check_encoded(layout, coords, data)
+    return data
 
 
 def token_rows(ds: xr.Dataset, name: str, layers: Any = None) -> TokenRows | None:
