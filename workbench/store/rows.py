@@ -15,7 +15,8 @@ It serves arrays laid out the way this workbench writes them: chunks along ``tok
 replaced) ``token_rows`` answers None and callers read through dask as before. The bytes decoded are
 those zarr would decode, with the same library (numcodecs' Blosc), so every value is identical.
 
-``spans`` groups selected rows into runs worth reading as one range (gaps shorter than a chunk).
+``spans`` groups selected rows into runs worth reading as one range (gaps shorter than a chunk), and
+``read_spans`` reads several variables' runs (``workbench.graph.read``, for a selection's routing).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dask
 import numcodecs.blosc
 import numpy as np
 import xarray as xr
@@ -37,6 +39,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
+from workbench.store import schema as S
 from workbench.store.commit import committed_arrays
 from workbench.store.integrity import ArrayLayout, CheckedStore, damaged
 
@@ -211,6 +214,34 @@ def spans(rows: np.ndarray, gap: int) -> list[tuple[int, int]]:
     starts = rows[np.concatenate([[0], cut])]
     stops = rows[np.concatenate([cut - 1, [rows.size - 1]])] + 1
     return list(zip(starts.tolist(), stops.tolist(), strict=True))
+
+
+def read_spans(ds: xr.Dataset, names: list[str], runs: list[tuple[int, int]]) -> dict[str, np.ndarray]:
+    """Each per-token variable's rows of ``runs`` ([a, b) ranges, e.g. ``spans``), concatenated in memory.
+
+    Read straight from the store's chunks into the result where ``ds`` is a store's own (``token_rows``),
+    the others through dask, all in one ``compute``; a chunk only the gap between two runs holds is never
+    decoded.
+    """
+    n = sum(b - a for a, b in runs)
+    whole: dict[str, np.ndarray] = {}
+    lazy: dict[str, list[Any]] = {}
+    for name in names:
+        reader = token_rows(ds, name)
+        if reader is None:
+            lazy[name] = [ds[name].isel({S.TOKEN: slice(a, b)}).data for a, b in runs]
+            continue
+        out = np.empty((n, *reader.row_shape), reader.dtype)
+        at = 0
+        for a, b in runs:
+            reader.read_into(a, b, out[at : at + b - a])
+            at += b - a
+        whole[name] = out
+    if lazy:
+        arrays = dask.compute(*[x for parts in lazy.values() for x in parts])
+        for j, name in enumerate(lazy):
+            whole[name] = np.asarray(np.concatenate(arrays[j * len(runs) : (j + 1) * len(runs)]))
+    return whole
 
 
 class _Pool:
