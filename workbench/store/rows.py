@@ -26,7 +26,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,25 +99,34 @@ class TokenRows:
         self, a: int, b: int, out: np.ndarray, coords: list[tuple[int, ...]], encoded: Iterable[Any], chunk_nbytes: int
     ) -> None:
         """Decompress each checked chunk of ``encoded`` (bytes, None: absent and allowed to be) into ``out``."""
-        lay, step = self.layout, self.layout.chunks[0]
+        step = self.layout.chunks[0]
         scratch: np.ndarray | None = None
-        for c, body in zip(coords, encoded, strict=True):
-            lo, hi = max(a, c[0] * step), min(b, (c[0] + 1) * step)  # rows of this chunk wanted
-            dest = out[lo - a : hi - a]
-            if body is None:  # allowed only where a chunk of fill values is legitimate (version 1 stores)
-                dest[...] = lay.fill
-                continue
-            if lay.checksum:
-                body = body[:-4]  # CheckedStore.get verified these 4 bytes against the rest
-            if int.from_bytes(body[4:8].tobytes(), "little") != chunk_nbytes:
-                raise damaged(self.store.where, lay, c, f"does not decode to {chunk_nbytes} bytes")
-            if hi - lo == step:
-                numcodecs.blosc.decompress(body, dest)  # straight into place
-            else:  # the first, last or (committed) tail chunk: only some of its rows are wanted
-                if scratch is None:
-                    scratch = np.empty((step, *self.row_shape), self.dtype)
-                numcodecs.blosc.decompress(body, scratch)
-                dest[...] = scratch[lo - c[0] * step : hi - c[0] * step]
+        with ExitStack() as stack:
+            for c, body in zip(coords, encoded, strict=True):
+                if body is not None and (c[0] * step < a or (c[0] + 1) * step > b) and scratch is None:
+                    scratch = stack.enter_context(borrow((step, *self.row_shape), self.dtype))
+                self._decode_one(a, b, out, c, body, chunk_nbytes, scratch)
+
+    def _decode_one(
+        self, a: int, b: int, out: np.ndarray, c: tuple[int, ...], body: Any, chunk_nbytes: int, scratch: Any
+    ) -> None:
+        """Chunk ``c`` (encoded ``body``) into its rows of ``out``: straight into place when all its rows are
+        wanted, else through ``scratch`` (one chunk's rows)."""
+        lay, step = self.layout, self.layout.chunks[0]
+        lo, hi = max(a, c[0] * step), min(b, (c[0] + 1) * step)  # rows of this chunk wanted
+        dest = out[lo - a : hi - a]
+        if body is None:  # allowed only where a chunk of fill values is legitimate (version 1 stores)
+            dest[...] = lay.fill
+            return
+        if lay.checksum:
+            body = body[:-4]  # CheckedStore.get verified these 4 bytes against the rest
+        if int.from_bytes(body[4:8].tobytes(), "little") != chunk_nbytes:
+            raise damaged(self.store.where, lay, c, f"does not decode to {chunk_nbytes} bytes")
+        if hi - lo == step:
+            numcodecs.blosc.decompress(body, dest)  # straight into place
+        else:  # the first, last or (committed) tail chunk: only some of its rows are wanted
+            numcodecs.blosc.decompress(body, scratch)
+            dest[...] = scratch[lo - c[0] * step : hi - c[0] * step]
 
     @contextmanager
     def rows(self, a: int, b: int) -> Iterator[np.ndarray]:
@@ -245,7 +254,7 @@ def read_spans(ds: xr.Dataset, names: list[str], runs: list[tuple[int, int]]) ->
 
 
 class _Pool:
-    """Idle byte buffers kept for reuse, at most ``KEEP_BYTES`` of them (largest first). Thread-safe."""
+    """Idle byte buffers kept for reuse, at most ``KEEP_BYTES`` of them (the largest that fit). Thread-safe."""
 
     def __init__(self) -> None:
         self._free: list[np.ndarray] = []
@@ -260,14 +269,12 @@ class _Pool:
 
     def give(self, buf: np.ndarray) -> None:
         with self._lock:
-            self._free.append(buf)
-            self._free.sort(key=lambda x: -x.size)
-            total = 0
-            for i, b in enumerate(self._free):
-                total += b.size
-                if total > KEEP_BYTES:
-                    del self._free[i:]
-                    break
+            kept, total = [], 0
+            for b in sorted([*self._free, buf], key=lambda x: -x.size):  # the largest that fit the budget
+                if total + b.size <= KEEP_BYTES:
+                    kept.append(b)
+                    total += b.size
+            self._free = kept
 
 
 _POOL = _Pool()
