@@ -157,3 +157,24 @@ def test_borrowed_buffers_are_reused() -> None:
         assert b.__array_interface__["data"][0] == where
         with borrow(shape, np.uint8) as c:  # the first is lent out: another
             assert c.__array_interface__["data"][0] != where
+
+
+def test_version_1_stores_read_with_their_fill_values_and_checks(
+    tmp_path: Path, small_chunks: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_store_integrity import _as_version_1
+
+    with monkeypatch.context() as m:
+        _as_version_1(m)
+        # 40 tokens, the last 20 generated: chunk 0 of ``generated`` (rows 0:16) holds only False, left unwritten
+        path = Path(write(tmp_path / "v1.zarr", [make_record(0, 40)]))
+    assert not (path / "generated/c/0").exists()
+    ds = open_store(path)
+    reader = token_rows(ds, S.GENERATED)
+    assert reader is not None and not reader.layout.checksum
+    with reader.rows(0, ds.sizes[S.TOKEN]) as got:
+        np.testing.assert_array_equal(got, ds[S.GENERATED].values)
+        assert not got[:16].any() and got[20:].all()
+    (path / "expert_ids/c/0/0/0").unlink()  # k = 2 distinct ids per row: never an all-fill chunk
+    with pytest.raises(StoreDamagedError, match="is missing"):
+        A.expert_load(open_store(path))
