@@ -184,8 +184,8 @@ def run_profile(store: str, q: Any) -> None:
     - ``read``: reading and decompressing every run of ``expert_ids`` into reused buffers, as the pass's
       tasks do (``workbench.store.rows``), on a pool of as many threads as cores, nothing else; and
       ``decompress_only``: Blosc alone on the encoded chunks already in memory, one thread, into one buffer;
-    - ``count``: the counting tasks (``range_counts`` in the engine's chains: accumulators, id check, fused
-      kernel) over runs already in memory, on a pool of as many threads as cores, and ``kernel_only``
+    - ``count``: the counting tasks (``range_counts`` in the engine's ``n_chains()`` chains: accumulators, id
+      check, fused kernel) over runs already in memory, on a pool of as many threads as cores, and ``kernel_only``
       the fused kernel alone (into count arrays whose pages are already mapped);
     - ``reduce``: the fixed tree of ``merge`` over the partials and the final int64 conversion.
     """
@@ -195,7 +195,7 @@ def run_profile(store: str, q: Any) -> None:
     import numcodecs.blosc
 
     from workbench.analysis import kernels as K
-    from workbench.analysis.engine import CHAINS, Want, range_counts, row_runs
+    from workbench.analysis.engine import Want, n_chains, range_counts, row_runs
     from workbench.analysis.inputs import prepare
     from workbench.analysis.partial import merge, widen
     from workbench.store.io import open_store
@@ -237,15 +237,17 @@ def run_profile(store: str, q: Any) -> None:
     arrays = [reader.read_into(a, b, np.empty((b - a, n_layers, k), np.int16)) for a, b in runs]  # not timed
     jobs = list(zip(runs, arrays, strict=True))
 
-    def chain(c: int) -> Any:  # the engine's chains: run j adds into accumulator j % CHAINS
+    chains = n_chains()
+
+    def chain(c: int) -> Any:  # the engine's chains: run j adds into accumulator j % chains
         acc = None
-        for (a, b), arr in jobs[c::CHAINS]:
+        for (a, b), arr in jobs[c::chains]:
             g = np.ascontiguousarray(inputs.group[a:b])
             acc = range_counts(acc, a, arr, 0, b - a, g, inputs.n_groups, inputs.n_experts, want, {})
         return acc
 
     with ThreadPoolExecutor(threads) as pool:
-        parts, out["count_s"], out["count_cpu_s"] = _timed(lambda: [p for p in pool.map(chain, range(CHAINS)) if p])
+        parts, out["count_s"], out["count_cpu_s"] = _timed(lambda: [p for p in pool.map(chain, range(chains)) if p])
 
     def kernel_only(job: tuple[tuple[int, int], np.ndarray]) -> float:
         (a, b), arr = job
