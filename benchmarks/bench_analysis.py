@@ -11,14 +11,15 @@ the worst case for it.)
 
 Two measurements, each in its own fresh process so peak memory (ru_maxrss) is its own:
 
-- ``workbench``: ``open_store`` + one ``accumulate`` pass (numba kernels on dask chunks, tree reduction)
+- ``workbench``: ``open_store`` + one ``accumulate`` pass (dask tasks that each read a chunk-aligned run of
+  rows straight from the store into a reused buffer and count it with the numba kernel, tree reduction)
   computing loads (L, E), co-activation (L, E, E) and the L-1 transition matrices (L-1, E, E);
 - ``numpy``: the plain way, ``expert_ids`` loaded whole into memory and counted with ``np.bincount``
   per layer and per layer pair (same results, checked).
 
-``--profile`` first times each stage of the pass alone (``run_profile``: open + prepare, read, count, the
-kernel alone, reduction), to say where the time goes and how far it is from the floor (the kernel and
-the read).
+``--profile`` first times each stage of the pass alone (``run_profile``: open + prepare, read, Blosc alone,
+count, the kernel alone, reduction), to say where the time goes and how far it is from the floor (the
+kernel and the read); it runs this version only.
 
 Writes ``bench_analysis.json`` to ``--out``. Goal: <= 5 s and <= 4 GB on 2 cores, identical numbers.
 On a shared machine wall time mostly measures the other jobs: compare ``cpu_seconds`` (and read
