@@ -11,14 +11,15 @@ the worst case for it.)
 
 Two measurements, each in its own fresh process so peak memory (ru_maxrss) is its own:
 
-- ``workbench``: ``open_store`` + one ``accumulate`` pass (numba kernels on dask chunks, tree reduction)
+- ``workbench``: ``open_store`` + one ``accumulate`` pass (dask tasks that each read a chunk-aligned run of
+  rows straight from the store into a reused buffer and count it with the numba kernel, tree reduction)
   computing loads (L, E), co-activation (L, E, E) and the L-1 transition matrices (L-1, E, E);
 - ``numpy``: the plain way, ``expert_ids`` loaded whole into memory and counted with ``np.bincount``
   per layer and per layer pair (same results, checked).
 
-``--profile`` first times each stage of the pass alone (``run_profile``: open + prepare, read, count, the
-kernel alone, reduction), to say where the time goes and how far it is from the floor (the kernel and
-the read).
+``--profile`` first times each stage of the pass alone (``run_profile``: open + prepare, read, Blosc alone,
+count, the kernel alone, reduction), to say where the time goes and how far it is from the floor (the
+kernel and the read); it runs this version only.
 
 Writes ``bench_analysis.json`` to ``--out``. Goal: <= 5 s and <= 4 GB on 2 cores, identical numbers.
 On a shared machine wall time mostly measures the other jobs: compare ``cpu_seconds`` (and read
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -177,61 +179,85 @@ def _timed(fn: Any) -> tuple[Any, float, float]:
 
 
 def run_profile(store: str, q: Any) -> None:
-    """Where the time of one pass goes: each stage alone, on the pass's own tasks (this version only).
+    """Where the time of one pass goes: each stage alone, on the pass's own runs of rows (this version only).
 
     - ``open_prepare``: ``open_store`` + ``prepare`` (selection, group codes);
-    - ``read``: reading and decompressing every block of ``expert_ids`` (dask threads), nothing else;
-    - ``count``: the counting tasks (``range_counts`` in the engine's chains: accumulators, id check, fused
-      kernel) over blocks already in memory, on a pool of as many threads as cores, and ``kernel_only``
+    - ``read``: reading and decompressing every run of ``expert_ids`` into reused buffers, as the pass's
+      tasks do (``workbench.store.rows``), on a pool of as many threads as cores, nothing else; and
+      ``decompress_only``: Blosc alone on the encoded chunks already in memory, one thread, into one buffer;
+    - ``count``: the counting tasks (``range_counts`` in the engine's ``n_chains()`` chains: accumulators, id
+      check, fused kernel) over runs already in memory, on a pool of as many threads as cores, and ``kernel_only``
       the fused kernel alone (into count arrays whose pages are already mapped);
     - ``reduce``: the fixed tree of ``merge`` over the partials and the final int64 conversion.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     import dask
+    import numcodecs.blosc
 
     from workbench.analysis import kernels as K
-    from workbench.analysis.engine import CHAINS, Want, range_counts, row_runs
+    from workbench.analysis.engine import Want, n_chains, range_counts, row_runs
     from workbench.analysis.inputs import prepare
     from workbench.analysis.partial import merge, widen
     from workbench.store.io import open_store
+    from workbench.store.rows import _fetch, borrow
     from workbench.tree_reduce import tree_reduce
 
     warm = _warm_up()
     want = Want(load=True, coactivation="all", transitions=True)
     threads = os.cpu_count() or 1
     out: dict[str, Any] = dict(warm)
-    with dask.config.set(scheduler="threads", num_workers=threads):
-        inputs, out["open_prepare_s"], out["open_prepare_cpu_s"] = _timed(lambda: prepare(open_store(store), None))
-        blocks = inputs.ids.to_delayed().ravel()
-        _, out["read_s"], out["read_cpu_s"] = _timed(lambda: dask.compute(*[b[:1] for b in blocks]))
-        arrays = dask.compute(*blocks)  # held in memory for the next stages (not timed)
+    inputs, out["open_prepare_s"], out["open_prepare_cpu_s"] = _timed(lambda: prepare(open_store(store), None))
+    reader = inputs.ids_rows
+    assert reader is not None, "the store's own Dataset reads through workbench.store.rows"
     bounds = np.concatenate([[0], np.cumsum(inputs.token_chunks)])
-    _, n_layers, k = arrays[0].shape
-    jobs = [
-        (int(a), arr, lo, hi)
-        for arr, a in zip(arrays, bounds[:-1], strict=True)
-        for lo, hi in row_runs(arr.shape[0], n_layers, k, want)
+    _, n_layers, k = inputs.ids.shape
+    step = reader.layout.chunks[0]
+    runs = [
+        (int(a) + lo, int(a) + hi)
+        for a, b in itertools.pairwise(bounds)
+        for lo, hi in row_runs(int(b - a), n_layers, k, want, row0=int(a), align=step)
     ]
 
-    def chain(c: int) -> Any:  # the engine's chains: run j adds into accumulator j % CHAINS
+    def read(run: tuple[int, int]) -> None:
+        with borrow((run[1] - run[0], n_layers, k), np.int16) as buf:
+            reader.read_into(run[0], run[1], buf)
+
+    with ThreadPoolExecutor(threads) as pool:
+        _, out["read_s"], out["read_cpu_s"] = _timed(lambda: list(pool.map(read, runs)))
+    encoded = [
+        b.as_numpy_array()[:-4]
+        for b in _fetch(reader.store, [(c, 0, 0) for c in range(reader.layout.grid()[0])], reader.layout)
+    ]
+    chunk = np.empty((step, n_layers, k), np.int16)
+    numcodecs.blosc.decompress(encoded[0], chunk)
+    _, out["decompress_only_s"], out["decompress_only_cpu_s"] = _timed(
+        lambda: [numcodecs.blosc.decompress(e, chunk) for e in encoded]
+    )
+    encoded.clear()
+    arrays = [reader.read_into(a, b, np.empty((b - a, n_layers, k), np.int16)) for a, b in runs]  # not timed
+    jobs = list(zip(runs, arrays, strict=True))
+
+    chains = n_chains()
+
+    def chain(c: int) -> Any:  # the engine's chains: run j adds into accumulator j % chains
         acc = None
-        for a, arr, lo, hi in jobs[c::CHAINS]:
-            g = np.ascontiguousarray(inputs.group[a + lo : a + hi])
-            acc = range_counts(acc, a, arr, lo, hi, g, inputs.n_groups, inputs.n_experts, want, {})
+        for (a, b), arr in jobs[c::chains]:
+            g = np.ascontiguousarray(inputs.group[a:b])
+            acc = range_counts(acc, a, arr, 0, b - a, g, inputs.n_groups, inputs.n_experts, want, {})
         return acc
 
     with ThreadPoolExecutor(threads) as pool:
-        parts, out["count_s"], out["count_cpu_s"] = _timed(lambda: [p for p in pool.map(chain, range(CHAINS)) if p])
+        parts, out["count_s"], out["count_cpu_s"] = _timed(lambda: [p for p in pool.map(chain, range(chains)) if p])
 
-    def kernel_only(job: tuple[int, np.ndarray, int, int]) -> float:
-        a, arr, lo, hi = job
+    def kernel_only(job: tuple[tuple[int, int], np.ndarray]) -> float:
+        (a, b), arr = job
         ee = inputs.n_experts**2
         load = np.zeros((1, n_layers, inputs.n_experts), np.int32)
         co, tr = np.ones((n_layers, ee), np.int32), np.ones((n_layers - 1, ee), np.int32)  # pages touched
-        g = np.ascontiguousarray(inputs.group[a + lo : a + hi])
+        g = np.ascontiguousarray(inputs.group[a:b])
         t0 = time.thread_time()
-        K.routing_counts(arr[lo:hi], g, inputs.n_experts, load, co, False, tr)
+        K.routing_counts(arr, g, inputs.n_experts, load, co, False, tr)
         return time.thread_time() - t0
 
     with ThreadPoolExecutor(threads) as pool:
@@ -241,6 +267,7 @@ def run_profile(store: str, q: Any) -> None:
         root = tree_reduce([dask.delayed(p) for p in parts], merge, split_every=8)
         _, out["reduce_s"], out["reduce_cpu_s"] = _timed(lambda: widen(dask.compute(root)[0]))
     out["runs"] = len(jobs)
+    out["rows_per_run"] = [min(b - a for a, b in runs), max(b - a for a, b in runs)]
     out["threads"] = threads
     out["loadavg_before_after"] = [LOAD_AT_START, os.getloadavg()[0]]
     q.put(out)

@@ -7,20 +7,32 @@ active, ``dask.compute`` sends the tasks to its workers. The store is never load
 - Integer counts (loads, co-activation, transitions, per-unit and extra loads) are counted in runs of
   rows of a block (``row_runs``: about ``TASK_PAIRS`` pair increments each, so both threads stay busy
   to the end) by one fused kernel over the rows as stored (``kernels.routing_counts``). Run j adds into
-  the int32 arrays of chain j mod ``CHAINS`` (``range_counts``), so a pass allocates ``CHAINS`` sets of
-  count arrays rather than one per run; the chains' results are summed by a fixed tree (``merge``).
+  the int32 arrays of chain j mod C (``range_counts``), C = ``n_chains()``, the threads that will count
+  at once, so a pass allocates C sets of count arrays rather than one per run (on 2 cores, 2 chains
+  rather than 4 took the 1M-token K2 pass from 4.0-4.3 to 3.2-3.5 s); the chains' results are summed by
+  a tree (``merge``). Integer sums are exact, so C changes no count.
 - Gate-weight sums and consecutive-token agreement come from one task per block (``block_stats``) and
   their own fixed tree over the blocks, so floating-point sums add in an order that depends neither on
   the scheduler nor on how the blocks were cut into runs.
 
 Consecutive-token pairs that straddle two blocks are counted on the client from each block's first
 and last rows (returned by the block tasks), with the same kernel, so no pair is lost or doubled.
+
+Reading: on a store's own Dataset (``open_store``) each task reads its rows itself, straight from the
+store's chunks into a reused buffer (``inputs.ids_rows``, ``workbench.store.rows``), and counting runs
+are cut at the store's chunk boundaries so no chunk is decoded twice; with two threads one decodes while
+the other counts, and a pass holds a few run-sized buffers rather than every block it reads. Otherwise
+(an in-memory or modified Dataset) the tasks take dask's blocks of ``inputs.ids``. The values, and so
+every count and sum, are the same either way.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,15 +43,31 @@ from dask.delayed import Delayed, delayed
 from workbench.analysis import kernels as K
 from workbench.analysis.inputs import MetricInputError, RoutingInputs
 from workbench.analysis.partial import INT32_MAX, Partial, merge, merge_ranges, widen
+from workbench.store.rows import TokenRows, borrow
 from workbench.tree_reduce import tree_reduce
 
-__all__ = ["CHAINS", "Partial", "Want", "accumulate", "merge", "range_counts", "row_runs"]
+__all__ = ["Partial", "Want", "accumulate", "merge", "n_chains", "range_counts", "row_runs"]
 
 SPLIT_EVERY = 8  # partials merged per reduction task
 # Pair increments per counting task: a dask block whose pair counts need more is counted by several tasks
 # over runs of its rows (about 0.3 s of one core each), so two threads stay busy to the end of a pass.
 TASK_PAIRS = 400_000_000
-CHAINS = 4  # accumulators per pass (a fixed number: the reduction tree must not depend on the workers)
+
+
+def n_chains() -> int:
+    """Accumulator chains of a pass: the threads that will count at once, those of the active
+    ``dask.distributed`` client's workers, else dask's ``num_workers`` or the CPU count (at least 1).
+
+    Only integer counts go through the chains (exact sums), so the result does not depend on it; the
+    floating-point sums have their own tree over the stored blocks.
+    """
+    dist = sys.modules.get("distributed")  # no client can be active unless it was imported
+    if dist is not None:
+        try:
+            return max(1, sum(dist.default_client().nthreads().values()))
+        except ValueError:  # no client
+            pass
+    return max(1, int(dask.config.get("num_workers", None) or os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)
@@ -69,6 +97,17 @@ def _ids(block: Any) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(block), dtype=np.int16)
 
 
+@contextmanager
+def _rows(block: Any, row0: int, lo: int, hi: int) -> Iterator[np.ndarray]:
+    """Rows ``lo:hi`` of the block at global row ``row0``: read from the store into a borrowed buffer when
+    ``block`` is a ``TokenRows`` (valid inside the ``with`` only), else a view of the block in memory."""
+    if isinstance(block, TokenRows):
+        with block.rows(row0 + lo, row0 + hi) as rows:
+            yield rows
+    else:
+        yield np.asarray(block)[lo:hi]
+
+
 def _check(bad: int, row0: int, n_experts: int) -> None:
     if bad >= 0:
         raise MetricInputError(
@@ -91,16 +130,33 @@ def range_counts(
 ) -> Partial:
     """Add the loads, pair counts, per-unit and extra loads of rows ``lo:hi`` of one block into ``into``.
 
-    ``block`` (T_b, L, k) is the stored chunk of ids starting at global row ``row0``; ``group``,
-    ``unit`` and the ``extra_codes`` (hi - lo,) are the codes of the rows counted. ``into`` is the
+    ``block`` (T_b, L, k) is the stored chunk of ids starting at global row ``row0`` (or a ``TokenRows``
+    that reads the rows from the store); ``group``, ``unit`` and the ``extra_codes`` (hi - lo,) are the
+    codes of the rows counted. ``into`` is the
     accumulator of a chain of runs (``accumulate``): the previous run's result, owned by this chain
     alone, whose int32 arrays are added to in place and returned (``None``: allocate it). Reusing
     them saves what fresh count arrays cost: for K2, 70 MB of new pages per run, which this
     virtualised machine faults in at up to 2.6 s per GB.
     """
-    ids = _ids(block)[lo:hi]  # a view: the rows are counted where the store put them
+    with _rows(block, row0, lo, hi) as rows:
+        return _range_counts(into, row0 + lo, _ids(rows), group, n_groups, n_experts, want, extra_codes, unit)
+
+
+def _range_counts(
+    into: Partial | None,
+    row0: int,
+    ids: np.ndarray,
+    group: np.ndarray,
+    n_groups: int,
+    n_experts: int,
+    want: Want,
+    extra_codes: dict[str, np.ndarray],
+    unit: np.ndarray | None,
+) -> Partial:
+    """``range_counts`` on the rows ``ids`` (T_r, L, k) in memory, the first at global row ``row0``."""
+    lo, hi = 0, ids.shape[0]
     _, n_layers, k = ids.shape
-    _check(K.first_bad_row(ids, n_experts), row0 + lo, n_experts)
+    _check(K.first_bad_row(ids, n_experts), row0, n_experts)
     part = into if into is not None else _new_accumulator(want, n_groups, n_layers, n_experts)
     part.cap += (hi - lo) * k * k
     ee = n_experts * n_experts
@@ -152,27 +208,42 @@ def block_stats(
     """Gate-weight sums and consecutive-token agreement of one whole block (T_b, L, k) at global row ``row0``.
 
     Floating-point sums run over the whole block in row order, so they do not depend on how the pair
-    counts of the block were split into tasks.
+    counts of the block were split into tasks. ``block`` and ``weights`` are the block's arrays, or
+    ``TokenRows`` reading its ``len(group)`` rows from the store.
     """
-    ids = _ids(block)
+    n = len(group)
     part = Partial()
-    if want.weights and weights is not None:
-        w = np.ascontiguousarray(np.asarray(weights), dtype=np.float32)
-        _check(K.first_bad_row(ids, n_experts), row0, n_experts)
-        mass, ent, cnt, nan = K.weight_sums(ids, w, group, n_groups, n_experts)
-        part.mass, part.entropy, part.entropy_n, part.nan_weights = mass, ent, cnt, int(nan)
-    if want.agreement:
-        part.agree = K.agreement_counts(ids, group, seq, n_groups)
-        part.edges[index] = (np.array(ids[:1]), np.array(ids[-1:]))
+    with _rows(block, row0, 0, n) as rows:
+        ids = _ids(rows)
+        if want.weights and weights is not None:
+            _check(K.first_bad_row(ids, n_experts), row0, n_experts)
+            with _rows(weights, row0, 0, n) as stored, borrow(ids.shape, np.float32) as w:
+                w[...] = stored  # float16 -> float32, exact
+                mass, ent, cnt, nan = K.weight_sums(ids, w, group, n_groups, n_experts)
+            part.mass, part.entropy, part.entropy_n, part.nan_weights = mass, ent, cnt, int(nan)
+        if want.agreement:
+            part.agree = K.agreement_counts(ids, group, seq, n_groups)
+            part.edges[index] = (np.array(ids[:1]), np.array(ids[-1:]))
     return part
 
 
-def row_runs(n_rows: int, n_layers: int, k: int, want: Want) -> list[tuple[int, int]]:
-    """Split ``n_rows`` rows into near-equal runs of at most ``TASK_PAIRS`` pair increments each (and few
-    enough rows that no int32 count can overflow: k² per row at most)."""
+def row_runs(n_rows: int, n_layers: int, k: int, want: Want, *, row0: int = 0, align: int = 1) -> list[tuple[int, int]]:
+    """Split ``n_rows`` rows into near-equal runs of about ``TASK_PAIRS`` pair increments each (and few
+    enough rows that no int32 count can overflow: k² per row at most).
+
+    ``align``: cut only at global rows (``row0`` + local row) that are multiples of it, the store's chunk
+    rows when tasks read their rows from the store, so no chunk is decoded by two runs; unless a run would
+    then hold too many rows for int32 counts.
+    """
     per_row = max(want.pairs_per_token(n_layers, k), 1)
     n = max(1, -(-n_rows * per_row // TASK_PAIRS), -(-n_rows * k * k // INT32_MAX))
-    edges = np.linspace(0, n_rows, n + 1).round().astype(np.int64)
+    edges = np.linspace(0, n_rows, n + 1)
+    if align > 1:
+        cut = np.clip(np.round((row0 + edges) / align) * align - row0, 0, n_rows)
+        cut[0], cut[-1] = 0, n_rows
+        if np.diff(cut).max() * k * k <= INT32_MAX:
+            edges = cut
+    edges = edges.round().astype(np.int64)
     return [(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
 
 
@@ -194,16 +265,29 @@ def accumulate(
     """
     extra_codes = extra_codes or {}
     bounds = np.concatenate([[0], np.cumsum(inputs.token_chunks)]).astype(np.int64)
-    id_blocks = inputs.ids.to_delayed().ravel()
-    w_blocks = inputs.weights.to_delayed().ravel() if (want.weights and inputs.weights is not None) else None
+    n_blocks = len(bounds) - 1
+    id_blocks: Any
+    w_blocks: Any = None
+    align = 1
+    if inputs.ids_rows is not None:  # every task reads its rows from the store (module docstring)
+        id_blocks = [delayed(inputs.ids_rows, pure=True)] * n_blocks  # one key in the graph, shared
+        align = inputs.ids_rows.layout.chunks[0]
+    else:
+        id_blocks = inputs.ids.to_delayed().ravel()
+    if want.weights and inputs.weights is not None:
+        if inputs.weights_rows is not None:
+            w_blocks = [delayed(inputs.weights_rows, pure=True)] * n_blocks
+        else:
+            w_blocks = inputs.weights.to_delayed().ravel()
     n_layers, k = int(inputs.ids.shape[1]), int(inputs.ids.shape[2])
     count, stats = delayed(range_counts, pure=True), delayed(block_stats, pure=True)
     by_rows = want.load or want.coactivation is not None or want.transitions or want.per_unit or bool(want.extra)
-    # Runs of rows are counted by CHAINS chains of tasks, run j by chain j % CHAINS: each run adds into its
-    # chain's accumulator, so a pass allocates CHAINS sets of count arrays, not one per run. A chain starts
+    # Runs of rows are counted by C chains of tasks, run j by chain j % C: each run adds into its
+    # chain's accumulator, so a pass allocates C sets of count arrays, not one per run. A chain starts
     # a new accumulator before its int32 counts could overflow (cap: rows x k² per cell at most).
-    heads: list[Delayed | None] = [None] * CHAINS
-    caps = [0] * CHAINS
+    chains = n_chains()
+    heads: list[Delayed | None] = [None] * chains
+    caps = [0] * chains
     runs: list[Delayed] = []  # finished accumulators (integer counts)
     blocks: list[Delayed] = []  # gate-weight sums and agreement of whole blocks
     kept: list[int] = []
@@ -213,11 +297,11 @@ def accumulate(
         if not (inputs.group[a:b] >= 0).any():
             continue  # nothing selected here: the chunk is never read
         kept.append(i)
-        for lo, hi in row_runs(b - a, n_layers, k, want) if by_rows else []:
+        for lo, hi in row_runs(b - a, n_layers, k, want, row0=a, align=align) if by_rows else []:
             g = inputs.group[a + lo : a + hi]
             if not (g >= 0).any():
                 continue
-            ch = j % CHAINS
+            ch = j % chains
             j += 1
             if caps[ch] + (hi - lo) * k * k > INT32_MAX and heads[ch] is not None:
                 runs.append(heads[ch])  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ from workbench.errors import SelectionError, WorkbenchError
 from workbench.rank_order import is_rank_ordered
 from workbench.routing_config import RoutingConfig
 from workbench.store import schema as S
+from workbench.store.rows import TokenRows, token_rows
 from workbench.store.select import Selection, layer_indexer, token_mask
 
 GROUP_BY = ("domain", "segment", "sequence", "step")
@@ -48,6 +49,8 @@ class RoutingInputs:
     config: RoutingConfig
     token_id: np.ndarray  # (T,) int32
     rank_order: bool = True  # expert_ids' k axis is the router's rank order (false for engine stores)
+    ids_rows: TokenRows | None = None  # the ids (selected layers) read chunk by chunk; None: use ``ids``
+    weights_rows: TokenRows | None = None  # likewise for ``weights``
 
     @property
     def n_groups(self) -> int:
@@ -183,4 +186,6 @@ def prepare(
         config=config,
         token_id=np.asarray(ds[S.TOKEN_ID].values, dtype=np.int32),
         rank_order=is_rank_ordered(ds.attrs),
+        ids_rows=token_rows(ds, S.EXPERT_IDS, lay),
+        weights_rows=token_rows(ds, S.GATE_WEIGHTS, lay) if weights is not None else None,
     )

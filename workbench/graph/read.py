@@ -5,8 +5,9 @@ a gather over whole dask blocks: the store opens with blocks of ~128 MB (40,000 
 store, ~139,000 in a large one), so a 10,000-token selection decoded the full block of expert ids
 and again of gate weights, in separate passes per variable. Here the selected rows are grouped into
 *spans*, runs of rows with gaps shorter than one zarr chunk of the store, each span is read as a
-plain slice (which dask passes down to zarr, so only the zarr chunks the span touches are decoded),
-and every variable is computed in ONE ``dask.compute`` call; the rows are then taken in memory.
+plain slice, so only the zarr chunks the span touches are decoded: straight from the store's chunks
+into the result (``workbench.store.rows``) when the Dataset is a store's own, else through dask, every
+variable in ONE ``dask.compute`` call; the rows are then taken in memory.
 Several selections (the two sides of a difference) are read as the spans of their union, so a chunk
 they share is decoded once. The rows and layers are those ``select`` keeps, in the same order, and a
 selection ``select`` refuses is refused with the same error.
@@ -16,11 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import dask
 import numpy as np
 import xarray as xr
 
 from workbench.store import schema as S
+from workbench.store.rows import read_spans, spans
 from workbench.store.select import Selection, layer_indexer, select, token_mask
 
 DEFAULT_GAP = 8192  # tokens: runs closer than this are read as one span when the store's chunks are unknown
@@ -51,16 +52,6 @@ def selected_rows(ds: xr.Dataset, selection: Selection) -> np.ndarray:
     return rows
 
 
-def spans(rows: np.ndarray, gap: int) -> list[tuple[int, int]]:
-    """``[a, b)`` ranges covering sorted ``rows``; runs whose gap is below ``gap`` rows share a range."""
-    if rows.size == 0:
-        return []
-    cut = np.flatnonzero(np.diff(rows) > gap) + 1
-    starts = rows[np.concatenate([[0], cut])]
-    stops = rows[np.concatenate([cut - 1, [rows.size - 1]])] + 1
-    return list(zip(starts.tolist(), stops.tolist(), strict=True))
-
-
 def _chunk_rows(ds: xr.Dataset) -> int:
     """Tokens per zarr chunk of the expert ids (the store's encoding), else ``DEFAULT_GAP``."""
     chunks = ds[S.EXPERT_IDS].encoding.get("chunks") or ds[S.EXPERT_IDS].encoding.get("preferred_chunks")
@@ -85,11 +76,7 @@ def read_selections(
     lays = [layer_indexer(ds, sel) for sel in selections]
     union = sel_rows[0] if len(sel_rows) == 1 else np.unique(np.concatenate(sel_rows))
     runs = spans(union, _chunk_rows(ds))
-    lazy = [ds[name].isel({S.TOKEN: slice(a, b)}).data for name in names for a, b in runs]
-    arrays = dask.compute(*lazy)
-    whole = {
-        name: np.asarray(np.concatenate(arrays[j * len(runs) : (j + 1) * len(runs)])) for j, name in enumerate(names)
-    }
+    whole = read_spans(ds, names, runs)
     starts = np.array([a for a, _ in runs], dtype=np.int64)
     offset = np.concatenate([[0], np.cumsum([b - a for a, b in runs])]).astype(np.int64)
     seq_domain = [str(d) for d in ds[S.SEQUENCE_DOMAIN].values]

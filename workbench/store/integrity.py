@@ -194,9 +194,14 @@ class CheckedStore(WrapperStore[Store]):
                 raise damaged(self.where, layout, coords, "is missing")
             return
         if byte_range is None:
-            problem = check_bytes(layout, buf.as_numpy_array())
-            if problem is not None:
-                raise damaged(self.where, layout, coords, problem)
+            self.check_encoded(layout, coords, buf.as_numpy_array())
+
+    def check_encoded(self, layout: ArrayLayout, coords: tuple[int, ...], data: Any) -> None:
+        """Raise StoreDamagedError when ``data``, the whole encoded chunk at ``coords``, is not whole
+        (for readers that fetch a chunk's bytes themselves, ``rows.py``)."""
+        problem = check_bytes(layout, data)
+        if problem is not None:
+            raise damaged(self.where, layout, coords, problem)
 
     async def get(self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None) -> Buffer | None:
         buf = await self._store.get(key, prototype, byte_range)

@@ -27,6 +27,7 @@ from workbench.store.commit import open_root, read_root
 from workbench.store.integrity import CheckedStore
 from workbench.store.location import resolve
 from workbench.store.prepare import check_writable
+from workbench.store.rows import ARRAYS_KEY
 from workbench.store.writer import StoreWriter
 
 __all__ = ["StoreWriter", "check_appendable", "open_store", "read_attrs", "store_size"]
@@ -73,6 +74,9 @@ def open_store(
         warnings.simplefilter("ignore")  # zarr warns that consolidated metadata is not in the v3 spec yet
         ds = xr.open_zarr(checked, consolidated=True, chunks=chunks, zarr_format=3)
     ds.encoding["routing_store"] = checked  # how readers find derived data kept in the store (layer_index.py)
+    # The dask name of each lazy array as opened: ``rows.token_rows`` reads a variable straight from its
+    # chunks only while it is still this array (not rows selected, rechunked or replaced).
+    ds.encoding[ARRAYS_KEY] = {name: v.data.name for name, v in ds.variables.items() if hasattr(v.data, "dask")}
     return ds
 
 
