@@ -96,16 +96,29 @@ ARM = """(done) => {
 
 
 # Page coordinates of a point of the graph's trace ``name`` (a fraction picks which), from plotly's own
-# axes: works for SVG and WebGL (scattergl) traces alike. Plotly then picks the nearest point.
+# axes: works for SVG and WebGL (scattergl) traces alike, and for a heatmap (a non-empty cell: row = y,
+# column = x). Plotly then picks the nearest point (the cell under the mouse).
 POINT_XY = """([name, frac]) => {
   const gd = document.querySelector('.wb-plot-pane[data-pane=graph] .js-plotly-plot');
   const tr = gd && gd._fullData.find(t => t.name === name);
   if (!tr || !tr.x || !tr.x.length) return null;
-  const i = Math.min(tr.x.length - 1, Math.floor(frac * tr.x.length));
+  let x, y;
+  if (tr.type === 'heatmap') {
+    const cells = [];
+    tr.z.forEach((row, r) => row.forEach((v, c) => { if (Number.isFinite(v)) cells.push([r, c]); }));
+    if (!cells.length) return null;
+    const [r, c] = cells[Math.min(cells.length - 1, Math.floor(frac * cells.length))];
+    x = tr.x[c];
+    y = tr.y ? tr.y[r] : r;
+  } else {
+    const i = Math.min(tr.x.length - 1, Math.floor(frac * tr.x.length));
+    x = tr.x[i];
+    y = tr.y[i];
+  }
   const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
   gd.scrollIntoView({block: 'center'});
   const r = gd.getBoundingClientRect();
-  return [r.left + xa._offset + xa.l2p(tr.x[i]), r.top + ya._offset + ya.l2p(tr.y[i])];
+  return [r.left + xa._offset + xa.l2p(x), r.top + ya._offset + ya.l2p(y)];
 }"""
 
 
