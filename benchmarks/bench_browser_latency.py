@@ -27,8 +27,13 @@ until the widget says "wrote"). ``load``: Run All → first graph drawn (store r
 
 Where a graph action's time goes (``split``, from the graph pane's own ``performance.now()`` marks,
 widgets that have them): ``to_message`` = user event → the new figure arrived in the browser (comm round
-trip, kernel work, serialisation, transfer) and ``draw`` = ``Plotly.react`` of it. The kernel side alone
-is ``benchmarks/bench_widgets.py``.
+trip, kernel work, serialisation, transfer) and ``draw`` = ``Plotly.react`` of it. ``to_message`` is split
+further by the page's websocket events (their own time stamps): ``to_send`` = user event → the widget's
+state change left on the websocket (the browser's own work first: the transcript pane's update),
+``round_trip`` = that → the figure's message arrived on the websocket (Jupyter server, kernel work,
+serialisation, transfer), ``to_handled`` = that → the graph pane got the figure (JupyterLab's and
+ipywidgets' handling of the message), and ``message_kb``, its size. The kernel side alone is
+``benchmarks/bench_widgets.py``.
 """
 
 from __future__ import annotations
@@ -61,8 +66,27 @@ ACTION_MS = int(os.environ.get("WORKBENCH_BENCH_ACTION_MS", "120000"))  # one ac
 # {"signal": what} (a widget's wb-rendered event with detail.what), {"text": [selector, text]}.
 ARM = """(done) => {
   const area = document.querySelector('.jp-Notebook') || document.body;
-  const st = {t0: null, t1: null};
+  const st = {t0: null, t1: null, sent: null, msgs: []};
   window.__wb = st;
+  // the page's websocket traffic after the user's event: when the first message went out (the widget's
+  // state change) and when each message came in (its size), by the events' own time stamps
+  if (!window.__wbWs) {
+    window.__wbWs = true;
+    const send = WebSocket.prototype.send;
+    WebSocket.prototype.send = function (data) {
+      const w = window.__wb;
+      if (w && w.t0 !== null && w.sent === null) w.sent = performance.now();
+      if (!this.__wbListens) {
+        this.__wbListens = true;
+        this.addEventListener('message', (ev) => {
+          const w = window.__wb;
+          const n = ev.data.byteLength !== undefined ? ev.data.byteLength : (ev.data.size || ev.data.length || 0);
+          if (w && w.sent !== null && w.t1 === null) w.msgs.push([ev.timeStamp, n]);
+        });
+      }
+      return send.call(this, data);
+    };
+  }
   const start = () => { if (st.t0 === null) st.t0 = performance.now(); };
   const types = ['pointerdown', 'change', 'keydown'];
   for (const t of types) document.addEventListener(t, start, {capture: true});
@@ -97,7 +121,8 @@ ARM = """(done) => {
 
 # Page coordinates of a point of the graph's trace ``name`` (a fraction picks which), from plotly's own
 # axes: works for SVG and WebGL (scattergl) traces alike, and for a heatmap (a non-empty cell: row = y,
-# column = x). Plotly then picks the nearest point (the cell under the mouse).
+# column = x). Plotly then picks the nearest point (the cell under the mouse; an edge's hover marker when
+# the mouse is on one, which ends the same way: tokens highlighted).
 POINT_XY = """([name, frac]) => {
   const gd = document.querySelector('.wb-plot-pane[data-pane=graph] .js-plotly-plot');
   const tr = gd && gd._fullData.find(t => t.name === name);
@@ -105,7 +130,9 @@ POINT_XY = """([name, frac]) => {
   let x, y;
   if (tr.type === 'heatmap') {
     const cells = [];
-    tr.z.forEach((row, r) => row.forEach((v, c) => { if (Number.isFinite(v)) cells.push([r, c]); }));
+    const z = tr.z, ok = (r, c) => r >= 0 && r < z.length && Number.isFinite(z[r][c]);
+    // a cell whose neighbours above and below are drawn too: a cell is ~1 px tall at K2's 384 experts
+    z.forEach((row, r) => row.forEach((v, c) => { if (ok(r, c) && ok(r - 1, c) && ok(r + 1, c)) cells.push([r, c]); }));
     if (!cells.length) return null;
     const [r, c] = cells[Math.min(cells.length - 1, Math.floor(frac * cells.length))];
     x = tr.x[c];
@@ -126,9 +153,21 @@ POINT_XY = """([name, frac]) => {
 # the pane has none (older widgets) or its last redraw came before the event.
 SPLIT = """() => {
   const e = document.querySelector('.wb-plot-pane[data-pane=graph]');
-  if (!e || !e.dataset.receivedAt || !window.__wb || window.__wb.t0 === null) return null;
-  const at = Number(e.dataset.receivedAt) - window.__wb.t0;
-  return at < 0 ? null : {to_message_ms: at, draw_ms: Number(e.dataset.drawMs)};
+  const w = window.__wb;
+  if (!e || !e.dataset.receivedAt || !w || w.t0 === null) return null;
+  const at = Number(e.dataset.receivedAt) - w.t0;
+  if (at < 0) return null;
+  const out = {to_message_ms: at, draw_ms: Number(e.dataset.drawMs)};
+  if (w.sent !== null && w.msgs.length) {
+    // the largest message before the figure was handled is the figure's (the graph's state message)
+    const before = w.msgs.filter(m => m[0] <= Number(e.dataset.receivedAt));
+    const big = (before.length ? before : w.msgs).reduce((a, b) => (b[1] > a[1] ? b : a));
+    out.to_send_ms = w.sent - w.t0;
+    out.round_trip_ms = big[0] - w.sent;
+    out.to_handled_ms = Number(e.dataset.receivedAt) - big[0];
+    out.message_kb = big[1] / 1024;
+  }
+  return out;
 }"""
 
 
@@ -310,7 +349,7 @@ def main() -> None:
             for name, st in results[shape]["actions"].items():
                 med, p95 = st.get("median_ms", float("nan")), st.get("p95_ms", float("nan"))
                 sp = results[shape]["split"].get(name, {})
-                parts = "  ".join(f"{k[:-3]} {v['median_ms']:.0f}" for k, v in sp.items() if v.get("n"))
+                parts = "  ".join(f"{k.removesuffix('_ms')} {v['median_ms']:.0f}" for k, v in sp.items() if v.get("n"))
                 print(f"  {name:10s} median {med:8.1f} ms  p95 {p95:8.1f} ms  n={st['n']}  {parts}", flush=True)
             if results[shape]["failures"]:
                 print("  failures:", results[shape]["failures"], flush=True)

@@ -28,7 +28,7 @@ from workbench.graph.export import write_graph_data
 from workbench.graph.tables import RoutingCounts
 from workbench.outputs import atomic_path
 
-from .edge_layer import EDGE_BINS, edge_keys, edge_legend, edge_shapes
+from .edge_layer import edge_keys, edge_legend, edge_shapes
 from .node_layer import NODE_TRACE, clicked_node, node_trace, use_grid
 from .pathways import pathway_graph
 from .plot_pane import PlotPane
@@ -72,23 +72,22 @@ class GraphPane(widgets.VBox):
         # markers, one node trace) and layout (the edges as four path shapes) holding numpy arrays; a click
         # replaces the arrays and the PlotPane sends them as binary buffers, skipping plotly's per-property
         # validation, which costs more than the counting itself.
-        self._data: list[dict[str, Any]] = edge_keys()  # legend keys of the edge widths (edges: shapes)
-        self._data.append(
-            {
-                "type": "scatter",
-                "x": _EMPTY,
-                "y": _EMPTY,
-                "mode": "markers",
-                "marker": {"size": 9, "color": "rgba(0,0,0,0)"},  # invisible, but hovered and clicked
-                "customdata": np.zeros((0, 3)),
-                "text": [],
-                "hovertext": [],
-                "hovertemplate": _EDGE_HOVER,
-                "showlegend": False,
-                "name": EDGE_TRACE,
-            }
-        )
-        self._data.append({"type": "scatter", "x": _EMPTY, "y": _EMPTY, "mode": "markers", "name": NODE_TRACE})
+        self._keys = edge_keys()  # legend keys of the edge widths (the edges themselves are shapes)
+        self._edges: dict[str, Any] = {
+            "type": "scatter",
+            "x": _EMPTY,
+            "y": _EMPTY,
+            "mode": "markers",
+            "marker": {"size": 9, "color": "rgba(0,0,0,0)"},  # invisible, but hovered and clicked
+            "customdata": np.zeros((0, 3)),
+            "text": [],
+            "hovertext": [],
+            "hovertemplate": _EDGE_HOVER,
+            "showlegend": False,
+            "name": EDGE_TRACE,
+        }
+        self._nodes: dict[str, Any] = {"type": "scatter", "x": _EMPTY, "y": _EMPTY, "name": NODE_TRACE}
+        self._data: list[dict[str, Any]] = [*self._keys, self._edges, self._nodes]
         self._layout: dict[str, Any] = {
             "height": height,
             "margin": {"l": 50, "r": 10, "t": 58, "b": 84},
@@ -160,7 +159,7 @@ class GraphPane(widgets.VBox):
     def _clicked(self, trace: str, where: tuple[int, ...]) -> None:
         point = where[0] if where else -1
         try:
-            layer, expert = clicked_node(self._data[-1], self._node_at, where) if trace == NODE_TRACE else (-1, -1)
+            layer, expert = clicked_node(self._nodes, self._node_at, where) if trace == NODE_TRACE else (-1, -1)
             if layer >= 0:
                 for hn in self._node_handlers:
                     hn(layer, expert)
@@ -184,7 +183,12 @@ class GraphPane(widgets.VBox):
         self._layout["shapes"] = edge_shapes(p, above=grid)
         self._layout["legend"] = edge_legend(self.top_edges, p.weighted)
         self._show_edge_hover(p, edge_tokens, gl=grid)
-        self._data[-1], self._node_at, key = node_trace(p)
+        self._nodes, self._node_at, key = node_trace(p)
+        # Plotly's hover (and so its click) goes to the last trace with a point near the mouse, and a heatmap
+        # has one everywhere: the edges' markers come after it, and win only on the marker itself
+        # (hoverdistance 1 px), the cells everywhere else. Node markers come last, as they are drawn on top.
+        self._data = [self._nodes, *self._keys, self._edges] if grid else [*self._keys, self._edges, self._nodes]
+        self._layout["hoverdistance"] = 1 if grid else 20
         self._layout["title"]["text"] = plain(title)  # sequence ids and token text, shown literally
         self._layout["title"]["subtitle"]["text"] = key
         self._layout["yaxis"]["range"] = [-1, p.n_experts] if not grid else [-0.5, p.n_experts - 0.5]
@@ -196,7 +200,7 @@ class GraphPane(widgets.VBox):
         """Midpoint markers of the drawn edges: label, (count, weight, share) and top tokens for the hover
         (WebGL when ``gl``, a K2-sized graph, and there are many)."""
         e = p.edges
-        hover = self._data[EDGE_BINS]
+        hover = self._edges
         hover["type"] = "scattergl" if gl and len(e) > GL_EDGE_MARKERS else "scatter"
         hover["x"] = (p.layers[e.pair] + p.layers[e.pair + 1]) / 2.0
         hover["y"] = (e.src + e.dst) / 2.0
