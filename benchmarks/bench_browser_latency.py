@@ -27,13 +27,10 @@ until the widget says "wrote"). ``load``: Run All → first graph drawn (store r
 
 Where a graph action's time goes (``split``, from the graph pane's own ``performance.now()`` marks,
 widgets that have them): ``to_message`` = user event → the new figure arrived in the browser (comm round
-trip, kernel work, serialisation, transfer) and ``draw`` = ``Plotly.react`` of it. ``to_message`` is split
-further by the page's websocket events (their own time stamps): ``to_send`` = user event → the widget's
-state change left on the websocket (the browser's own work first: the transcript pane's update),
-``round_trip`` = that → the figure's message arrived on the websocket (Jupyter server, kernel work,
-serialisation, transfer), ``to_handled`` = that → the graph pane got the figure (JupyterLab's and
-ipywidgets' handling of the message), and ``message_kb``, its size. The kernel side alone is
-``benchmarks/bench_widgets.py``.
+trip, kernel work, serialisation, transfer) and ``draw`` = ``Plotly.react`` of it. Of ``to_message``,
+``to_send`` = user event → the page's first websocket send after it (the widget's state change leaving
+for the kernel: the browser's own work before it, e.g. JupyterLab's handling of a pointerdown in a
+cell). The kernel side alone is ``benchmarks/bench_widgets.py``.
 """
 
 from __future__ import annotations
@@ -66,27 +63,8 @@ ACTION_MS = int(os.environ.get("WORKBENCH_BENCH_ACTION_MS", "120000"))  # one ac
 # {"signal": what} (a widget's wb-rendered event with detail.what), {"text": [selector, text]}.
 ARM = """(done) => {
   const area = document.querySelector('.jp-Notebook') || document.body;
-  const st = {t0: null, t1: null, sent: null, msgs: []};
+  const st = {t0: null, t1: null, sent: null};
   window.__wb = st;
-  // the page's websocket traffic after the user's event: when the first message went out (the widget's
-  // state change) and when each message came in (its size), by the events' own time stamps
-  if (!window.__wbWs) {
-    window.__wbWs = true;
-    const send = WebSocket.prototype.send;
-    WebSocket.prototype.send = function (data) {
-      const w = window.__wb;
-      if (w && w.t0 !== null && w.sent === null) w.sent = performance.now();
-      if (!this.__wbListens) {
-        this.__wbListens = true;
-        this.addEventListener('message', (ev) => {
-          const w = window.__wb;
-          const n = ev.data.byteLength !== undefined ? ev.data.byteLength : (ev.data.size || ev.data.length || 0);
-          if (w && w.sent !== null && w.t1 === null) w.msgs.push([ev.timeStamp, n]);
-        });
-      }
-      return send.call(this, data);
-    };
-  }
   const start = () => { if (st.t0 === null) st.t0 = performance.now(); };
   const types = ['pointerdown', 'change', 'keydown'];
   for (const t of types) document.addEventListener(t, start, {capture: true});
@@ -117,6 +95,18 @@ ARM = """(done) => {
     obs.observe(area, {subtree: true, childList: true, characterData: true});
   }
 }"""
+
+
+# When the page first sent something on a websocket after the armed user event (the widget's state change
+# leaving for the kernel); installed before JupyterLab opens any socket.
+WS_HOOK = """(() => {
+  const send = window.WebSocket.prototype.send;
+  window.WebSocket.prototype.send = function (data) {
+    const w = window.__wb;
+    if (w && w.t0 !== null && w.sent === null) w.sent = performance.now();
+    return send.call(this, data);
+  };
+})();"""
 
 
 # Page coordinates of a point of the graph's trace ``name`` (a fraction picks which), from plotly's own
@@ -158,15 +148,7 @@ SPLIT = """() => {
   const at = Number(e.dataset.receivedAt) - w.t0;
   if (at < 0) return null;
   const out = {to_message_ms: at, draw_ms: Number(e.dataset.drawMs)};
-  if (w.sent !== null && w.msgs.length) {
-    // the largest message before the figure was handled is the figure's (the graph's state message)
-    const before = w.msgs.filter(m => m[0] <= Number(e.dataset.receivedAt));
-    const big = (before.length ? before : w.msgs).reduce((a, b) => (b[1] > a[1] ? b : a));
-    out.to_send_ms = w.sent - w.t0;
-    out.round_trip_ms = big[0] - w.sent;
-    out.to_handled_ms = Number(e.dataset.receivedAt) - big[0];
-    out.message_kb = big[1] / 1024;
-  }
+  if (w.sent !== null && w.sent <= Number(e.dataset.receivedAt)) out.to_send_ms = w.sent - w.t0;
   return out;
 }"""
 
@@ -246,6 +228,7 @@ def run_shape(pw: Any, shape: str, root: Path, args: argparse.Namespace) -> dict
     with jupyter_lab(root, python=args.python) as lab:
         browser = chromium(pw)
         page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        page.add_init_script(WS_HOOK)
         page.set_default_timeout(WAIT_MS)
         t0 = time.perf_counter()
         run_notebook(page, lab, nb_path.name)
