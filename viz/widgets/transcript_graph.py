@@ -22,9 +22,10 @@ import html
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import ipywidgets as widgets
 import numpy as np
@@ -57,6 +58,17 @@ def _lowest_priority() -> None:
 # the user looks at the first step (the counting kernel releases the GIL), so a first *All* click is served
 # from the cache instead of recounting the whole transcript (~1-4 s on a K2-sized one).
 _BACKGROUND = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wb-widget-all", initializer=_lowest_priority)
+# A background job starts this long after it is queued: meanwhile the kernel sends the new transcript and
+# graph to the browser, which a count in another thread (holding the GIL between its numpy calls) slows.
+BACKGROUND_PAUSE_S = 0.4
+T = TypeVar("T")
+
+
+def _paused(fn: Callable[..., T], *args: Any) -> T:
+    time.sleep(BACKGROUND_PAUSE_S)
+    return fn(*args)
+
+
 Counted = tuple[RoutingCounts, list[str] | None]  # drawn counts, top tokens of their edges
 
 
@@ -291,7 +303,7 @@ class TranscriptGraphWidget(widgets.VBox):
         key = (d.sequence_id, "all", -1, self.graph.top_edges)
         if not self.prefetch_all or key in self._counted or key in self._prefetched:
             return
-        self._prefetched[key] = _BACKGROUND.submit(self._count, d, np.arange(d.n_tokens), self.graph.top_edges)
+        self._prefetched[key] = _BACKGROUND.submit(_paused, self._count, d, np.arange(d.n_tokens), self.graph.top_edges)
         while len(self._prefetched) > self.keep_transcripts:  # transcripts dropped from memory
             self._prefetched.pop(next(iter(self._prefetched)))
 
@@ -302,7 +314,7 @@ class TranscriptGraphWidget(widgets.VBox):
         cur = self.data.sequence_id
         nxt = ids[(ids.index(cur) + 1) % len(ids)] if cur in ids else cur
         if self.prefetch_all and nxt not in self._loaded and nxt not in self._reading:
-            self._reading = {nxt: _BACKGROUND.submit(load_sequence, self._ds, nxt)}
+            self._reading = {nxt: _BACKGROUND.submit(_paused, load_sequence, self._ds, nxt)}
 
     def _selection_changed(self, _change: dict) -> None:
         try:
