@@ -1,12 +1,12 @@
 """The graph pane: a plotly figure of expert pathways, updated in place, with an export row.
 
 Layout: x = the model's MoE layer, y = expert id. The axes never move between selections, so clicking
-from step to step shows how the pathway changes. The figure has a fixed set of traces (four edge
-traces binned by strength, one trace of invisible markers at the edges' midpoints that carries their
-hover text and clicks, one node trace: markers, or on a K2-sized grid one heatmap image, ``node_layer``)
-whose arrays are replaced and sent as binary buffers to a ``PlotPane``, which redraws in place with
-``Plotly.react`` and reports clicks on nodes and edges. The title's subtitle says what size, colour and
-line width mean.
+from step to step shows how the pathway changes. The edges are four path shapes, one per strength bin
+(``edge_layer``), keyed by four data-less legend traces; the figure's other traces are the invisible
+markers at the edges' midpoints that carry their hover text and clicks, and one node trace (markers, or
+on a K2-sized grid one heatmap image: ``node_layer``). Their arrays are replaced and sent as binary
+buffers to a ``PlotPane``, which redraws in place with ``Plotly.react`` and reports clicks on nodes and
+edges. The subtitle says what node size and colour mean, the legend what line width means.
 """
 
 from __future__ import annotations
