@@ -394,26 +394,11 @@ function render({ model, el }) {
     showHighlight();
     showHits();
   });
-  // A selection made here is drawn in the next task, after its state change has left for the kernel
-  // (ipywidgets sends it in this task and its microtasks): the kernel counts while the browser restyles
-  // and lays out the page, instead of after (~10-90 ms of a click in a JupyterLab page).
-  const later = (fn) => {
-    let pending = false;
-    return () => {
-      if (pending) return;
-      pending = true;
-      setTimeout(() => {
-        pending = false;
-        fn();
-      }, 0);
-    };
-  };
-  const onSelection = later(showSelection);
   const onHighlight = coalesce(showHighlight);
   const onHits = coalesce(showHits);
   const dataTraits = ["token_text", "token_offsets", "span_start", "span_labels", "segment_kinds", "height"];
   for (const name of dataTraits) model.on(`change:${name}`, rebuild);
-  model.on("change:selection", onSelection);
+  model.on("change:selection", showSelection);
   model.on("change:highlight", onHighlight);
   model.on("change:highlight_label", onHighlight);
   model.on("change:hit_start", onHits);
@@ -422,7 +407,7 @@ function render({ model, el }) {
   return () => {
     observer.disconnect();
     for (const name of dataTraits) model.off(`change:${name}`, rebuild);
-    model.off("change:selection", onSelection);
+    model.off("change:selection", showSelection);
     model.off("change:highlight", onHighlight);
     model.off("change:highlight_label", onHighlight);
     model.off("change:hit_start", onHits);
