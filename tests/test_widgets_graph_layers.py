@@ -90,8 +90,8 @@ def test_a_click_on_a_heatmap_cell_opens_that_experts_card(ds, grid) -> None:
     li, ei = (int(v[0]) for v in np.nonzero(p.node_tokens))
     names = [t.name for t in w.graph.figure.data]
     # the heatmap comes first: plotly's hover goes to the last trace with a point near the mouse, a heatmap has
-    # one everywhere, so the edges' markers after it win on the marker itself (hoverdistance 1 px) only
-    assert names[0] == "experts" and names[-1] == "edges" and w.graph.figure.layout.hoverdistance == 1
+    # one everywhere, so the edges' markers after it win within 5 px of their centre only
+    assert names[0] == "experts" and names[-1] == "edges" and w.graph.figure.layout.hoverdistance == 5
     trace = names.index("experts")
     w.graph.plot._on_message(w.graph.plot, {"type": "click", "trace": trace, "point": [ei, li]}, [])
     assert w.card.page is not None and (w.card.page.layer, w.card.page.expert) == (int(p.layers[li]), ei)

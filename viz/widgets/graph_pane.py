@@ -186,9 +186,10 @@ class GraphPane(widgets.VBox):
         self._nodes, self._node_at, key = node_trace(p)
         # Plotly's hover (and so its click) goes to the last trace with a point near the mouse, and a heatmap
         # has one everywhere: the edges' markers come after it, and win only on the marker itself
-        # (hoverdistance 1 px), the cells everywhere else. Node markers come last, as they are drawn on top.
+        # (hoverdistance 5 px: WebGL markers measure it from their centre), the cells everywhere else. Node
+        # markers come last, as they are drawn on top.
         self._data = [self._nodes, *self._keys, self._edges] if grid else [*self._keys, self._edges, self._nodes]
-        self._layout["hoverdistance"] = 1 if grid else 20
+        self._layout["hoverdistance"] = 5 if grid else 20
         self._layout["title"]["text"] = plain(title)  # sequence ids and token text, shown literally
         self._layout["title"]["subtitle"]["text"] = key
         self._layout["yaxis"]["range"] = [-1, p.n_experts] if not grid else [-0.5, p.n_experts - 0.5]
