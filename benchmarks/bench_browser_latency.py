@@ -27,8 +27,10 @@ until the widget says "wrote"). ``load``: Run All → first graph drawn (store r
 
 Where a graph action's time goes (``split``, from the graph pane's own ``performance.now()`` marks,
 widgets that have them): ``to_message`` = user event → the new figure arrived in the browser (comm round
-trip, kernel work, serialisation, transfer) and ``draw`` = ``Plotly.react`` of it. The kernel side alone
-is ``benchmarks/bench_widgets.py``.
+trip, kernel work, serialisation, transfer) and ``draw`` = ``Plotly.react`` of it. Of ``to_message``,
+``to_send`` = user event → the page's first websocket send after it (the widget's state change leaving
+for the kernel: the browser's own work before it, e.g. JupyterLab's handling of a pointerdown in a
+cell). The kernel side alone is ``benchmarks/bench_widgets.py``.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ ACTION_MS = int(os.environ.get("WORKBENCH_BENCH_ACTION_MS", "120000"))  # one ac
 # {"signal": what} (a widget's wb-rendered event with detail.what), {"text": [selector, text]}.
 ARM = """(done) => {
   const area = document.querySelector('.jp-Notebook') || document.body;
-  const st = {t0: null, t1: null};
+  const st = {t0: null, t1: null, sent: null};
   window.__wb = st;
   const start = () => { if (st.t0 === null) st.t0 = performance.now(); };
   const types = ['pointerdown', 'change', 'keydown'];
@@ -95,17 +97,45 @@ ARM = """(done) => {
 }"""
 
 
+# When the page first sent something on a websocket after the armed user event (the widget's state change
+# leaving for the kernel); installed before JupyterLab opens any socket.
+WS_HOOK = """(() => {
+  const send = window.WebSocket.prototype.send;
+  window.WebSocket.prototype.send = function (data) {
+    const w = window.__wb;
+    if (w && w.t0 !== null && w.sent === null) w.sent = performance.now();
+    return send.call(this, data);
+  };
+})();"""
+
+
 # Page coordinates of a point of the graph's trace ``name`` (a fraction picks which), from plotly's own
-# axes: works for SVG and WebGL (scattergl) traces alike. Plotly then picks the nearest point.
+# axes: works for SVG and WebGL (scattergl) traces alike, and for a heatmap (a non-empty cell: row = y,
+# column = x). Plotly then picks the nearest point (the cell under the mouse; an edge's hover marker when
+# the mouse is on one, which ends the same way: tokens highlighted).
 POINT_XY = """([name, frac]) => {
   const gd = document.querySelector('.wb-plot-pane[data-pane=graph] .js-plotly-plot');
   const tr = gd && gd._fullData.find(t => t.name === name);
   if (!tr || !tr.x || !tr.x.length) return null;
-  const i = Math.min(tr.x.length - 1, Math.floor(frac * tr.x.length));
+  let x, y;
+  if (tr.type === 'heatmap') {
+    const cells = [];
+    const z = tr.z, ok = (r, c) => r >= 0 && r < z.length && Number.isFinite(z[r][c]);
+    // a cell whose neighbours above and below are drawn too: a cell is ~1 px tall at K2's 384 experts
+    z.forEach((row, r) => row.forEach((v, c) => { if (ok(r, c) && ok(r - 1, c) && ok(r + 1, c)) cells.push([r, c]); }));
+    if (!cells.length) return null;
+    const [r, c] = cells[Math.min(cells.length - 1, Math.floor(frac * cells.length))];
+    x = tr.x[c];
+    y = tr.y ? tr.y[r] : r;
+  } else {
+    const i = Math.min(tr.x.length - 1, Math.floor(frac * tr.x.length));
+    x = tr.x[i];
+    y = tr.y[i];
+  }
   const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
   gd.scrollIntoView({block: 'center'});
   const r = gd.getBoundingClientRect();
-  return [r.left + xa._offset + xa.l2p(tr.x[i]), r.top + ya._offset + ya.l2p(tr.y[i])];
+  return [r.left + xa._offset + xa.l2p(x), r.top + ya._offset + ya.l2p(y)];
 }"""
 
 
@@ -113,9 +143,13 @@ POINT_XY = """([name, frac]) => {
 # the pane has none (older widgets) or its last redraw came before the event.
 SPLIT = """() => {
   const e = document.querySelector('.wb-plot-pane[data-pane=graph]');
-  if (!e || !e.dataset.receivedAt || !window.__wb || window.__wb.t0 === null) return null;
-  const at = Number(e.dataset.receivedAt) - window.__wb.t0;
-  return at < 0 ? null : {to_message_ms: at, draw_ms: Number(e.dataset.drawMs)};
+  const w = window.__wb;
+  if (!e || !e.dataset.receivedAt || !w || w.t0 === null) return null;
+  const at = Number(e.dataset.receivedAt) - w.t0;
+  if (at < 0) return null;
+  const out = {to_message_ms: at, draw_ms: Number(e.dataset.drawMs)};
+  if (w.sent !== null && w.sent <= Number(e.dataset.receivedAt)) out.to_send_ms = w.sent - w.t0;
+  return out;
 }"""
 
 
@@ -197,6 +231,7 @@ def run_shape(pw: Any, shape: str, root: Path, args: argparse.Namespace) -> dict
     with jupyter_lab(root, python=args.python) as lab:
         browser = chromium(pw)
         page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        page.add_init_script(WS_HOOK)
         page.set_default_timeout(WAIT_MS)
         t0 = time.perf_counter()
         run_notebook(page, lab, nb_path.name)
@@ -301,7 +336,7 @@ def main() -> None:
             for name, st in results[shape]["actions"].items():
                 med, p95 = st.get("median_ms", float("nan")), st.get("p95_ms", float("nan"))
                 sp = results[shape]["split"].get(name, {})
-                parts = "  ".join(f"{k[:-3]} {v['median_ms']:.0f}" for k, v in sp.items() if v.get("n"))
+                parts = "  ".join(f"{k.removesuffix('_ms')} {v['median_ms']:.0f}" for k, v in sp.items() if v.get("n"))
                 print(f"  {name:10s} median {med:8.1f} ms  p95 {p95:8.1f} ms  n={st['n']}  {parts}", flush=True)
             if results[shape]["failures"]:
                 print("  failures:", results[shape]["failures"], flush=True)

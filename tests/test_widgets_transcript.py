@@ -211,3 +211,17 @@ def test_all_is_counted_in_the_background_and_equals_counting_it_on_click(ds) ->
     w.picker.value = "t1"  # a newly loaded transcript is prefetched too
     assert ("t1", "all", -1, w.graph.top_edges) in w._prefetched
     assert not TranscriptGraphWidget(ds, prefetch_all=False)._prefetched
+
+
+def test_the_next_transcript_is_read_in_the_background_and_a_switch_takes_it(ds) -> None:
+    from workbench.viz.widgets.sequence_data import load_sequence
+
+    w = TranscriptGraphWidget(ds, sequence="t0")
+    assert list(w._reading) == ["t1"]  # the picker's next transcript
+    ahead = w._reading["t1"].result()
+    w.picker.value = "t1"
+    assert w.data is ahead and not w._reading.get("t1")  # taken from the background read, not read again
+    direct = load_sequence(ds, "t1")
+    assert np.array_equal(w.data.expert_ids, direct.expert_ids) and w.data.token_text == direct.token_text
+    assert "t1: step 0" in w.graph.figure.layout.title.text
+    assert not TranscriptGraphWidget(ds, prefetch_all=False)._reading

@@ -1,10 +1,12 @@
 """The graph pane: a plotly figure of expert pathways, updated in place, with an export row.
 
 Layout: x = the model's MoE layer, y = expert id. The axes never move between selections, so clicking
-from step to step shows how the pathway changes. The figure has a fixed set of traces (four edge
-traces binned by strength, one trace of invisible markers at the edges' midpoints that carries their
-hover text and clicks, one node trace) whose arrays are replaced and sent as binary buffers to a
-``PlotPane``, which redraws in place with ``Plotly.react`` and reports clicks on nodes and edges.
+from step to step shows how the pathway changes. The edges are four path shapes, one per strength bin
+(``edge_layer``), keyed by four data-less legend traces; the figure's other traces are the invisible
+markers at the edges' midpoints that carry their hover text and clicks, and one node trace (markers, or
+on a K2-sized grid one heatmap image: ``node_layer``). Their arrays are replaced and sent as binary
+buffers to a ``PlotPane``, which redraws in place with ``Plotly.react`` and reports clicks on nodes and
+edges. The subtitle says what node size and colour mean, the legend what line width means.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from workbench.graph.export import write_graph_data
 from workbench.graph.tables import RoutingCounts
 from workbench.outputs import atomic_path
 
+from .edge_layer import edge_keys, edge_legend, edge_shapes
+from .node_layer import NODE_TRACE, clicked_node, node_trace, use_grid
 from .pathways import pathway_graph
 from .plot_pane import PlotPane
 
@@ -36,38 +40,20 @@ EXPORT_FORMATS = ("png", "svg", "graphml")
 # PNG pixels per CSS pixel of an export from the button (the pane's size as shown): sharp when zoomed or
 # printed, as the CLI's PNGs (``export_figure``, scale 2); the WebGL layer is drawn at 2 pixels per CSS pixel.
 BUTTON_PNG_SCALE = 2.0
-_EDGE_BINS = 4
 _EMPTY = np.zeros(0)
-_EDGE_COLOURS = ("rgba(120,120,120,0.25)", "rgba(90,90,140,0.4)", "rgba(60,60,160,0.6)", "rgba(30,30,180,0.85)")
-_NODE_HOVER = "L%{x}:E%{y}<br>%{customdata} tokens<br>mean gate %{marker.color:.3f}<extra></extra>"
-_NODE_HOVER_IDS_ONLY = "L%{x}:E%{y}<br>%{customdata} tokens<extra></extra>"
 _EDGE_HOVER = (
     "%{text}<br>%{customdata[0]} tokens · weight %{customdata[1]:.3f} · share %{customdata[2]:.1%}"
     "<br>%{hovertext}<extra>click: its tokens</extra>"
 )
-EDGE_TRACE, NODE_TRACE = "edges", "experts"
-# Above this many nodes the node trace is drawn with WebGL (plotly's scattergl: one canvas) instead of one
-# SVG element per node: a K2 step draws ~16k nodes, which SVG lays out in hundreds of ms per click.
-GL_NODES = 3000
-# The edges' invisible hover markers join the nodes on WebGL when there is a WebGL canvas anyway: a K2
-# graph draws 24 edges × 59 layer pairs = 1,416 of them, as SVG 1,416 path elements styled one by one per
-# click; a small graph stays all SVG (a WebGL canvas of its own costs more than a few hundred markers).
+EDGE_TRACE = "edges"
+# The edges' invisible hover markers are drawn with WebGL (plotly's scattergl: one canvas) above this many
+# edges on a heatmap-sized grid: a K2 graph draws 24 edges × 59 layer pairs = 1,416 of them, as SVG 1,416
+# path elements styled one by one per click; a small graph stays all SVG (a WebGL canvas of its own costs
+# more than a few hundred markers).
 GL_EDGE_MARKERS = 500
 NodeHandler = Callable[[int, int], None]  # (layer index, expert)
 EdgeHandler = Callable[[int, int, int], None]  # (layer-pair index, source expert, target expert)
 EdgeTokens = Callable[[np.ndarray, np.ndarray, np.ndarray], "list[str] | None"]
-
-
-def _edge_xy(p: RoutingCounts, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Line segments with NaN breaks, shape (3·m,) each."""
-    x = np.full((idx.size, 3), np.nan, dtype=np.float32)  # layer and expert ids are exact in float32
-    y = np.full((idx.size, 3), np.nan, dtype=np.float32)
-    lp = p.edges.pair[idx]
-    x[:, 0] = p.layers[lp]
-    x[:, 1] = p.layers[lp + 1]
-    y[:, 0] = p.edges.src[idx]
-    y[:, 1] = p.edges.dst[idx]
-    return x.ravel(), y.ravel()
 
 
 class GraphPane(widgets.VBox):
@@ -88,65 +74,41 @@ class GraphPane(widgets.VBox):
         self._all_edges: Callable[[], RoutingCounts] | None = None  # the same rows, every edge (export)
         self.graph: nx.DiGraph | None = None
         self.title = ""
-        # The figure is a plain dict of fixed traces (four edge bins, the edges' hover markers, one node
-        # trace) holding numpy arrays; a click replaces the arrays and the PlotPane sends them as binary
-        # buffers, skipping plotly's per-property validation, which costs more than the counting itself.
-        self._data: list[dict[str, Any]] = [
-            {
-                "type": "scatter",
-                "x": _EMPTY,
-                "y": _EMPTY,
-                "mode": "lines",
-                "line": {"width": 0.6 + 1.1 * b, "color": _EDGE_COLOURS[b]},
-                "hoverinfo": "skip",
-                "showlegend": False,
-                "name": f"edges q{b + 1}",
-            }
-            for b in range(_EDGE_BINS)
-        ]
-        self._data.append(
-            {
-                "type": "scatter",
-                "x": _EMPTY,
-                "y": _EMPTY,
-                "mode": "markers",
-                "marker": {"size": 9, "color": "rgba(0,0,0,0)"},  # invisible, but hovered and clicked
-                "customdata": np.zeros((0, 3)),
-                "text": [],
-                "hovertext": [],
-                "hovertemplate": _EDGE_HOVER,
-                "showlegend": False,
-                "name": EDGE_TRACE,
-            }
-        )
-        self._data.append(
-            {
-                "type": "scatter",
-                "x": _EMPTY,
-                "y": _EMPTY,
-                "mode": "markers",
-                "marker": {
-                    "size": _EMPTY,
-                    "color": _EMPTY,
-                    "colorscale": "Viridis",
-                    "showscale": True,
-                    "line": {"width": 0},
-                    "colorbar": {"title": {"text": "mean gate"}},
-                },
-                "customdata": _EMPTY,
-                "hovertemplate": _NODE_HOVER,
-                "showlegend": False,
-                "name": NODE_TRACE,
-            }
-        )
+        # The figure is a plain dict of fixed traces (four legend keys of the edge bins, the edges' hover
+        # markers, one node trace) and layout (the edges as four path shapes) holding numpy arrays; a click
+        # replaces the arrays and the PlotPane sends them as binary buffers, skipping plotly's per-property
+        # validation, which costs more than the counting itself.
+        self._keys = edge_keys()  # legend keys of the edge widths (the edges themselves are shapes)
+        self._edges: dict[str, Any] = {
+            "type": "scatter",
+            "x": _EMPTY,
+            "y": _EMPTY,
+            "mode": "markers",
+            "marker": {"size": 9, "color": "rgba(0,0,0,0)"},  # invisible, but hovered and clicked
+            "customdata": np.zeros((0, 3)),
+            "text": [],
+            "hovertext": [],
+            "hovertemplate": _EDGE_HOVER,
+            "showlegend": False,
+            "name": EDGE_TRACE,
+        }
+        self._nodes: dict[str, Any] = {"type": "scatter", "x": _EMPTY, "y": _EMPTY, "name": NODE_TRACE}
+        self._data: list[dict[str, Any]] = [*self._keys, self._edges, self._nodes]
         self._layout: dict[str, Any] = {
             "height": height,
-            "margin": {"l": 50, "r": 10, "t": 40, "b": 40},
+            "margin": {"l": 50, "r": 10, "t": 58, "b": 84},
             "xaxis": {"title": {"text": "MoE layer"}, "dtick": 1},
             "yaxis": {"title": {"text": "expert"}},
             "plot_bgcolor": "white",
             "template": "none",  # the default template would be most of the JSON sent per click
-            "title": {"text": "select a step, segment or token", "font": {"size": 13}},
+            "shapes": [],
+            "showlegend": True,
+            "legend": edge_legend(top_edges, True),
+            "title": {
+                "text": "select a step, segment or token",
+                "font": {"size": 13},
+                "subtitle": {"text": "", "font": {"size": 11, "color": "#555"}},
+            },
         }
         self.format = widgets.Dropdown(options=list(EXPORT_FORMATS), value="png", layout={"width": "90px"})
         self.path = widgets.Text(value="reasoning_graph", description="file", layout={"width": "260px"})
@@ -203,9 +165,10 @@ class GraphPane(widgets.VBox):
     def _clicked(self, trace: str, where: tuple[int, ...]) -> None:
         point = where[0] if where else -1
         try:
-            if trace == NODE_TRACE and 0 <= point < self._node_at[0].size:
+            layer, expert = clicked_node(self._nodes, self._node_at, where) if trace == NODE_TRACE else (-1, -1)
+            if layer >= 0:
                 for hn in self._node_handlers:
-                    hn(int(self._node_at[0][point]), int(self._node_at[1][point]))
+                    hn(layer, expert)
             elif trace == EDGE_TRACE and self.pathways is not None and 0 <= point < len(self.pathways.edges):
                 e = self.pathways.edges
                 for he in self._edge_handlers:
@@ -222,48 +185,29 @@ class GraphPane(widgets.VBox):
         ``edge_tokens(pair, src, dst)`` gives each drawn edge's top tokens for its hover text (or None)."""
         self.pathways, self.title, self._all_edges = p, title, all_edges
         self.graph = None  # built on export only: the figure needs the arrays, not networkx
-        idx = np.arange(len(p.edges))
-        strength = p.edges.weight  # gate-product sums, or counts for ids-only routing
-        if idx.size:
-            qs = np.quantile(strength, [0.5, 0.8, 0.95])
-            bins = np.searchsorted(qs, strength, side="right")  # (m,) in 0..3
-        else:
-            bins = np.zeros(0, dtype=np.int64)
-        li, ei = np.nonzero(p.node_tokens)
-        tokens = p.node_tokens[li, ei]
-        mean_gate = p.mean_gate[li, ei]
-        colour = mean_gate if p.weighted else tokens.astype(np.float64)
-        layers = p.layers[li]
-        # Hover reads the token count from a numeric customdata and the mean gate from the colour: no
-        # per-node strings to build and send.
-        size = 4 + 14 * np.sqrt(tokens / max(1, p.n_tokens))
-        for b in range(_EDGE_BINS):
-            x, y = _edge_xy(p, idx[bins == b])
-            self._data[b]["x"], self._data[b]["y"] = x, y
-        self._show_edge_hover(p, edge_tokens, gl=li.size > GL_NODES)
-        self._node_at = (li.astype(np.int64), ei.astype(np.int64))
-        nodes = self._data[_EDGE_BINS + 1]
-        nodes["type"] = "scattergl" if li.size > GL_NODES else "scatter"
-        nodes["x"] = layers.astype(np.int32)
-        nodes["y"] = ei.astype(np.int32)
-        # 32-bit on the wire (half the bytes of a K2 step's ~16k nodes): token counts are exact in int32,
-        # sizes and colours need no more than float32's 7 digits.
-        nodes["customdata"] = tokens.astype(np.int32)
-        nodes["hovertemplate"] = _NODE_HOVER if p.weighted else _NODE_HOVER_IDS_ONLY
-        nodes["marker"]["size"] = size.astype(np.float32)
-        nodes["marker"]["color"] = colour.astype(np.float32)
-        nodes["marker"]["colorbar"] = {"title": {"text": "mean gate" if p.weighted else "tokens"}}
+        grid = use_grid(p)
+        self._layout["shapes"] = edge_shapes(p, above=grid)
+        self._layout["legend"] = edge_legend(self.top_edges, p.weighted)
+        self._show_edge_hover(p, edge_tokens, gl=grid)
+        self._nodes, self._node_at, key = node_trace(p)
+        # Plotly's hover (and so its click) goes to the last trace with a point near the mouse, and a heatmap
+        # has one everywhere: the edges' markers come after it, and win only on the marker itself
+        # (hoverdistance 5 px: WebGL markers measure it from their centre), the cells everywhere else. Node
+        # markers come last, as they are drawn on top.
+        self._data = [self._nodes, *self._keys, self._edges] if grid else [*self._keys, self._edges, self._nodes]
+        self._layout["hoverdistance"] = 5 if grid else 20
         self._layout["title"]["text"] = plain(title)  # sequence ids and token text, shown literally
-        self._layout["yaxis"]["range"] = [-1, p.n_experts]
+        self._layout["title"]["subtitle"]["text"] = key
+        self._layout["yaxis"]["range"] = [-1, p.n_experts] if not grid else [-0.5, p.n_experts - 0.5]
         # every layer labelled while the labels fit (the mini K2's 6); K2's 60 would overlap: every 5th
         self._layout["xaxis"]["dtick"] = 1 if p.layers.size <= 24 else 5
         self.plot.show(self._data, self._layout)
 
     def _show_edge_hover(self, p: RoutingCounts, edge_tokens: EdgeTokens | None, *, gl: bool) -> None:
         """Midpoint markers of the drawn edges: label, (count, weight, share) and top tokens for the hover
-        (WebGL when ``gl``, the nodes are, and there are many)."""
+        (WebGL when ``gl``, a K2-sized graph, and there are many)."""
         e = p.edges
-        hover = self._data[_EDGE_BINS]
+        hover = self._edges
         hover["type"] = "scattergl" if gl and len(e) > GL_EDGE_MARKERS else "scatter"
         hover["x"] = (p.layers[e.pair] + p.layers[e.pair + 1]) / 2.0
         hover["y"] = (e.src + e.dst) / 2.0

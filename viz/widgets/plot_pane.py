@@ -62,6 +62,8 @@ def encode_arrays(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: encode_arrays(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
+        if all(isinstance(v, str) for v in value):  # hover texts: thousands of strings, nothing to encode
+            return list(value)
         return [encode_arrays(v) for v in value]
     return value
 

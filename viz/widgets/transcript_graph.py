@@ -22,9 +22,10 @@ import html
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import ipywidgets as widgets
 import numpy as np
@@ -57,6 +58,17 @@ def _lowest_priority() -> None:
 # the user looks at the first step (the counting kernel releases the GIL), so a first *All* click is served
 # from the cache instead of recounting the whole transcript (~1-4 s on a K2-sized one).
 _BACKGROUND = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wb-widget-all", initializer=_lowest_priority)
+# A background job starts this long after it is queued: meanwhile the kernel sends the new transcript and
+# graph to the browser, which a count in another thread (holding the GIL between its numpy calls) slows.
+BACKGROUND_PAUSE_S = 0.4
+T = TypeVar("T")
+
+
+def _paused(fn: Callable[..., T], *args: Any) -> T:
+    time.sleep(BACKGROUND_PAUSE_S)
+    return fn(*args)
+
+
 Counted = tuple[RoutingCounts, list[str] | None]  # drawn counts, top tokens of their edges
 
 
@@ -78,7 +90,9 @@ class TranscriptGraphWidget(widgets.VBox):
         Pixel height of both panes.
     prefetch_all : bool
         Count the whole transcript (the *All* selection) in a background thread as soon as a
-        transcript is loaded, so the first *All* click does not wait for it.
+        transcript is loaded, so the first *All* click does not wait for it; and read the next
+        transcript of the picker from the store there too, so switching to it does not wait for the
+        store (one more transcript in memory: ~75 MB for 38k tokens at K2's shape).
 
     Examples
     --------
@@ -99,6 +113,7 @@ class TranscriptGraphWidget(widgets.VBox):
         self._ds = as_dataset(store)
         self.prefetch_all = prefetch_all
         self._prefetched: dict[tuple[str, str, int, int], Future[Counted]] = {}
+        self._reading: dict[str, Future[SequenceData]] = {}  # transcripts read in the background
         self._vocab = store_vocab(self._ds)  # top tokens of exported nodes
         self._texts = text_vocab(self._vocab)  # decoded, for cards and edge hovers
         self.keep_transcripts = 3  # loaded transcripts kept in memory for switching back
@@ -229,6 +244,7 @@ class TranscriptGraphWidget(widgets.VBox):
         if self.graph.pathways is None:  # the trait held that value already: draw it anyway
             self._update()
         self._prefetch_all()  # after the first graph: it is what the user sees first
+        self._prefetch_next()
 
     def _describe(self, sel: dict[str, Any], rows: np.ndarray) -> str:
         d = self.data
@@ -287,9 +303,18 @@ class TranscriptGraphWidget(widgets.VBox):
         key = (d.sequence_id, "all", -1, self.graph.top_edges)
         if not self.prefetch_all or key in self._counted or key in self._prefetched:
             return
-        self._prefetched[key] = _BACKGROUND.submit(self._count, d, np.arange(d.n_tokens), self.graph.top_edges)
+        self._prefetched[key] = _BACKGROUND.submit(_paused, self._count, d, np.arange(d.n_tokens), self.graph.top_edges)
         while len(self._prefetched) > self.keep_transcripts:  # transcripts dropped from memory
             self._prefetched.pop(next(iter(self._prefetched)))
+
+    def _prefetch_next(self) -> None:
+        """Read the picker's next transcript in the background thread (after the *All* count: it runs one
+        job at a time), unless it is in memory or being read; only the latest such guess is kept."""
+        ids = [str(x) for x in self.picker.options]
+        cur = self.data.sequence_id
+        nxt = ids[(ids.index(cur) + 1) % len(ids)] if cur in ids else cur
+        if self.prefetch_all and nxt not in self._loaded and nxt not in self._reading:
+            self._reading = {nxt: _BACKGROUND.submit(_paused, load_sequence, self._ds, nxt)}
 
     def _selection_changed(self, _change: dict) -> None:
         try:
@@ -321,6 +346,9 @@ class TranscriptGraphWidget(widgets.VBox):
     def _load(self, sequence: str) -> SequenceData:
         """The sequence's arrays, from a small cache of the last transcripts shown (switching back is free)."""
         hit = self._loaded.pop(sequence, None)
+        reading = self._reading.pop(sequence, None)
+        if hit is None and reading is not None:  # read (or being read) in the background
+            hit = reading.result()
         data = hit if hit is not None else load_sequence(self._ds, sequence)
         self._loaded[sequence] = data
         while len(self._loaded) > self.keep_transcripts:
