@@ -41,15 +41,16 @@ def pw() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def graph_figure(tmp_path_factory: pytest.TempPathFactory) -> go.Figure:
-    """A TranscriptGraphWidget's graph pane on a 24-layer × 256-expert store: its nodes are WebGL."""
+    """A TranscriptGraphWidget's graph pane on a 24-layer × 256-expert store: its nodes are one heatmap,
+    its edges path shapes above it, and the edges' hover markers WebGL (as at K2's size)."""
     from workbench.viz.widgets import TranscriptGraphWidget
-    from workbench.viz.widgets.graph_pane import GL_NODES
 
     config = synthetic_config(24, 256, 8)
     rec = transcript_record("t0", 3, rng=np.random.default_rng(0), config=config, think=64, call=20, result=40)
     path = write_store(tmp_path_factory.mktemp("store") / "s.zarr", [rec], config)
     fig = TranscriptGraphWidget(open_test_store(path)).graph.figure
-    assert fig.data[-1].type == "scattergl" and len(fig.data[-1].x) > GL_NODES
+    assert fig.data[0].type == "heatmap" and any(t.type == "scattergl" for t in fig.data)
+    assert fig.layout.shapes and all(shape.type == "path" for shape in fig.layout.shapes)
     return fig
 
 
@@ -113,7 +114,8 @@ def test_svg_is_a_vector_picture_with_the_webgl_layer_as_an_image(pw: Any, graph
     finally:
         browser.close()
     assert svg.startswith("<svg") and f'viewBox="0 0 {w} {h}"' in svg
-    assert len(re.findall(r'<path class="js-line"', svg)) > 100  # every edge a vector path
+    segments = sum(d.count("L") for d in re.findall(r'<path[^>]* d="(M[^"]*)"', svg))
+    assert segments > 100  # every edge a segment of a vector path (the shapes; grid lines draw with "h"/"v")
     assert "select a step" not in svg and "step 0" in svg  # the title, as text
     assert "mean gate" in svg  # the colour bar's title
     # the WebGL layer (plotly's context and focus canvases): rasters, as in plotly's own SVG
