@@ -98,10 +98,7 @@ function render({ model, el }) {
     queued = queued
       .then(() => {
         t2 = performance.now();
-        // doubleClick "reset": back to the figure's own axes. Plotly's default also autoranges when they are
-        // shown already, and it counts any two clicks within 300 ms as a double click, so clicking a node
-        // and then an edge quickly moved the graph's fixed axes.
-        return Plotly.react(div, data, layout, { displaylogo: false, responsive: true, doubleClick: "reset" });
+        return Plotly.react(div, data, layout, { displaylogo: false, responsive: true });
       })
       .then(() => {
         // where the browser's time went (benchmarks/bench_browser_latency.py reads these)
