@@ -1,4 +1,5 @@
-"""Shared fixtures: the repository root, the bundled mini K2, and its routing store of the prompt suite."""
+"""Shared fixtures: the repository root, the bundled mini K2, its routing store of the prompt suite, and a
+small store of many chunks for the store's own tests."""
 
 from __future__ import annotations
 
@@ -37,3 +38,21 @@ def suite_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = CliRunner().invoke(app, ["record", "--model", "k2-mini", "--prompts", str(suite), "--out", str(out)])
     assert result.exception is None and result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """16 tokens and 4 sequences/spans per chunk, so a dozen short sequences span several chunks and a
+    partly filled tail."""
+    from workbench.store import codecs
+
+    monkeypatch.setattr(codecs, "MAX_TOKEN_CHUNK", 16)
+    monkeypatch.setattr(codecs, "TABLE_CHUNK", 4)
+
+
+@pytest.fixture
+def tiny_store(tmp_path: Path, small_chunks: None) -> Path:
+    """A store of ``store_helpers.N_RECORDS`` short sequences of ``tiny_config()`` in small chunks."""
+    from store_helpers import N_RECORDS, make_record, write_tiny
+
+    return Path(write_tiny(tmp_path / "s.zarr", [make_record(i) for i in range(N_RECORDS)]))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from workbench.routing_config import RoutingConfig
 from workbench.store.dataset import SequenceRecord, SpanRecord
+from workbench.store.io import StoreWriter
 
 N_LAYERS, TOP_K, N_EXPERTS, VOCAB = 3, 2, 16, 40
 
@@ -22,6 +25,17 @@ def tiny_config(**changes: object) -> RoutingConfig:
 
 def tiny_tokenizer(vocab: int = VOCAB) -> dict:
     return {"name": "tiny", "vocab": [f"w{i}" for i in range(vocab)], "special_tokens": {"w0": 0}}
+
+
+N_RECORDS = 12  # sequences in the ``tiny_store`` fixture (tests/conftest.py)
+
+
+def write_tiny(path: Path | str, records: list[SequenceRecord]) -> Path | str:
+    """Write (or append) ``records`` to a store of ``tiny_config()``; a path or an fsspec URL."""
+    with StoreWriter(path, tiny_config(), tiny_tokenizer()) as w:
+        for r in records:
+            w.add(r)
+    return path
 
 
 def make_record(

@@ -9,37 +9,15 @@ import fsspec
 import numpy as np
 import pytest
 import xarray as xr
-from store_helpers import make_record, tiny_config, tiny_tokenizer
+from store_helpers import N_RECORDS, make_record, write_tiny
 
 from workbench import analysis as A
 from workbench.analysis.inputs import prepare
 from workbench.errors import StoreDamagedError
-from workbench.store import codecs
 from workbench.store import schema as S
-from workbench.store.io import StoreWriter, open_store
+from workbench.store.io import open_store
 from workbench.store.rows import borrow, token_rows
 from workbench.store.select import parse_where
-
-N_RECORDS = 12
-
-
-@pytest.fixture
-def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """16 tokens per chunk, so a dozen short sequences span several chunks and a partly filled tail."""
-    monkeypatch.setattr(codecs, "MAX_TOKEN_CHUNK", 16)
-    monkeypatch.setattr(codecs, "TABLE_CHUNK", 4)
-
-
-def write(path: Path | str, records: list) -> Path | str:
-    with StoreWriter(path, tiny_config(), tiny_tokenizer()) as w:
-        for r in records:
-            w.add(r)
-    return path
-
-
-@pytest.fixture
-def store(tmp_path: Path, small_chunks: None) -> Path:
-    return Path(write(tmp_path / "s.zarr", [make_record(i) for i in range(N_RECORDS)]))
 
 
 def ranges(n: int) -> list[tuple[int, int]]:
@@ -47,8 +25,8 @@ def ranges(n: int) -> list[tuple[int, int]]:
     return [(0, 16), (3, 9), (5, 40), (16, 48), (n - 7, n), (n // 2, n // 2), (0, n), (15, 17)]
 
 
-def test_rows_are_the_values_zarr_gives(store: Path) -> None:
-    ds = open_store(store)
+def test_rows_are_the_values_zarr_gives(tiny_store: Path) -> None:
+    ds = open_store(tiny_store)
     n = ds.sizes[S.TOKEN]
     assert n % 16, "the store ends in a partly filled chunk"
     ids, w = ds[S.EXPERT_IDS].values, ds[S.GATE_WEIGHTS].values
@@ -67,37 +45,37 @@ def test_rows_are_the_values_zarr_gives(store: Path) -> None:
         r_ids.read_into(0, n + 1, np.empty((n + 1, *ids.shape[1:]), ids.dtype))
 
 
-def test_only_the_stores_own_arrays_are_read_from_chunks(store: Path) -> None:
-    ds = open_store(store)
+def test_only_the_stores_own_arrays_are_read_from_chunks(tiny_store: Path) -> None:
+    ds = open_store(tiny_store)
     assert token_rows(ds, S.EXPERT_IDS) is not None and token_rows(ds.copy(), S.EXPERT_IDS) is not None
     not_own = {
         "rows selected": ds.isel({S.TOKEN: slice(0, 20)}),
         "rechunked": ds.chunk({S.TOKEN: 7}),
         "in memory": ds.compute(),
         "replaced": ds.assign({S.EXPERT_IDS: ds[S.EXPERT_IDS] + 0}),
-        "plain xarray": xr.open_zarr(store, consolidated=True, zarr_format=3),
+        "plain xarray": xr.open_zarr(tiny_store, consolidated=True, zarr_format=3),
     }
     for why, other in not_own.items():
         assert token_rows(other, S.EXPERT_IDS) is None, why
     assert token_rows(ds, "no_such_variable") is None
 
 
-def test_the_rows_of_the_last_commit_while_a_writer_appends(store: Path) -> None:
-    ds = open_store(store)
+def test_the_rows_of_the_last_commit_while_a_writer_appends(tiny_store: Path) -> None:
+    ds = open_store(tiny_store)
     n = ds.sizes[S.TOKEN]
     before = ds[S.EXPERT_IDS].values.copy()
-    write(store, [make_record(100 + i) for i in range(3)])  # rewrites the tail chunk with more rows
+    write_tiny(tiny_store, [make_record(100 + i) for i in range(3)])  # rewrites the tail chunk with more rows
     reader = token_rows(ds, S.EXPERT_IDS)
     assert reader is not None
     with reader.rows(0, n) as got:
         np.testing.assert_array_equal(got, before)
-    assert open_store(store).sizes[S.TOKEN] > n
+    assert open_store(tiny_store).sizes[S.TOKEN] > n
 
 
 def test_object_store_urls_read_through_the_checked_store(small_chunks: None, request: pytest.FixtureRequest) -> None:
     url = f"memory://wb-{request.node.name}/routing.zarr"
     try:
-        write(url, [make_record(i) for i in range(N_RECORDS)])
+        write_tiny(url, [make_record(i) for i in range(N_RECORDS)])
         ds = open_store(url)
         reader = token_rows(ds, S.EXPERT_IDS)
         assert reader is not None
@@ -108,8 +86,8 @@ def test_object_store_urls_read_through_the_checked_store(small_chunks: None, re
 
 
 @pytest.mark.parametrize("damage", ["missing", "truncate", "flip"])
-def test_a_damaged_chunk_is_refused_by_rows_and_by_the_analysis(store: Path, damage: str) -> None:
-    chunk = store / "expert_ids/c/1/0/0"
+def test_a_damaged_chunk_is_refused_by_rows_and_by_the_analysis(tiny_store: Path, damage: str) -> None:
+    chunk = tiny_store / "expert_ids/c/1/0/0"
     blob = chunk.read_bytes()
     if damage == "missing":
         chunk.unlink()
@@ -117,7 +95,7 @@ def test_a_damaged_chunk_is_refused_by_rows_and_by_the_analysis(store: Path, dam
         chunk.write_bytes(blob[: len(blob) // 2])
     else:
         chunk.write_bytes(blob[:20] + bytes([blob[20] ^ 0xFF]) + blob[21:])
-    ds = open_store(store)
+    ds = open_store(tiny_store)
     reader = token_rows(ds, S.EXPERT_IDS)
     assert reader is not None
     out = np.empty((10, *reader.row_shape), np.int16)
@@ -129,8 +107,8 @@ def test_a_damaged_chunk_is_refused_by_rows_and_by_the_analysis(store: Path, dam
         A.expert_load(ds)
 
 
-def test_analysis_reads_from_chunks_with_the_same_results_as_through_dask(store: Path) -> None:
-    ds = open_store(store)
+def test_analysis_reads_from_chunks_with_the_same_results_as_through_dask(tiny_store: Path) -> None:
+    ds = open_store(tiny_store)
     assert prepare(ds).ids_rows is not None
     # the same values in memory, cut into the same dask blocks (float sums add up block by block)
     mem = ds.compute().chunk({S.TOKEN: ds.chunks[S.TOKEN]})
@@ -167,7 +145,7 @@ def test_version_1_stores_read_with_their_fill_values_and_checks(
     with monkeypatch.context() as m:
         _as_version_1(m)
         # 40 tokens, the last 20 generated: chunk 0 of ``generated`` (rows 0:16) holds only False, left unwritten
-        path = Path(write(tmp_path / "v1.zarr", [make_record(0, 40)]))
+        path = Path(write_tiny(tmp_path / "v1.zarr", [make_record(0, 40)]))
     assert not (path / "generated/c/0").exists()
     ds = open_store(path)
     reader = token_rows(ds, S.GENERATED)
