@@ -42,7 +42,7 @@ def summarize(store: str, storage_options: dict[str, Any] | None = None) -> dict
     size = store_size(store, storage_options)
     ids_size = store_size(f"{store.rstrip('/')}/{S.EXPERT_IDS}", storage_options)
     token_layers = n_tokens * len(cfg.moe_layers)
-    layer_index = index_status(ds.encoding["routing_store"]._store, attrs)
+    layer_index = index_status(ds.encoding["routing_store"].inner, attrs)
     return {
         "store": store,
         "model": cfg.model_name,

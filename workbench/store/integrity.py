@@ -178,6 +178,11 @@ class CheckedStore(WrapperStore[Store]):
     def _with_store(self, store: Store) -> CheckedStore:
         return type(self)(store, self.root, self.where)
 
+    @property
+    def inner(self) -> Store:
+        """The store this view reads, unchecked (for files kept beside the arrays, e.g. the layer index)."""
+        return self._store
+
     def locate(self, key: str) -> tuple[ArrayLayout, tuple[int, ...]] | None:
         layout = self._layouts.get(key.split("/", 1)[0])
         coords = layout.parse(key) if layout is not None else None

@@ -175,7 +175,7 @@ def open_index(ds: Any) -> LayerIndex | None:
     handle = ds.encoding.get("routing_store") if hasattr(ds, "encoding") else None
     if not isinstance(handle, CheckedStore):
         return None
-    pointer = _pointer(handle._store)
+    pointer = _pointer(handle.inner)
     if pointer is None or _status(pointer, ds.attrs) != "fresh":
         return None
     committed = ds.attrs.get("committed") or {}
@@ -186,7 +186,7 @@ def open_index(ds: Any) -> LayerIndex | None:
     )
     if not whole:  # a sub-Dataset (``isel``/``select`` keep the encoding): its rows are not the index's
         return None
-    return _open_build(handle._store, handle.where, pointer)
+    return _open_build(handle.inner, handle.where, pointer)
 
 
 def _builds(store: Store) -> list[str]:

@@ -84,7 +84,7 @@ class TokenRows:
         first, last = a // step, -(-b // step)
         coords = [(c, *([0] * (len(lay.shape) - 1))) for c in range(first, last)]
         chunk_nbytes = step * int(np.prod(self.row_shape)) * self.dtype.itemsize
-        local = self.store._store.root if isinstance(self.store._store, LocalStore) else None
+        local = self.store.inner.root if isinstance(self.store.inner, LocalStore) else None
         with borrow((chunk_nbytes + BLOSC_OVERHEAD,), np.uint8) as spare:
             if local is None:
                 encoded: Iterable[Any] = (
