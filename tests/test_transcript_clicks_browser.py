@@ -47,6 +47,11 @@ IN_VIEW = """(e) => { const b = e.closest('.wb-body').getBoundingClientRect(), r
   return r.height > 0 && r.top >= b.top - 1 && r.bottom <= b.bottom + 1; }"""
 
 
+# Where it is, for a failure's message.
+RECTS = """(e) => { const b = e.closest('.wb-body'); const r = e.getBoundingClientRect(), q = b.getBoundingClientRect();
+  return {el: [r.top, r.bottom], body: [q.top, q.bottom], scrollTop: b.scrollTop, scrollHeight: b.scrollHeight}; }"""
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     if not Path(CHROMIUM).exists():
@@ -67,6 +72,15 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     nbformat.write(nb, root / "clicks.ipynb")
     with jupyter_lab(root) as lab:
         yield lab
+
+
+def _wait_in_view(loc: Any) -> None:
+    """Wait until ``loc`` lies inside the transcript body's visible box (the pane scrolls it there and
+    keeps it there for a few frames while what is above it grows); fail with its boxes after 60 s."""
+    try:
+        loc.page.wait_for_function(IN_VIEW, arg=loc.element_handle(), timeout=60_000)
+    except Exception as err:
+        raise AssertionError(f"not scrolled into the pane: {loc.evaluate(RECTS)}") from err
 
 
 def _select(page: Any, action: Any, title: str) -> None:
@@ -118,7 +132,7 @@ def test_clicks_send_first_and_mark_the_selection(lab: dict[str, str], tmp_path:
             sel = view.locator(".wb-seg.wb-sel")
             assert sel.count() >= 2 and view.locator(".wb-tok-sel").count() == 0
             assert all(f"step {last}" in (h or "") for h in sel.locator(".wb-seg-head").all_text_contents())
-            assert sel.first.evaluate(IN_VIEW)
+            _wait_in_view(sel.first)
             assert f"step {last}:" in (status.text_content() or "")
 
             # a token far down, in that step: sent, then marked
@@ -149,13 +163,12 @@ def test_clicks_send_first_and_mark_the_selection(lab: dict[str, str], tmp_path:
             box.press("Enter")
             page.wait_for_function("() => Number(document.querySelector('.wb-transcript').dataset.hits) > 1")
             view.locator("button[title='previous hit']").click()
-            info = view.locator(".wb-search-info")
             n_hits = int(view.get_attribute("data-hits") or 0)
             page.wait_for_function(
                 "(n) => document.querySelector('.wb-search-info').textContent.includes(`hit ${n}/${n}`)", arg=n_hits
             )
             cur = view.locator(".wb-tok-cur").first
-            assert cur.evaluate(IN_VIEW), info.text_content()
+            _wait_in_view(cur)
             hit_pos = int(cur.get_attribute("data-pos") or 0)
             first_hit = int(view.locator(".wb-tok-hit").first.get_attribute("data-pos") or 0)
             assert hit_pos > first_hit

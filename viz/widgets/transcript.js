@@ -213,10 +213,30 @@ function render({ model, el }) {
   }
 
   // From client rects, not offsetTop: a chunk is a layout-containment root (content-visibility in
-  // transcript.css), so it, not the body, is its segments' and tokens' offsetParent.
+  // transcript.css), so it, not the body, is its segments' and tokens' offsetParent. The target is put
+  // 8 px below the top, then kept there for a few frames: segments just above it get their tokens
+  // (the observer fills what comes near) and chunks coming on screen take their real height, which
+  // would push it down, out of view after a long jump; a user's wheel, key or pointer ends that.
+  let settling = 0;
+  let userMoved = false;
+  for (const type of ["wheel", "pointerdown", "keydown", "touchstart"]) {
+    body.addEventListener(type, () => (userMoved = true), { passive: true });
+  }
   function scrollTo(target) {
-    const top = target.getBoundingClientRect().top - body.getBoundingClientRect().top + body.scrollTop - 8;
-    body.scrollTop = Math.max(0, top);
+    const place = () => {
+      const top = target.getBoundingClientRect().top - body.getBoundingClientRect().top + body.scrollTop - 8;
+      body.scrollTop = Math.max(0, top);
+    };
+    place();
+    cancelAnimationFrame(settling);
+    userMoved = false;
+    let frames = 0;
+    const again = () => {
+      if (userMoved || !target.isConnected) return;
+      place();
+      if (++frames < 6) settling = requestAnimationFrame(again);
+    };
+    settling = requestAnimationFrame(again);
   }
 
   // The change leaves for the kernel first: model.set fires change:selection, whose redraw
@@ -433,6 +453,7 @@ function render({ model, el }) {
   rebuild();
   return () => {
     observer.disconnect();
+    cancelAnimationFrame(settling);
     for (const name of dataTraits) model.off(`change:${name}`, rebuild);
     model.off("change:selection", onSelection);
     model.off("change:highlight", onHighlight);
