@@ -214,9 +214,10 @@ function render({ model, el }) {
 
   // From client rects, not offsetTop: a chunk is a layout-containment root (content-visibility in
   // transcript.css), so it, not the body, is its segments' and tokens' offsetParent. The target is put
-  // 8 px below the top, then kept there for a few frames: segments just above it get their tokens
-  // (the observer fills what comes near) and chunks coming on screen take their real height, which
-  // would push it down, out of view after a long jump; a user's wheel, key or pointer ends that.
+  // 8 px below the top, then kept there for 6 frames, longer while it still moves (at most 12):
+  // segments just above it get their tokens (the observer fills what comes near) and chunks coming on
+  // screen take their real height, which would push it down, out of view after a long jump. A user's
+  // wheel, key or pointer in the text ends that.
   let settling = 0;
   let userMoved = false;
   for (const type of ["wheel", "pointerdown", "keydown", "touchstart"]) {
@@ -231,10 +232,14 @@ function render({ model, el }) {
     cancelAnimationFrame(settling);
     userMoved = false;
     let frames = 0;
+    let still = 0; // frames in a row that needed no correction
     const again = () => {
       if (userMoved || !target.isConnected) return;
+      const was = body.scrollTop;
       place();
-      if (++frames < 6) settling = requestAnimationFrame(again);
+      still = body.scrollTop === was ? still + 1 : 0;
+      frames += 1;
+      if ((frames < 6 || still < 2) && frames < 12) settling = requestAnimationFrame(again);
     };
     settling = requestAnimationFrame(again);
   }
