@@ -61,6 +61,11 @@ function layoutBlocks(s) {
   return blocks;
 }
 
+// Segments are grouped CHUNK to a div that the browser skips (style, layout, paint) while it is off
+// screen (content-visibility in transcript.css). Per segment, the browser's visibility observer over
+// ~1,200 segments cost 20-40 ms of every step's redraw; per chunk it watches ~150.
+const CHUNK = 8;
+
 function render({ model, el }) {
   const decoder = new TextDecoder("utf-8");
   let s = readState(model);
@@ -161,7 +166,14 @@ function render({ model, el }) {
     body.replaceChildren();
     blocks = layoutBlocks(s);
     blockOfToken = new Int32Array(s.nTokens);
+    let chunk = null;
     blocks.forEach((b, bi) => {
+      if (bi % CHUNK === 0) {
+        chunk = document.createElement("div");
+        chunk.className = "wb-chunk";
+        chunk.style.setProperty("--wb-n", String(Math.min(CHUNK, blocks.length - bi)));
+        body.append(chunk);
+      }
       blockOfToken.fill(bi, b.start, b.stop);
       const div = document.createElement("div");
       div.className = `wb-seg wb-kind-${kindName(b.kind)}`;
@@ -182,7 +194,7 @@ function render({ model, el }) {
       div.append(head, seg);
       b.el = div;
       b.bodyEl = seg;
-      body.append(div);
+      chunk.append(div);
       observer.observe(div);
     });
     legend.replaceChildren(
@@ -200,11 +212,41 @@ function render({ model, el }) {
     body.style.height = `${model.get("height")}px`;
   }
 
+  // From client rects, not offsetTop: a chunk is a layout-containment root (content-visibility in
+  // transcript.css), so it, not the body, is its segments' and tokens' offsetParent. The target is put
+  // 8 px below the top, then kept there for 6 frames, longer while it still moves (at most 12):
+  // segments just above it get their tokens (the observer fills what comes near) and chunks coming on
+  // screen take their real height, which would push it down, out of view after a long jump. A user's
+  // wheel, key or pointer in the text ends that.
+  let settling = 0;
+  let userMoved = false;
+  for (const type of ["wheel", "pointerdown", "keydown", "touchstart"]) {
+    body.addEventListener(type, () => (userMoved = true), { passive: true });
+  }
   function scrollTo(target) {
-    const top = target.offsetTop - body.offsetTop - 8;
-    body.scrollTop = Math.max(0, top);
+    const place = () => {
+      const top = target.getBoundingClientRect().top - body.getBoundingClientRect().top + body.scrollTop - 8;
+      body.scrollTop = Math.max(0, top);
+    };
+    place();
+    cancelAnimationFrame(settling);
+    userMoved = false;
+    let frames = 0;
+    let still = 0; // frames in a row that needed no correction
+    const again = () => {
+      if (userMoved || !target.isConnected) return;
+      const was = body.scrollTop;
+      place();
+      still = body.scrollTop === was ? still + 1 : 0;
+      frames += 1;
+      if ((frames < 6 || still < 2) && frames < 12) settling = requestAnimationFrame(again);
+    };
+    settling = requestAnimationFrame(again);
   }
 
+  // The change leaves for the kernel first: model.set fires change:selection, whose redraw
+  // (showSelection: classes, a layout read, maybe a scroll) waits for a microtask, so save_changes
+  // sends before it; both still happen in this task, before the next frame.
   function setSelection(kind, index) {
     model.set("selection", { kind, index });
     model.save_changes();
@@ -372,6 +414,15 @@ function render({ model, el }) {
   prev.addEventListener("click", () => move(-1));
   next.addEventListener("click", () => move(1));
   allBtn.addEventListener("click", () => setSelection("all", -1));
+  // The pane's buttons leave the keyboard focus where it was (as JupyterLab's toolbar buttons do; Tab
+  // still reaches them). A mouse-focused button would take the focus from the notebook cell, and the
+  // next click in the text gives it back: each change of the cell's focus makes JupyterLab's CSS restyle
+  // the cell's whole subtree, tens of ms before the click's message could leave.
+  const keepFocus = (ev) => {
+    if (ev.button === 0 && ev.target.closest("button")) ev.preventDefault();
+  };
+  bar.addEventListener("mousedown", keepFocus);
+  search.addEventListener("mousedown", keepFocus);
 
   // Backbone fires one change event per trait of a message: run each redraw once per message.
   const coalesce = (fn) => {
@@ -394,11 +445,12 @@ function render({ model, el }) {
     showHighlight();
     showHits();
   });
+  const onSelection = coalesce(showSelection);
   const onHighlight = coalesce(showHighlight);
   const onHits = coalesce(showHits);
   const dataTraits = ["token_text", "token_offsets", "span_start", "span_labels", "segment_kinds", "height"];
   for (const name of dataTraits) model.on(`change:${name}`, rebuild);
-  model.on("change:selection", showSelection);
+  model.on("change:selection", onSelection);
   model.on("change:highlight", onHighlight);
   model.on("change:highlight_label", onHighlight);
   model.on("change:hit_start", onHits);
@@ -406,8 +458,9 @@ function render({ model, el }) {
   rebuild();
   return () => {
     observer.disconnect();
+    cancelAnimationFrame(settling);
     for (const name of dataTraits) model.off(`change:${name}`, rebuild);
-    model.off("change:selection", showSelection);
+    model.off("change:selection", onSelection);
     model.off("change:highlight", onHighlight);
     model.off("change:highlight_label", onHighlight);
     model.off("change:hit_start", onHits);
