@@ -4,6 +4,7 @@ which order the messages leave, and the store read behind ``load_sequence`` (rea
 from __future__ import annotations
 
 import dataclasses
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +109,22 @@ def test_a_switch_sends_the_graph_then_the_transcript_then_the_token_path(ds) ->
     assert view_state["sequence_id"] == "t2" and view_state["highlight_label"] == ""
     assert "t2: step 0" in w.graph.figure.layout.title.text and "t2" not in w.graph.figure.layout.title.text[4:]
     assert w.data.sequence_id == "t2" and w.view.highlighted.size == 0
+
+
+def test_a_read_still_queued_behind_another_job_is_done_on_the_switch(ds) -> None:
+    from workbench.viz.widgets import transcript_graph
+
+    gate = threading.Event()
+    blocker = transcript_graph._BACKGROUND.submit(gate.wait, 120)  # e.g. a long count of All
+    try:
+        w = TranscriptGraphWidget(ds, sequence="t0")
+        queued = w._reading["t1"]
+        assert not queued.done()
+        w.picker.value = "t1"  # does not wait for the blocker: the queued read is dropped, t1 read here
+        assert queued.cancelled() and not blocker.done()
+        direct = load_sequence(ds, "t1")
+        assert np.array_equal(w.data.expert_ids, direct.expert_ids) and w.data.token_text == direct.token_text
+        assert w.view.sequence_id == "t1" and "t1: step 0" in w.graph.figure.layout.title.text
+    finally:
+        gate.set()
+        blocker.result()

@@ -243,8 +243,11 @@ class TranscriptGraphWidget(widgets.VBox):
         self.view.select(*(("step", step) if step is not None else _first_selection(self.data)))
         if self.graph.pathways is None:  # the trait held that value already: draw it anyway
             self._update()
-        self._prefetch_all()  # after the first graph: it is what the user sees first
+        # after the first graph (what the user sees first); the next transcript's read first, as the shorter
+        # job (~0.2 s at K2's shape, against 1-4 s for counting All): a switch soon after opening need not wait
+        # for the count
         self._prefetch_next()
+        self._prefetch_all()
 
     def _describe(self, sel: dict[str, Any], rows: np.ndarray) -> str:
         d = self.data
@@ -308,7 +311,7 @@ class TranscriptGraphWidget(widgets.VBox):
             self._prefetched.pop(next(iter(self._prefetched)))
 
     def _prefetch_next(self) -> None:
-        """Read the picker's next transcript in the background thread (after the *All* count: it runs one
+        """Read the picker's next transcript in the background thread (before the *All* count: it runs one
         job at a time), unless it is in memory or being read; only the latest such guess is kept."""
         ids = [str(x) for x in self.picker.options]
         cur = self.data.sequence_id
@@ -369,6 +372,8 @@ class TranscriptGraphWidget(widgets.VBox):
         or from the background read of the picker's next one, with what it prepared (``_read_ahead``)."""
         hit = self._loaded.pop(sequence, None)
         reading = self._reading.pop(sequence, None)
+        if reading is not None and reading.cancel():  # still queued behind another job: read it now instead
+            reading = None
         if hit is None and reading is not None:  # read (or being read) in the background
             hit = reading.result()
             ready = self._ready.get(sequence)
