@@ -97,15 +97,15 @@ def test_switching_back_re_sends_the_same_prebuilt_transcript(ds) -> None:
     assert w.view.sequence_id == "t0" and w.selection == {"kind": "step", "index": 0} and w.graph.pathways is not None
 
 
-def test_a_switch_sends_the_graph_then_the_transcript_then_the_token_path(ds) -> None:
+def test_a_switch_sends_the_transcript_then_the_graph_then_the_token_path(ds) -> None:
     w = TranscriptGraphWidget(ds, sequence="t0")
     layer, expert = int(w.graph._node_at[0][0]), int(w.graph._node_at[1][0])
     w.show_expert(layer, expert)  # a card and a highlight, both cleared by the switch
     log = record_messages(w)
     w.picker.value = "t2"  # not the prefetched one: read from the store on the switch
     order = [part for part, _state, _buffers in log]
-    assert order == ["card", "graph", "view", "token_path"]
-    view_state = log[2][1]
+    assert order == ["view", "card", "graph", "token_path"]  # one message each
+    view_state = log[0][1]
     assert view_state["sequence_id"] == "t2" and view_state["highlight_label"] == ""
     assert "t2: step 0" in w.graph.figure.layout.title.text and "t2" not in w.graph.figure.layout.title.text[4:]
     assert w.data.sequence_id == "t2" and w.view.highlighted.size == 0
