@@ -11,6 +11,11 @@ blocks and selection) and the token path. This script times, per switch, from th
 - ``whole``: the latest of the three, i.e. the view the user sees is complete (DOM updated; the paint
   follows within a frame).
 
+It first measures the kernel side of the same switches in this process (no browser): ms from the
+picker's change to the transcript pane's message and to the graph's message leaving (handed to the
+comm, state extracted, as ipywidgets sends it), and a switch made 1 s after the widget opened (while
+its background jobs may still run; the widget reads the next transcript and counts *All* there).
+
 Same stores and notebook as ``bench_browser_latency.py`` (K2 shape: 60 MoE layers × 384 experts, top-8,
 two 300-step transcripts of ~38k tokens; mini K2: 6 × 64). As there, the same script measures older
 code run with another checkout's interpreter:
@@ -61,6 +66,47 @@ DONE = """() => {
 MARKS = ("title", "transcript", "token_path", "whole")
 
 
+def kernel_side(store: Path, switches: int) -> dict[str, Any]:
+    """The kernel's part of a switch, timed here: see the module docstring."""
+    import ipywidgets
+    from workbench.viz.widgets import TranscriptGraphWidget, transcript_graph
+    from workbench.viz.widgets.sequence_data import as_dataset
+
+    sent: list[tuple[float, str]] = []
+    send = ipywidgets.Widget._send
+
+    def timed_send(self: Any, msg: dict[str, Any], buffers: Any = None) -> None:
+        sent.append((time.perf_counter(), type(self).__name__))
+
+    def idle() -> None:  # the widgets' background thread has nothing left to do
+        transcript_graph._BACKGROUND.submit(lambda: None).result()
+
+    ipywidgets.Widget._send = timed_send  # type: ignore[method-assign]
+    try:
+        ds = as_dataset(str(store))
+        first = []
+        for _ in range(2):
+            w = TranscriptGraphWidget(ds)
+            time.sleep(1.0)
+            t = time.perf_counter()
+            w.picker.value = "long2"
+            first.append((time.perf_counter() - t) * 1000)
+            idle()
+        to_view, to_graph, total = [], [], []
+        for i in range(switches):
+            idle()
+            sent.clear()
+            t = time.perf_counter()
+            w.picker.value = "long" if i % 2 == 0 else "long2"
+            total.append((time.perf_counter() - t) * 1000)
+            to_view.append((min(x for x, who in sent if who == "TranscriptView") - t) * 1000)
+            to_graph.append((min(x for x, who in sent if who == "PlotPane") - t) * 1000)
+    finally:
+        ipywidgets.Widget._send = send  # type: ignore[method-assign]
+    return {"first_switch_after_open": _stats(first), "to_transcript_message": _stats(to_view),
+            "to_graph_message": _stats(to_graph), "switch_total": _stats(total)}  # fmt: skip
+
+
 def _stats(ms: list[float]) -> dict[str, float]:
     a = np.asarray(ms)
     return {"median_ms": float(np.median(a)), "p95_ms": float(np.percentile(a, 95)), "max_ms": float(a.max()),
@@ -71,6 +117,9 @@ def run_shape(pw: Any, shape: str, root: Path, args: argparse.Namespace) -> dict
     stores = make_stores(shape, root, args.steps)
     nb_path = root / f"{shape}.ipynb"
     notebook(nb_path, stores["store"], stores["domains"])
+    kernel = kernel_side(stores["store"], args.switches)
+    for name, st in kernel.items():
+        print(f"  kernel {name:24s} median {st['median_ms']:7.1f} ms  max {st['max_ms']:7.1f} ms", flush=True)
     marks: dict[str, list[float]] = {m: [] for m in MARKS}
     failures: list[str] = []
     with jupyter_lab(root, python=args.python) as lab:
@@ -108,6 +157,7 @@ def run_shape(pw: Any, shape: str, root: Path, args: argparse.Namespace) -> dict
         browser.close()
     return {
         "transcript_tokens": stores["tokens"],
+        "kernel": kernel,
         "marks": {m: _stats(v) for m, v in marks.items() if v},
         "raw_ms": marks,
         "failures": failures,
