@@ -92,9 +92,10 @@ class TranscriptGraphWidget(widgets.VBox):
         Pixel height of both panes.
     prefetch_all : bool
         Count the whole transcript (the *All* selection) in a background thread as soon as a
-        transcript is loaded, so the first *All* click does not wait for it; and read the next
-        transcript of the picker from the store there too, so switching to it does not wait for the
-        store (one more transcript in memory: ~75 MB for 38k tokens at K2's shape).
+        transcript is loaded, so the first *All* click does not wait for it; and, before that, read the
+        next transcript of the picker from the store there too, with its view traits packed and its
+        first step counted, so switching to it does not wait for the store or the count (one more
+        transcript in memory: ~75 MB for 38k tokens at K2's shape).
 
     Examples
     --------
