@@ -258,3 +258,40 @@ def test_quick_clicks_each_reach_the_kernel_and_the_axes_stay(
         page.mouse.click(*edge_again)
         _card_shows(page, again)
         assert not [e for e in errors if "wb" in e or "plotly" in e.lower()], errors
+
+
+# The pane's redraw (plot_pane.js: Plotly.react) of the figure with fresh arrays, the edge markers switched
+# between WebGL and SVG (a full replot, as when a selection crosses GL_EDGE_MARKERS), as it can happen
+# while a mouse button is down when the kernel answers an earlier action.
+REDRAW = """async () => {
+  const gd = document.querySelector('.wb-plot-pane[data-pane=graph] .js-plotly-plot');
+  const data = gd.data.map(t => {
+    const c = {...t};
+    for (const k of ['x', 'y', 'z']) if (c[k] && c[k].slice) c[k] = c[k].slice();
+    if (c.name === 'edges') c.type = c.type === 'scattergl' ? 'scatter' : 'scattergl';
+    return c;
+  });
+  const layout = {...gd.layout, title: {...gd.layout.title, text: 'redrawn'}};
+  await Plotly.react(gd, data, layout, {displaylogo: false, responsive: true, doubleClick: false});
+  return gd._dragging;
+}"""
+
+
+def test_a_redraw_between_press_and_release_keeps_the_click(lab: dict[str, str], tmp_path: Path) -> None:
+    """A redraw of the graph (a full replot) between mouse-down and mouse-up: the click still goes out
+    with the point under the mouse (plotly's drag state lives on the plot div and survives it)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw, lab_page(pw, artifacts_dir(tmp_path) / "browser_redraw_failure.png") as (page, _):
+        page.add_init_script(RECORD_CLICKS)
+        _open_graph(page, lab)
+        for name, frac in (("experts", 0.5), ("edges", 0.3)):
+            xy = page.evaluate(POINT, [name, frac])["xy"]
+            picked = _rest_on(page, xy)
+            n = len(page.evaluate(SENT))
+            page.mouse.down()
+            assert page.evaluate(REDRAW) is True  # redrawn while the button is down
+            page.mouse.up()
+            _sent(page, n + 1)
+            assert page.evaluate(SENT)[n:] == [[picked["name"], picked["point"]]]
+            _card_shows(page, picked)
