@@ -262,7 +262,8 @@ def test_quick_clicks_each_reach_the_kernel_and_the_axes_stay(
 
 # The pane's redraw (plot_pane.js: Plotly.react) of the figure with fresh arrays, the edge markers switched
 # between WebGL and SVG (a full replot, as when a selection crosses GL_EDGE_MARKERS), as it can happen
-# while a mouse button is down when the kernel answers an earlier action.
+# while a mouse button is down when the kernel answers an earlier action. The config is the pane's
+# (plot_pane.js CONFIG): another one makes react start the plot afresh, which drops plotly's drag state.
 REDRAW = """async () => {
   const gd = document.querySelector('.wb-plot-pane[data-pane=graph] .js-plotly-plot');
   const data = gd.data.map(t => {
