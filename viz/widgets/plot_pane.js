@@ -141,7 +141,8 @@ function render({ model, el }) {
       if (want) update[`${key}.range`] = want.slice();
       else update[`${key}.autorange`] = (own[key] && own[key].autorange) || true;
     }
-    if (Object.keys(update).length) queued = queued.then(() => Plotly.relayout(div, update)).catch((err) => console.warn("wb plot pane:", err));
+    if (!Object.keys(update).length) return;
+    queued = queued.then(() => Plotly.relayout(div, update)).catch((err) => console.warn("wb plot pane:", err));
   };
 
   const draw = () => {
