@@ -21,7 +21,9 @@ domain switch, PNG export.) Writes ``browser_latency[-TAG].json``.
 Actions: ``step`` (slider), ``token`` (click a token), ``segment`` (click a segment header),
 ``all_first`` / ``all`` (the All button the first time, then again: the widget keeps the counts of
 its last selections), ``switch`` (the transcript dropdown), ``node`` / ``edge`` (click a graph
-node / edge: card + highlighted tokens), ``search`` (type + Enter: hits highlighted), ``domain``
+node / edge: card + highlighted tokens; the mouse first rests on the point until plotly's hover picks
+it, a node or an edge as asked and not the one whose card is shown, so each click changes the page;
+timed from the click's ``pointerdown`` as the rest), ``search`` (type + Enter: hits highlighted), ``domain``
 (the heatmap's domain dropdown of DomainComparisonWidget), ``export_png`` (the export button, PNG,
 until the widget says "wrote"). ``load``: Run All → first graph drawn (store read included).
 
@@ -118,11 +120,17 @@ POINT_XY = """([name, frac]) => {
   const tr = gd && gd._fullData.find(t => t.name === name);
   if (!tr || !tr.x || !tr.x.length) return null;
   let x, y;
+  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
   if (tr.type === 'heatmap') {
     const cells = [];
     const z = tr.z, ok = (r, c) => r >= 0 && r < z.length && Number.isFinite(z[r][c]);
+    // away from the edges' markers (they win the hover on themselves), so the click is on the cell
+    const em = gd._fullData.find(t => t.name === 'edges') || {x: [], y: []};
+    const far = (x, y) => em.x.every((ex, i) => Math.hypot(xa.l2p(ex) - xa.l2p(x), ya.l2p(em.y[i]) - ya.l2p(y)) > 12);
     // a cell whose neighbours above and below are drawn too: a cell is ~1 px tall at K2's 384 experts
-    z.forEach((row, r) => row.forEach((v, c) => { if (ok(r, c) && ok(r - 1, c) && ok(r + 1, c)) cells.push([r, c]); }));
+    z.forEach((row, r) => row.forEach((v, c) => {
+      if (ok(r, c) && ok(r - 1, c) && ok(r + 1, c) && far(tr.x[c], r)) cells.push([r, c]);
+    }));
     if (!cells.length) return null;
     const [r, c] = cells[Math.min(cells.length - 1, Math.floor(frac * cells.length))];
     x = tr.x[c];
@@ -132,11 +140,23 @@ POINT_XY = """([name, frac]) => {
     x = tr.x[i];
     y = tr.y[i];
   }
-  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
   gd.scrollIntoView({block: 'center'});
   const r = gd.getBoundingClientRect();
   return [r.left + xa._offset + xa.l2p(x), r.top + ya._offset + ya.l2p(y)];
 }"""
+
+
+# The point plotly's hover has picked under the mouse (null when none): its trace's name and the card title
+# a click on it shows (an expert's or an edge's).
+HOVERED = """() => {
+  const gd = document.querySelector('.wb-plot-pane[data-pane=graph] .js-plotly-plot');
+  const p = gd && gd._hoverdata && gd._hoverdata[0];
+  if (!p) return null;
+  const card = p.data.name === 'experts' ? `Expert L${p.x}:E${p.y}` : `Edge ${(p.data.text || [])[p.pointNumber]}`;
+  return {name: p.data.name, card};
+}"""
+CARD = "() => { const t = document.querySelector('.wb-card-title'); return t ? t.textContent : ''; }"
+HOVER_MS = 10_000  # plotly hovers within 50 ms of the mouse coming to rest
 
 
 # The graph pane's marks of its last redraw (plot_pane.js), relative to the armed user event; null when
@@ -159,6 +179,26 @@ def _stats(ms: list[float]) -> dict[str, float]:
         return {"n": 0}
     return {"median_ms": float(np.median(a)), "p95_ms": float(np.percentile(a, 95)), "max_ms": float(a.max()),
             "min_ms": float(a.min()), "n": int(a.size)}  # fmt: skip
+
+
+def graph_target(page: Any, trace: str, rng: np.random.Generator, tries: int = 8) -> list[float] | None:
+    """Page coordinates of a point of the graph's trace ``trace`` (``experts`` or ``edges``) with the mouse
+    resting on it: plotly's hover there picks a point of that trace (the one a click will send) whose card
+    is not the one shown, so the click changes what the page shows. None if ``tries`` random points fail.
+    Resting first also keeps a click from landing while the hover is still at the last point."""
+    for _ in range(tries):
+        xy = page.evaluate(POINT_XY, [trace, float(rng.random())])
+        if not xy:
+            return None
+        page.mouse.move(5, 5)  # off the plot: its hover is cleared
+        page.mouse.move(*xy)
+        try:
+            hovered = page.wait_for_function(HOVERED, timeout=HOVER_MS).json_value()
+        except Exception:
+            continue  # nothing under the mouse after all
+        if hovered["name"] == trace and hovered["card"] not in page.evaluate(CARD):
+            return [float(v) for v in xy]
+    return None
 
 
 def make_stores(shape: str, root: Path, n_steps: int) -> dict[str, Any]:
@@ -253,9 +293,13 @@ def run_shape(pw: Any, shape: str, root: Path, args: argparse.Namespace) -> dict
                 " e.dispatchEvent(new Event('change', {bubbles: true})); }", [slider, s]))  # fmt: skip
             if not args.basic:
                 for trace, name in (("experts", "node"), ("edges", "edge")):
-                    xy = page.evaluate(POINT_XY, [trace, float(rng.random())])
+                    if timer.only and name not in timer.only:
+                        continue
+                    xy = graph_target(page, trace, rng)
                     if xy:
                         timer.measure(name, {"signal": "highlight"}, lambda xy=xy: page.mouse.click(*xy))
+                    else:
+                        timer.failures[f"{name}_target"] = f"no {trace} point found under the mouse"
             # a token with a visible glyph: a newline or space token may have no box to click
             toks = page.locator(".wb-transcript .wb-sel .wb-tok").filter(has_text=re.compile(r"\w"))
             if toks.count():

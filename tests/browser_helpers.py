@@ -31,7 +31,8 @@ LAUNCH_ARGS = [
     "--no-first-run",
 ]
 STARTUP_S = 300
-LONG_MS = 600_000
+# every wait of a browser test on a real event; lower it ($WORKBENCH_BROWSER_WAIT_MS) to see a failing test fail sooner
+LONG_MS = int(os.environ.get("WORKBENCH_BROWSER_WAIT_MS", "600000"))
 
 
 def chromium(pw: Any) -> Any:
@@ -124,3 +125,39 @@ def run_notebook(page: Any, lab: dict[str, str], name: str) -> None:
         " && w.sessionContext.session.kernel && w.sessionContext.session.kernel.status === 'idle'; })()"
     )
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+
+def artifacts_dir(tmp_path: Path) -> Path:
+    """Where a browser test writes its screenshots: ``$WORKBENCH_ARTIFACTS``, else its temp folder (made)."""
+    folder = Path(os.environ.get("WORKBENCH_ARTIFACTS", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@contextmanager
+def lab_page(pw: Any, failure_shot: Path, *, console_errors: bool = False) -> Iterator[tuple[Any, list[str]]]:
+    """A page of the system Chromium as the browser tests use it; yields ``(page, errors)``.
+
+    The page is 1500 × 1100 CSS px and every wait on it may take up to ``LONG_MS`` (they all wait on real
+    events, so a loaded machine only makes a test slower). ``errors`` collects the page's uncaught
+    errors (and, with ``console_errors``, its ``console.error`` lines). If the block raises, a full-page
+    screenshot goes to ``failure_shot`` and the errors are printed; the browser is closed on the way out.
+    """
+    browser = chromium(pw)
+    try:
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        page.set_default_timeout(LONG_MS)
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        if console_errors:
+            page.on("console", lambda m: errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+        try:
+            yield page, errors
+        except Exception:
+            try:
+                page.screenshot(path=str(failure_shot), full_page=True)
+            finally:
+                print("page errors:", errors)
+            raise
+    finally:
+        browser.close()

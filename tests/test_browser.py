@@ -18,7 +18,6 @@ Chromium is the system one (/usr/bin/chromium or $BROWSER_PATH); nothing is down
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 
 import nbformat
 import pytest
-from browser_helpers import CHROMIUM, LONG_MS, chromium, jupyter_lab, run_notebook
+from browser_helpers import CHROMIUM, artifacts_dir, jupyter_lab, lab_page, run_notebook
 from notebook_harness import inject_parameters
 from widgets_helpers import transcript_store
 
@@ -74,16 +73,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 def test_transcript_graph_widget_in_jupyterlab(lab: dict[str, str], tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    artifacts = Path(os.environ.get("WORKBENCH_ARTIFACTS", tmp_path))
-    artifacts.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        browser = chromium(pw)
+    artifacts = artifacts_dir(tmp_path)
+    failed = artifacts / "browser_widget_failure.png"
+    with sync_playwright() as pw, lab_page(pw, failed, console_errors=True) as (page, errors):
         try:
-            page = browser.new_page(viewport={"width": 1500, "height": 1100})
-            page.set_default_timeout(LONG_MS)  # every wait below is on an event; none has a short implicit limit
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("console", lambda m: errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
             run_notebook(page, lab, "tools.ipynb")
             heads = page.locator(".wb-transcript .wb-seg-head[data-span]")
             heads.first.wait_for()
@@ -123,16 +116,13 @@ def test_transcript_graph_widget_in_jupyterlab(lab: dict[str, str], tmp_path: Pa
                 )
             )
             assert not [e for e in errors if "wb-" in e or "anywidget" in e or "plotly" in e.lower()], errors
-        except Exception:
-            page.screenshot(path=str(artifacts / "browser_widget_failure.png"), full_page=True)
+        except Exception:  # what the page shows, beside lab_page's screenshot and its errors
             titles = page.evaluate("Array.from(document.querySelectorAll('.gtitle')).map(t => t.textContent)")
             outputs = page.evaluate(
                 "Array.from(document.querySelectorAll('.jp-OutputArea-output')).map(o => o.innerText.slice(0, 300))"
             )
-            print("plot titles:", titles, "\noutputs:", outputs, "\npage errors:", errors)
+            print("plot titles:", titles, "\noutputs:", outputs)
             raise
-        finally:
-            browser.close()
 
 
 def _click_point(page: Any, point: Any) -> None:
@@ -151,107 +141,90 @@ def test_graph_clicks_cards_and_search_in_jupyterlab(lab: dict[str, str], tmp_pa
     from workbench.experts import find
     from workbench.store.select import Selection
 
-    artifacts = Path(os.environ.get("WORKBENCH_ARTIFACTS", tmp_path))
-    artifacts.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        browser = chromium(pw)
-        page = browser.new_page(viewport={"width": 1500, "height": 1100})
-        page.set_default_timeout(LONG_MS)
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        try:
-            run_notebook(page, lab, "linking.ipynb")
-            view = page.locator(".wb-transcript")
-            view.wait_for()
-            page.wait_for_function(TITLE_MATCHES, arg="step 0 (")
-            graph = page.locator(".wb-plot-pane").first
-            nodes = graph.locator(".scatterlayer .trace:last-child .point")
-            nodes.first.wait_for()
-            assert view.get_attribute("data-highlighted") in (None, "0")
+    artifacts = artifacts_dir(tmp_path)
+    with sync_playwright() as pw, lab_page(pw, artifacts / "browser_linking_failure.png") as (page, errors):
+        run_notebook(page, lab, "linking.ipynb")
+        view = page.locator(".wb-transcript")
+        view.wait_for()
+        page.wait_for_function(TITLE_MATCHES, arg="step 0 (")
+        graph = page.locator(".wb-plot-pane").first
+        nodes = graph.locator(".scatterlayer .trace:last-child .point")
+        nodes.first.wait_for()
+        assert view.get_attribute("data-highlighted") in (None, "0")
 
-            # a node: its card appears and the transcript highlights the tokens routed to it
-            _click_point(page, nodes.nth(0))
-            card = page.locator(".wb-card-title", has_text="Expert L")
-            card.wait_for()
-            page.wait_for_function(
-                "() => Number(document.querySelector('.wb-transcript').dataset.highlighted || 0) > 0"
-            )
-            first_card = card.text_content()
-            first_hl = page.evaluate(
-                "Array.from(document.querySelectorAll('.wb-tok-hl')).map(t => Number(t.dataset.pos))"
-            )
-            assert first_hl, "no highlighted token in the transcript"
-            n_routed = int((page.locator(".wb-card .sub").first.text_content() or "").split(" of ")[0])
-            assert int(view.get_attribute("data-highlighted") or 0) == n_routed
-            page.screenshot(path=str(artifacts / "browser_linking_node.png"), full_page=True)
-            # another node: another card, other highlighted tokens
-            _click_point(page, nodes.nth(nodes.count() - 1))
-            page.wait_for_function(
-                "(t) => { const c = document.querySelector('.wb-card-title'); return c && c.textContent !== t; }",
-                arg=first_card,
-            )
-            page.wait_for_function(
-                "(a) => { const b = Array.from(document.querySelectorAll('.wb-tok-hl'))"
-                ".map(t => Number(t.dataset.pos)); return b.length > 0 && JSON.stringify(b) !== JSON.stringify(a); }",
-                arg=first_hl,
-            )
+        # a node: its card appears and the transcript highlights the tokens routed to it
+        _click_point(page, nodes.nth(0))
+        card = page.locator(".wb-card-title", has_text="Expert L")
+        card.wait_for()
+        page.wait_for_function("() => Number(document.querySelector('.wb-transcript').dataset.highlighted || 0) > 0")
+        first_card = card.text_content()
+        first_hl = page.evaluate("Array.from(document.querySelectorAll('.wb-tok-hl')).map(t => Number(t.dataset.pos))")
+        assert first_hl, "no highlighted token in the transcript"
+        n_routed = int((page.locator(".wb-card .sub").first.text_content() or "").split(" of ")[0])
+        assert int(view.get_attribute("data-highlighted") or 0) == n_routed
+        page.screenshot(path=str(artifacts / "browser_linking_node.png"), full_page=True)
+        # another node: another card, other highlighted tokens
+        _click_point(page, nodes.nth(nodes.count() - 1))
+        page.wait_for_function(
+            "(t) => { const c = document.querySelector('.wb-card-title'); return c && c.textContent !== t; }",
+            arg=first_card,
+        )
+        page.wait_for_function(
+            "(a) => { const b = Array.from(document.querySelectorAll('.wb-tok-hl'))"
+            ".map(t => Number(t.dataset.pos)); return b.length > 0 && JSON.stringify(b) !== JSON.stringify(a); }",
+            arg=first_hl,
+        )
 
-            # an edge: hover text with its numbers and top tokens, a click lists the tokens that took it
-            edges = graph.locator(".scatterlayer .trace:nth-last-child(2) .point")
-            edges.first.wait_for(state="attached")
-            edge = edges.nth(0)
-            edge.scroll_into_view_if_needed()
-            box = edge.bounding_box()
-            assert box is not None
-            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-            hover = graph.locator(".hoverlayer .hovertext", has_text="top tokens")
-            hover.wait_for()
-            hover_text = hover.text_content() or ""
-            assert "weight" in hover_text and "share" in hover_text, hover_text
-            page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-            page.locator(".wb-edge-tokens").wait_for()
-            n_listed = page.locator(".wb-edge-tokens li").count()
-            took = int((page.locator(".wb-edge .sub").first.text_content() or "").split()[0])
-            assert n_listed == took > 0
-            page.wait_for_function(
-                "(n) => Number(document.querySelector('.wb-transcript').dataset.highlighted) === n", arg=took
-            )
-            assert f"{took} tokens · weight" in hover_text, hover_text  # the hover's count is the listed tokens
-            page.screenshot(path=str(artifacts / "browser_linking_edge.png"), full_page=True)
+        # an edge: hover text with its numbers and top tokens, a click lists the tokens that took it
+        edges = graph.locator(".scatterlayer .trace:nth-last-child(2) .point")
+        edges.first.wait_for(state="attached")
+        edge = edges.nth(0)
+        edge.scroll_into_view_if_needed()
+        box = edge.bounding_box()
+        assert box is not None
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        hover = graph.locator(".hoverlayer .hovertext", has_text="top tokens")
+        hover.wait_for()
+        hover_text = hover.text_content() or ""
+        assert "weight" in hover_text and "share" in hover_text, hover_text
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.locator(".wb-edge-tokens").wait_for()
+        n_listed = page.locator(".wb-edge-tokens li").count()
+        took = int((page.locator(".wb-edge .sub").first.text_content() or "").split()[0])
+        assert n_listed == took > 0
+        page.wait_for_function(
+            "(n) => Number(document.querySelector('.wb-transcript').dataset.highlighted) === n", arg=took
+        )
+        assert f"{took} tokens · weight" in hover_text, hover_text  # the hover's count is the listed tokens
+        page.screenshot(path=str(artifacts / "browser_linking_edge.png"), full_page=True)
 
-            # the search box: hits highlighted, then graphed
-            ds = open_store(lab["store"])
-            want = find(ds, "sum", max_hits=1000, selection=Selection(sequences=("t0",)))
-            box_in = page.locator(".wb-search")
-            box_in.fill("sum")
-            box_in.press("Enter")
-            page.wait_for_function(
-                "(n) => Number(document.querySelector('.wb-transcript').dataset.hits) === n", arg=len(want)
-            )
-            assert len(want) > 0 and page.locator(".wb-tok-hit").count() > 0
-            assert f"{len(want)} hits" in (page.locator(".wb-search-info").text_content() or "")
-            page.locator(".wb-search-select").click()
-            page.wait_for_function(TITLE_MATCHES, arg="search hits")
-            page.screenshot(path=str(artifacts / "browser_linking_search.png"), full_page=True)
+        # the search box: hits highlighted, then graphed
+        ds = open_store(lab["store"])
+        want = find(ds, "sum", max_hits=1000, selection=Selection(sequences=("t0",)))
+        box_in = page.locator(".wb-search")
+        box_in.fill("sum")
+        box_in.press("Enter")
+        page.wait_for_function(
+            "(n) => Number(document.querySelector('.wb-transcript').dataset.hits) === n", arg=len(want)
+        )
+        assert len(want) > 0 and page.locator(".wb-tok-hit").count() > 0
+        assert f"{len(want)} hits" in (page.locator(".wb-search-info").text_content() or "")
+        page.locator(".wb-search-select").click()
+        page.wait_for_function(TITLE_MATCHES, arg="search hits")
+        page.screenshot(path=str(artifacts / "browser_linking_search.png"), full_page=True)
 
-            # PNG export from the live widget: the browser composes it from what it has drawn, at the size
-            # shown and 2 pixels per CSS pixel (plot_image.js), the kernel writes it
-            path_box = page.locator(".widget-text input").first
-            path_box.fill(str(Path(lab["root"]) / "linked"))
-            path_box.press("Tab")
-            page.locator("button", has_text="Export graph").first.click()
-            page.locator(".widget-html", has_text="linked.png").wait_for()
-            png = (Path(lab["root"]) / "linked.png").read_bytes()
-            assert png[:8] == b"\x89PNG\r\n\x1a\n"
-            shown = graph.evaluate("(e) => ['width', 'height'].map(k => e.querySelector('.main-svg').getAttribute(k))")
-            shown = [float(v) for v in shown]
-            size = (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big"))
-            assert size == (int(2 * shown[0]), int(2 * shown[1])), (size, shown)
-            assert graph.get_attribute("data-image") == "live"  # not plotly's toImage re-plot
-            assert not [e for e in errors if "wb" in e or "plotly" in e.lower()], errors
-        except Exception:
-            page.screenshot(path=str(artifacts / "browser_linking_failure.png"), full_page=True)
-            print("page errors:", errors)
-            raise
-        finally:
-            browser.close()
+        # PNG export from the live widget: the browser composes it from what it has drawn, at the size
+        # shown and 2 pixels per CSS pixel (plot_image.js), the kernel writes it
+        path_box = page.locator(".widget-text input").first
+        path_box.fill(str(Path(lab["root"]) / "linked"))
+        path_box.press("Tab")
+        page.locator("button", has_text="Export graph").first.click()
+        page.locator(".widget-html", has_text="linked.png").wait_for()
+        png = (Path(lab["root"]) / "linked.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        shown = graph.evaluate("(e) => ['width', 'height'].map(k => e.querySelector('.main-svg').getAttribute(k))")
+        shown = [float(v) for v in shown]
+        size = (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big"))
+        assert size == (int(2 * shown[0]), int(2 * shown[1])), (size, shown)
+        assert graph.get_attribute("data-image") == "live"  # not plotly's toImage re-plot
+        assert not [e for e in errors if "wb" in e or "plotly" in e.lower()], errors

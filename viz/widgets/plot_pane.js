@@ -75,6 +75,48 @@ function allowTickLabels(layout, data) {
   }
 }
 
+// Clicks (plotly.js 4.1: src/components/dragelement/index.js, src/plots/cartesian/dragbox.js,
+// src/components/fx/click.js and hover.js). Two things went wrong with quick clicks:
+// - plotly counts any second mousedown within doubleClickDelay (500 ms), wherever it lands, as a double
+//   click, and its default double click ("reset+autosize") autoranges axes that are at the figure's own
+//   ranges: a node and then an edge clicked quickly moved the graph's fixed axes (to [-29, 412.5] at K2).
+//   So plotly's double click is off here; a real double click (two clicks at one place) puts the axes
+//   back to the figure's own instead (undoes a drag zoom, as plotly's "reset" does).
+// - plotly picks the clicked point (plotly_click) by re-running its hover at the mousedown's position,
+//   but its hover runs at most once per 50 ms: within 50 ms of the last hover (the mouse moving onto
+//   the point, or the click just before) it is put off, and the click goes out with the point of that
+//   last hover, or none: a second click at once sent the first one's point (an edge click came as the
+//   node's). Fx.unhover clears that throttle (and the hover), so the click's own hover runs at once: done
+//   in a capture listener that runs before plotly's mouseup handler, in the same task (no flicker).
+const CONFIG = { displaylogo: false, responsive: true, doubleClick: false };
+const SAME_PLACE_PX = 4; // a double click's second press lands this close to the first (as browsers count it)
+
+function bindClicks(Plotly, div, onDoubleClick) {
+  let down = null; // the press in progress: {t, x, y, double}
+  let last = null; // the last click (press and release at one place)
+  const near = (a, b) => Math.abs(a.x - b.x) <= SAME_PLACE_PX && Math.abs(a.y - b.y) <= SAME_PLACE_PX;
+  const onDown = (ev) => {
+    const delay = (div._context && div._context.doubleClickDelay) || 500;
+    const at = { t: performance.now(), x: ev.clientX, y: ev.clientY };
+    down = { ...at, double: !!last && at.t - last.t < delay && near(at, last) };
+  };
+  const onUp = (ev) => {
+    if (!down) return;
+    const press = down;
+    down = null;
+    Plotly.Fx.unhover(div);
+    const clicked = near(press, { x: ev.clientX, y: ev.clientY });
+    last = clicked && !press.double ? press : null;
+    if (clicked && press.double) onDoubleClick();
+  };
+  div.addEventListener("mousedown", onDown, true);
+  window.addEventListener("mouseup", onUp, true);
+  return () => {
+    div.removeEventListener("mousedown", onDown, true);
+    window.removeEventListener("mouseup", onUp, true);
+  };
+}
+
 function render({ model, el }) {
   const div = document.createElement("div");
   div.className = "wb-plot";
@@ -84,6 +126,24 @@ function render({ model, el }) {
   let Plotly = null;
   let bound = false;
   let queued = Promise.resolve();
+  let unbind = () => {};
+
+  // A double click: the figure's own axes again (a fresh copy of its layout: plotly keeps the zoom in
+  // the layout object it was given), if a zoom moved them.
+  const resetAxes = () => {
+    const own = decode((model.get("figure") || {}).layout || {});
+    const update = {};
+    for (const [key, ax] of Object.entries(div._fullLayout || {})) {
+      if (!/^[xy]axis\d*$/.test(key) || !ax || ax.fixedrange) continue;
+      const want = own[key] && own[key].range;
+      const same = want && ax.range && want[0] === ax.range[0] && want[1] === ax.range[1];
+      if (same || (!want && ax.autorange)) continue; // as the figure has it (zooming turns autorange off)
+      if (want) update[`${key}.range`] = want.slice();
+      else update[`${key}.autorange`] = (own[key] && own[key].autorange) || true;
+    }
+    if (!Object.keys(update).length) return;
+    queued = queued.then(() => Plotly.relayout(div, update)).catch((err) => console.warn("wb plot pane:", err));
+  };
 
   const draw = () => {
     const fig = model.get("figure") || {};
@@ -98,7 +158,7 @@ function render({ model, el }) {
     queued = queued
       .then(() => {
         t2 = performance.now();
-        return Plotly.react(div, data, layout, { displaylogo: false, responsive: true });
+        return Plotly.react(div, data, layout, CONFIG);
       })
       .then(() => {
         // where the browser's time went (benchmarks/bench_browser_latency.py reads these)
@@ -112,6 +172,7 @@ function render({ model, el }) {
             if (p) model.send({ type: "click", trace: p.curveNumber, point: p.pointNumber });
             // heatmaps give pointNumber = [row, col]; scatter a number
           });
+          unbind = bindClicks(Plotly, div, resetAxes);
         }
         if (!el.dataset.rev) model.send({ type: "rendered" });
         el.dataset.rev = String(rev);
@@ -145,6 +206,7 @@ function render({ model, el }) {
     model.off("change:figure", onChange);
     model.off("change:height", onChange);
     model.off("msg:custom", onMsg);
+    unbind();
     if (Plotly) Plotly.purge(div);
   };
 }

@@ -6,6 +6,9 @@ a click back to the kernel. Here the figure is one synced trait; numpy arrays in
 binary buffers (ipywidgets takes ``bytes`` out of nested state), the browser turns them into typed
 arrays and calls ``Plotly.react`` on the same div (plotly diffs and redraws in place), and a click on
 a point comes back as a custom message ``{"type": "click", "trace": name, "point": index}``.
+Clicks in quick succession each come back with the point under the mouse, and plotly's own double
+click (any two clicks within 500 ms, which autoranged fixed axes) is off; a double click at one place
+resets a zoom to the figure's axes (``plot_pane.js``, docs/widgets.md).
 
 Why not plotly's ``FigureWidget``: with the pinned plotly 7.1 / anywidget 0.11 / JupyterLab 4.6 it
 renders an empty default plot (docs/widgets.md).
