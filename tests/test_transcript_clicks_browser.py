@@ -11,7 +11,6 @@ reads client rects, as a segment is its tokens' offsetParent under layout contai
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 import nbformat
 import pytest
-from browser_helpers import CHROMIUM, LONG_MS, chromium, jupyter_lab, run_notebook
+from browser_helpers import CHROMIUM, artifacts_dir, jupyter_lab, lab_page, run_notebook
 from widgets_helpers import transcript_store
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -96,87 +95,72 @@ def _select(page: Any, action: Any, title: str) -> None:
 def test_clicks_send_first_and_mark_the_selection(lab: dict[str, str], tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    artifacts = Path(os.environ.get("WORKBENCH_ARTIFACTS", tmp_path))
-    artifacts.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        browser = chromium(pw)
-        page = browser.new_page(viewport={"width": 1500, "height": 1100})
-        page.set_default_timeout(LONG_MS)  # every wait is on an event
+    artifacts = artifacts_dir(tmp_path)
+    with sync_playwright() as pw, lab_page(pw, artifacts / "transcript_clicks_failure.png") as (page, errors):
         page.add_init_script(ORDER_HOOK)
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        try:
-            run_notebook(page, lab, "clicks.ipynb")
-            page.wait_for_function(TITLE_MATCHES, arg="step 0 (")
-            page.wait_for_selector(".jp-Notebook .jp-Cell:last-child .jp-InputArea-prompt:not(:has-text('*'))")
-            view = page.locator(".wb-transcript")
-            status = view.locator(".wb-status")
+        run_notebook(page, lab, "clicks.ipynb")
+        page.wait_for_function(TITLE_MATCHES, arg="step 0 (")
+        page.wait_for_selector(".jp-Notebook .jp-Cell:last-child .jp-InputArea-prompt:not(:has-text('*'))")
+        view = page.locator(".wb-transcript")
+        status = view.locator(".wb-status")
 
-            # a token of the first step: sent, then marked (and only it)
-            tok = view.locator(".wb-sel .wb-tok").filter(has_text=re.compile(r"\w")).nth(3)
-            tok.scroll_into_view_if_needed()
-            pos = tok.get_attribute("data-pos")
-            _select(page, tok.click, f"token {pos} ")
-            assert view.locator(".wb-tok-sel").count() == 1
-            assert view.locator(".wb-tok-sel").get_attribute("data-pos") == pos
-            assert f"token {pos}:" in (status.text_content() or "")
+        # a token of the first step: sent, then marked (and only it)
+        tok = view.locator(".wb-sel .wb-tok").filter(has_text=re.compile(r"\w")).nth(3)
+        tok.scroll_into_view_if_needed()
+        pos = tok.get_attribute("data-pos")
+        _select(page, tok.click, f"token {pos} ")
+        assert view.locator(".wb-tok-sel").count() == 1
+        assert view.locator(".wb-tok-sel").get_attribute("data-pos") == pos
+        assert f"token {pos}:" in (status.text_content() or "")
 
-            # the slider to the last step: its segments are marked and scrolled into the pane
-            n_steps = int(view.locator(".wb-step-slider").get_attribute("max") or 0) + 1
-            last = n_steps - 1
-            set_slider = (
-                "(v) => { const e = document.querySelector('.wb-transcript .wb-step-slider'); e.value = String(v);"
-                " e.dispatchEvent(new Event('change', {bubbles: true})); }"
-            )
-            _select(page, lambda: page.evaluate(set_slider, last), f"step {last} (")
-            sel = view.locator(".wb-seg.wb-sel")
-            assert sel.count() >= 2 and view.locator(".wb-tok-sel").count() == 0
-            assert all(f"step {last}" in (h or "") for h in sel.locator(".wb-seg-head").all_text_contents())
-            _wait_in_view(sel.first)
-            assert f"step {last}:" in (status.text_content() or "")
+        # the slider to the last step: its segments are marked and scrolled into the pane
+        n_steps = int(view.locator(".wb-step-slider").get_attribute("max") or 0) + 1
+        last = n_steps - 1
+        set_slider = (
+            "(v) => { const e = document.querySelector('.wb-transcript .wb-step-slider'); e.value = String(v);"
+            " e.dispatchEvent(new Event('change', {bubbles: true})); }"
+        )
+        _select(page, lambda: page.evaluate(set_slider, last), f"step {last} (")
+        sel = view.locator(".wb-seg.wb-sel")
+        assert sel.count() >= 2 and view.locator(".wb-tok-sel").count() == 0
+        assert all(f"step {last}" in (h or "") for h in sel.locator(".wb-seg-head").all_text_contents())
+        _wait_in_view(sel.first)
+        assert f"step {last}:" in (status.text_content() or "")
 
-            # a token far down, in that step: sent, then marked
-            tok = sel.locator(".wb-tok").filter(has_text=re.compile(r"\w")).nth(2)
-            tok.scroll_into_view_if_needed()
-            pos = tok.get_attribute("data-pos")
-            _select(page, tok.click, f"token {pos} ")
-            assert view.locator(".wb-tok-sel").get_attribute("data-pos") == pos
+        # a token far down, in that step: sent, then marked
+        tok = sel.locator(".wb-tok").filter(has_text=re.compile(r"\w")).nth(2)
+        tok.scroll_into_view_if_needed()
+        pos = tok.get_attribute("data-pos")
+        _select(page, tok.click, f"token {pos} ")
+        assert view.locator(".wb-tok-sel").get_attribute("data-pos") == pos
 
-            # All: the button shows it, nothing is marked
-            _select(page, view.locator(".wb-all").click, "whole transcript")
-            assert "wb-active" in (view.locator(".wb-all").get_attribute("class") or "")
-            assert view.locator(".wb-tok-sel").count() == 0 and view.locator(".wb-seg.wb-sel").count() == 0
+        # All: the button shows it, nothing is marked
+        _select(page, view.locator(".wb-all").click, "whole transcript")
+        assert "wb-active" in (view.locator(".wb-all").get_attribute("class") or "")
+        assert view.locator(".wb-tok-sel").count() == 0 and view.locator(".wb-seg.wb-sel").count() == 0
 
-            # a segment header: that one segment marked
-            head = view.locator(".wb-kind-tool_result .wb-seg-head[data-span]").nth(1)
-            head.scroll_into_view_if_needed()
-            _select(page, head.click, "tool_result segment")
-            assert view.locator(".wb-seg.wb-sel").count() == 1
-            assert view.locator(".wb-seg.wb-sel .wb-seg-head").get_attribute("data-span") == head.get_attribute(
-                "data-span"
-            )
+        # a segment header: that one segment marked
+        head = view.locator(".wb-kind-tool_result .wb-seg-head[data-span]").nth(1)
+        head.scroll_into_view_if_needed()
+        _select(page, head.click, "tool_result segment")
+        assert view.locator(".wb-seg.wb-sel").count() == 1
+        assert view.locator(".wb-seg.wb-sel .wb-seg-head").get_attribute("data-span") == head.get_attribute("data-span")
 
-            # the search's last hit (▲ from the first wraps to it) is far below: it is scrolled into the pane
-            view.locator(".wb-body").evaluate("(b) => { b.scrollTop = 0; }")
-            box = view.locator(".wb-search")
-            box.fill("sum")
-            box.press("Enter")
-            page.wait_for_function("() => Number(document.querySelector('.wb-transcript').dataset.hits) > 1")
-            view.locator("button[title='previous hit']").click()
-            n_hits = int(view.get_attribute("data-hits") or 0)
-            page.wait_for_function(
-                "(n) => document.querySelector('.wb-search-info').textContent.includes(`hit ${n}/${n}`)", arg=n_hits
-            )
-            cur = view.locator(".wb-tok-cur").first
-            _wait_in_view(cur)
-            hit_pos = int(cur.get_attribute("data-pos") or 0)
-            first_hit = int(view.locator(".wb-tok-hit").first.get_attribute("data-pos") or 0)
-            assert hit_pos > first_hit
-            page.screenshot(path=str(artifacts / "transcript_clicks.png"), full_page=True)
-            assert not [e for e in errors if "wb" in e or "anywidget" in e], errors
-        except Exception:
-            page.screenshot(path=str(artifacts / "transcript_clicks_failure.png"), full_page=True)
-            print("page errors:", errors)
-            raise
-        finally:
-            browser.close()
+        # the search's last hit (▲ from the first wraps to it) is far below: it is scrolled into the pane
+        view.locator(".wb-body").evaluate("(b) => { b.scrollTop = 0; }")
+        box = view.locator(".wb-search")
+        box.fill("sum")
+        box.press("Enter")
+        page.wait_for_function("() => Number(document.querySelector('.wb-transcript').dataset.hits) > 1")
+        view.locator("button[title='previous hit']").click()
+        n_hits = int(view.get_attribute("data-hits") or 0)
+        page.wait_for_function(
+            "(n) => document.querySelector('.wb-search-info').textContent.includes(`hit ${n}/${n}`)", arg=n_hits
+        )
+        cur = view.locator(".wb-tok-cur").first
+        _wait_in_view(cur)
+        hit_pos = int(cur.get_attribute("data-pos") or 0)
+        first_hit = int(view.locator(".wb-tok-hit").first.get_attribute("data-pos") or 0)
+        assert hit_pos > first_hit
+        page.screenshot(path=str(artifacts / "transcript_clicks.png"), full_page=True)
+        assert not [e for e in errors if "wb" in e or "anywidget" in e], errors
