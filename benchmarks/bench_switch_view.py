@@ -11,6 +11,9 @@ blocks and selection) and the token path. This script times, per switch, from th
 - ``whole``: the latest of the three, i.e. the view the user sees is complete (DOM updated; the paint
   follows within a frame).
 
+``split``: for the graph and the token-path panes, when the new figure's message arrived (ms after the
+event) and how long its ``Plotly.react`` took.
+
 It first measures the kernel side of the same switches in this process (no browser): ms from the
 picker's change to the transcript pane's message and to the graph's message leaving (handed to the
 comm, state extracted, as ipywidgets sends it), and a switch made 1 s after the widget opened (while
@@ -56,7 +59,12 @@ EVENTS = """() => {
     const el = ev.target;
     const pane = el.dataset && el.dataset.pane;
     const who = pane ? pane : (el.classList.contains('wb-transcript') ? 'transcript' : '');
-    window.__wbEvents.push({who, t: performance.now() - w.t0});
+    const e = {who, t: performance.now() - w.t0};
+    if (pane && el.dataset.receivedAt) {  // a plot pane: its figure's arrival and Plotly.react time
+      e.received = Number(el.dataset.receivedAt) - w.t0;
+      e.draw = Number(el.dataset.drawMs);
+    }
+    window.__wbEvents.push(e);
   }, true);
 }"""
 DONE = """() => {
@@ -64,6 +72,9 @@ DONE = """() => {
   return w && w.t1 !== null && ev.some(e => e.who === 'transcript') && ev.some(e => e.who === 'token-path');
 }"""
 MARKS = ("title", "transcript", "token_path", "whole")
+# Where a switch's time goes in the two plot panes: the figure's message arrived (ms after the event) and
+# its Plotly.react took (ms).
+SPLITS = ("graph_received", "graph_draw", "token_path_received", "token_path_draw")
 
 
 def kernel_side(store: Path, switches: int) -> dict[str, Any]:
@@ -121,6 +132,7 @@ def run_shape(pw: Any, shape: str, root: Path, args: argparse.Namespace) -> dict
     for name, st in kernel.items():
         print(f"  kernel {name:24s} median {st['median_ms']:7.1f} ms  max {st['max_ms']:7.1f} ms", flush=True)
     marks: dict[str, list[float]] = {m: [] for m in MARKS}
+    split: dict[str, list[float]] = {m: [] for m in SPLITS}
     failures: list[str] = []
     with jupyter_lab(root, python=args.python) as lab:
         browser = chromium(pw)
@@ -153,12 +165,18 @@ def run_shape(pw: Any, shape: str, root: Path, args: argparse.Namespace) -> dict
             got["whole"] = max(got.values())
             for m in MARKS:
                 marks[m].append(got[m])
+            for pane, key in (("graph", "graph"), ("token-path", "token_path")):
+                last = [e for e in r["ev"] if e["who"] == pane and "received" in e]
+                if last:
+                    split[f"{key}_received"].append(float(last[-1]["received"]))
+                    split[f"{key}_draw"].append(float(last[-1]["draw"]))
             print(f"    {name}: " + "  ".join(f"{m} {v:.0f}" for m, v in got.items()), flush=True)
         browser.close()
     return {
         "transcript_tokens": stores["tokens"],
         "kernel": kernel,
         "marks": {m: _stats(v) for m, v in marks.items() if v},
+        "split": {m: _stats(v) for m, v in split.items() if v},
         "raw_ms": marks,
         "failures": failures,
     }
@@ -190,7 +208,7 @@ def main() -> None:
             root = Path(tmp) / shape
             root.mkdir()
             res = results[shape] = run_shape(pw, shape, root, args)
-            for m, st in res["marks"].items():
+            for m, st in {**res["marks"], **res["split"]}.items():
                 med, p95 = st["median_ms"], st["p95_ms"]
                 print(f"  {m:11s} median {med:7.1f} ms  p95 {p95:7.1f} ms  n={st['n']}", flush=True)
             if res["failures"]:

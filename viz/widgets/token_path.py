@@ -1,7 +1,8 @@
 """Token path: one token's experts and gate weights across all MoE layers.
 
 A heatmap with one row per MoE layer and one column per router rank (0 = first choice): the colour
-is the gate weight the MoE applied, the cell text the expert id. ``TokenPathWidget`` adds a
+is the gate weight the MoE applied, the cell text the expert id (where rows are tall enough to read
+it: the mini K2's 6 layers, not K2's 60 in the same pane; the hover names it always). ``TokenPathWidget`` adds a
 sequence picker, a position slider and the expert card of a clicked cell (over the whole sequence);
 the transcript + graph widget embeds the figure and points it at whichever token was clicked. The
 figure is a ``PlotPane``: a move redraws in place, a click on a cell reports (layer, rank).
@@ -26,6 +27,13 @@ from .pathways import store_vocab
 from .plot_pane import PlotPane
 from .sequence_data import SequenceData, as_dataset, load_sequence, sequence_ids
 
+# Cell labels (expert ids) are drawn only where a row is at least this tall (px): at K2's 60 layers in a
+# 300 px pane a row is ~4 px and plotly shrinks the labels to unreadable specks, while drawing its 480
+# labels (each with its own contrast colour) took ~35 of the figure's ~45 ms redraw in Chromium. The
+# hover names the expert either way.
+MIN_LABEL_ROW_PX = 11
+MARGIN_TB = 36 + 36  # top and bottom margins (px) of the figure
+
 
 class TokenPathFigure:
     """A figure of one token's path in a ``PlotPane``; ``show`` swaps the arrays in place.
@@ -33,6 +41,7 @@ class TokenPathFigure:
     ``on_expert(handler)``: ``handler(layer_index, expert)`` when a cell is clicked."""
 
     def __init__(self, *, height: int = 320) -> None:
+        self.height = height
         self.plot = PlotPane(height=height, pane="token-path")
         self._ids = np.zeros((0, 0), dtype=np.int64)
         self._handlers: list = []
@@ -51,7 +60,7 @@ class TokenPathFigure:
             ],
             layout={
                 "height": height,
-                "margin": {"l": 50, "r": 10, "t": 36, "b": 36},
+                "margin": {"l": 50, "r": 10, "t": MARGIN_TB // 2, "b": MARGIN_TB // 2},
                 "xaxis": {"title": {"text": "router rank"}, "dtick": 1},
                 "yaxis": {"title": {"text": "MoE layer"}, "autorange": "reversed", "type": "category"},
                 "title": {"text": "token path", "font": {"size": 13}},
@@ -70,18 +79,25 @@ class TokenPathFigure:
         ids = np.asarray(expert_ids)  # (L, k)
         w = np.asarray(gate_weights, dtype=np.float64)  # (L, k), NaN for ids-only
         z = np.where(np.isfinite(w), w, 0.0)
+        labels = self.labelled(ids.shape[0])
+        k_axis = "router rank" if rank_ordered else "top-k slot (unordered capture)"
         with self.figure.batch_update():
             hm = self.figure.data[0]
             hm.z = z
             hm.text = ids.astype(str)
+            hm.texttemplate = "%{text}" if labels else ""
             hm.x = np.arange(ids.shape[1])
             hm.y = [str(int(x)) for x in layers]
             self.figure.layout.title.text = plain(title) + (
                 "" if np.isfinite(w).any() else " (ids only: no gate weights)"
             )
-            self.figure.layout.xaxis.title.text = "router rank" if rank_ordered else "top-k slot (unordered capture)"
+            self.figure.layout.xaxis.title.text = k_axis if labels else f"{k_axis} · hover a cell for its expert"
         self._ids = ids
         self.plot.show_figure(self.figure)
+
+    def labelled(self, n_layers: int) -> bool:
+        """Whether cells carry their expert id: rows of ``n_layers`` at least ``MIN_LABEL_ROW_PX`` tall."""
+        return (self.height - MARGIN_TB) / max(1, n_layers) >= MIN_LABEL_ROW_PX
 
     def on_expert(self, handler: Any) -> None:
         """Call ``handler(layer_index, expert)`` when the cell of that layer's expert is clicked."""
