@@ -45,7 +45,7 @@ def test_chunked_counts_match_brute_force(tmp_path):
     ds = open_hand_store(write_store(tmp_path / "hand.zarr"))
     nodes, edges = brute_force(hand_records())
     counts = count_routing(ds, chunked=True)
-    assert isinstance(counts, chunked.ChunkedRoutingCounts) and counts.lazy_ids is not None  # really the block path
+    assert isinstance(counts, chunked.ChunkedRoutingCounts) and counts.reader is not None  # really the block path
     assert_matches(reasoning_graph(ds, chunked=True), nodes, edges)
     math = parse_where("domain=math")
     assert_matches(reasoning_graph(ds, math, chunked=True), *brute_force(hand_records(), rows={0, 1, 2}))
