@@ -67,12 +67,12 @@ class BlockRows:
 
     @contextmanager
     def read(self, lo: int, hi: int, weights: bool) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
-        """Selected tokens ``lo:hi``: ``(ids (R, L_read, k), gate weights (R, L_read, k) float32/64 or None,
+        """Selected tokens ``lo:hi``: ``(ids (R, L_read, k), gate weights (R, L_read, k) as stored or None,
         where (hi - lo,) their rows)``; buffers valid inside the ``with`` only."""
         if self.rows is None:
             ids = np.ascontiguousarray(self.ids[lo:hi].compute(scheduler="sync"))
             w = self.weights[lo:hi].compute(scheduler="sync") if weights and self.weights is not None else None
-            yield ids, (_wide(w) if w is not None else None), np.arange(hi - lo, dtype=np.int64)
+            yield ids, (np.ascontiguousarray(w) if w is not None else None), np.arange(hi - lo, dtype=np.int64)
             return
         runs = spans(self.rows[lo:hi], self.ids.layout.chunks[0])
         n = sum(b - a for a, b in runs)
@@ -83,22 +83,18 @@ class BlockRows:
         where = sel - starts[run] + offset[run]
         with ExitStack() as stack:
             ids = stack.enter_context(_read_runs(self.ids, runs, n))
-            w = None
-            if weights and self.weights is not None:
-                raw = stack.enter_context(_read_runs(self.weights, runs, n))
-                w = stack.enter_context(borrow(raw.shape, _wide_dtype(raw.dtype)))
-                np.copyto(w, raw)  # float16 -> float32: exact
+            w = stack.enter_context(_read_runs(self.weights, runs, n)) if weights and self.weights is not None else None
             yield ids, w, where
 
 
-def _wide_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
-    """The dtype the kernels read gate weights in (numba has no float16): float32 holds float16 exactly."""
-    return np.dtype(np.float32) if dtype.itemsize <= 4 else np.dtype(np.float64)
-
-
-def _wide(w: Any) -> np.ndarray:
-    w = np.asarray(w)
-    return np.ascontiguousarray(w, dtype=_wide_dtype(w.dtype))
+def _gates(w: np.ndarray | None, like: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Gate weights as the kernels take them: float16 as its uint16 bits with ``HALF_TO_FLOAT`` (numba has no
+    float16), other floats as they are with no table; ids only: no rows."""
+    if w is None:
+        return np.zeros((0, *like.shape[1:]), np.float32), None
+    if w.dtype == np.float16:
+        return w.view(np.uint16), K.HALF_TO_FLOAT
+    return w, None
 
 
 @contextmanager
@@ -162,9 +158,9 @@ def count_task(
     def leaf(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
         w_part, gate = spare.pop() if spare else (np.empty((pairs if weighted else 0, ee)), np.empty((n_layers, n_experts)))
         with reader.read(a, b, weights=True) as (ids, w, where):
-            w_in = w if w is not None else np.zeros((0, *ids.shape[1:]), np.float32)
+            w_in, lut = _gates(w, ids)
             d = np.ascontiguousarray(dom[a - bounds[0][0] : b - bounds[0][0]], dtype=np.int64)
-            if not K.block_counts(ids, w_in, where, d, reader.lay, n_experts, pair_cnt, w_part, node_domain, gate):
+            if not K.block_counts(ids, w_in, lut, where, d, reader.lay, n_experts, pair_cnt, w_part, node_domain, gate):
                 w_part[:] = 0.0  # ids outside 0..E-1: the caller refuses the routing by the node total
         return w_part, gate
 
@@ -218,12 +214,13 @@ def top_tokens_task(
     n_experts: int, n: int,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Top ``n`` token ids and counts (N, n) of ``nodes`` (codes ``layer_pos·E + expert``) over every block."""
-    lut = np.full(int(reader.lay.size) * n_experts, -1, dtype=np.int64)
+    lut = np.full(int(reader.lay.size) * n_experts, -1, dtype=np.int32)
     lut[nodes] = np.arange(nodes.size)
+    p0, p1 = (int(nodes.min()) // n_experts, int(nodes.max()) // n_experts + 1) if nodes.size else (0, 0)
     table = np.zeros((token_of.size, nodes.size), np.int32 if rank.size < 2**31 else np.int64)
     for a, b in bounds:
         with reader.read(a, b, weights=False) as (ids, _, where):
-            K.node_token_counts(ids, where, rank[a:b], reader.lay, lut, n_experts, table)
+            K.node_token_counts(ids, where, rank[a:b], reader.lay, p0, p1, lut, n_experts, table)
     top_tok = np.full((nodes.size, n), -1, dtype=np.int64)
     top_cnt = np.zeros((nodes.size, n), dtype=np.int64)
     K.top_of_counts(table, token_of, top_tok, top_cnt)
