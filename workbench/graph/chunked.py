@@ -16,8 +16,9 @@ A task reuses its buffers: a stack of at most h + 1 weight partials (K2: 59 pair
 each) and one int64 count array, whatever the selection's size.
 
 **Top tokens** of the kept nodes: one task per group of nodes (``node_groups``: at least one per
-counting thread, and small enough that the group's int32 table of distinct token ids × nodes stays
-under ``TOP_TABLE_BYTES``) reads every block's ids and adds into its table
+counting thread, and small enough that the group's table of distinct token ids × nodes stays under
+``TOP_TABLE_BYTES``; cells of the smallest unsigned type that holds the most frequent id's count,
+``count_dtype``: one byte for a few million tokens) reads every block's ids and adds into its table
 (``block_kernels.node_token_counts``), then reads each node's ``n`` most frequent tokens off it.
 
 Reading (``BlockRows``): on a store's own Dataset (``open_store``) each task reads its rows straight
@@ -156,11 +157,15 @@ def count_task(
     spare: list[tuple[np.ndarray, np.ndarray]] = []  # float partials free for the next block
 
     def leaf(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-        w_part, gate = spare.pop() if spare else (np.empty((pairs if weighted else 0, ee)), np.empty((n_layers, n_experts)))
+        w_part, gate = (
+            spare.pop() if spare else (np.empty((pairs if weighted else 0, ee)), np.empty((n_layers, n_experts)))
+        )
         with reader.read(a, b, weights=True) as (ids, w, where):
-            w_in, lut = _gates(w, ids)
+            w_in, table = _gates(w, ids)
             d = np.ascontiguousarray(dom[a - bounds[0][0] : b - bounds[0][0]], dtype=np.int64)
-            if not K.block_counts(ids, w_in, lut, where, d, reader.lay, n_experts, pair_cnt, w_part, node_domain, gate):
+            if not K.block_counts(
+                ids, w_in, table, where, d, reader.lay, n_experts, pair_cnt, w_part, node_domain, gate
+            ):
                 w_part[:] = 0.0  # ids outside 0..E-1: the caller refuses the routing by the node total
         return w_part, gate
 
@@ -201,23 +206,33 @@ def chunked_counts(
     return node_domain.sum(axis=0), node_gate, node_domain, pair_cnt, pair_w
 
 
-def node_groups(nodes: np.ndarray, n_distinct: int, chains: int) -> list[np.ndarray]:
+def count_dtype(most: int) -> np.dtype[Any]:
+    """The smallest unsigned integer type that holds ``most`` (a (token id, node) count is at most the
+    token id's frequency in the selection): uint8 for nearly all ids of a few million tokens."""
+    for dt in (np.uint8, np.uint16, np.uint32):
+        if most <= np.iinfo(dt).max:
+            return np.dtype(dt)
+    return np.dtype(np.int64)
+
+
+def node_groups(nodes: np.ndarray, n_distinct: int, chains: int, itemsize: int = 4) -> list[np.ndarray]:
     """``nodes`` cut into consecutive groups: at least ``chains`` (if there are as many nodes) and enough
-    that each group's int32 table (distinct tokens × group) stays under ``TOP_TABLE_BYTES``."""
-    per_node = max(n_distinct, 1) * 4
+    that each group's table (distinct tokens × group, ``itemsize`` bytes a cell) stays under ``TOP_TABLE_BYTES``."""
+    per_node = max(n_distinct, 1) * itemsize
     n = max(min(chains, nodes.size), -(-nodes.size * per_node // TOP_TABLE_BYTES), 1)
     return [g for g in np.array_split(nodes, n) if g.size]
 
 
 def top_tokens_task(
     reader: BlockRows, bounds: list[tuple[int, int]], rank: np.ndarray, token_of: np.ndarray, nodes: np.ndarray,
-    n_experts: int, n: int,
+    n_experts: int, n: int, dtype: np.dtype[Any],
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Top ``n`` token ids and counts (N, n) of ``nodes`` (codes ``layer_pos·E + expert``) over every block."""
+    """Top ``n`` token ids and counts (N, n) of ``nodes`` (codes ``layer_pos·E + expert``) over every block,
+    counted in a (distinct token ids × nodes) table of ``dtype`` (``count_dtype``: no cell can wrap)."""
     lut = np.full(int(reader.lay.size) * n_experts, -1, dtype=np.int32)
     lut[nodes] = np.arange(nodes.size)
     p0, p1 = (int(nodes.min()) // n_experts, int(nodes.max()) // n_experts + 1) if nodes.size else (0, 0)
-    table = np.zeros((token_of.size, nodes.size), np.int32 if rank.size < 2**31 else np.int64)
+    table = np.zeros((token_of.size, nodes.size), dtype)
     for a, b in bounds:
         with reader.read(a, b, weights=False) as (ids, _, where):
             K.node_token_counts(ids, where, rank[a:b], reader.lay, p0, p1, lut, n_experts, table)
@@ -231,13 +246,14 @@ def chunked_node_tokens(
     reader: BlockRows, token_ids: np.ndarray, nodes: np.ndarray, n_experts: int, n: int, block: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each of ``nodes``' ``n`` most frequent token ids and their counts, (N, n) each, as ``top_per_node``."""
-    token_of, rank = np.unique(np.asarray(token_ids, dtype=np.int64), return_inverse=True)
+    token_of, rank, freq = np.unique(np.asarray(token_ids, dtype=np.int64), return_inverse=True, return_counts=True)
+    dtype = count_dtype(int(freq.max(initial=0)))
     bounds = block_bounds(int(token_ids.size), block)
     src = dask.delayed(reader, pure=True, traverse=False)
     ranks = dask.delayed(np.ascontiguousarray(rank, dtype=np.int64), pure=True, traverse=False)
     task = dask.delayed(top_tokens_task, pure=True)
-    groups = node_groups(np.asarray(nodes, dtype=np.int64), token_of.size, n_chains())
-    parts = dask.compute(*[task(src, bounds, ranks, token_of, g, n_experts, n) for g in groups])
+    groups = node_groups(np.asarray(nodes, dtype=np.int64), token_of.size, n_chains(), dtype.itemsize)
+    parts = dask.compute(*[task(src, bounds, ranks, token_of, g, n_experts, n, dtype) for g in groups])
     if not parts:
         return np.full((0, n), -1, dtype=np.int64), np.zeros((0, n), dtype=np.int64)
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
