@@ -11,6 +11,7 @@ from test_graph_build import assert_matches, brute_force
 import workbench.graph.chunked as chunked
 from workbench.graph import count_routing, difference_of_selections, reasoning_graph
 from workbench.store.io import open_store
+from workbench.store.rows import TokenRows
 from workbench.store.select import parse_where
 from workbench.store.synthetic import synthetic_store
 
@@ -149,7 +150,7 @@ def test_block_sums_are_the_tree_of_each_blocks_own_sums(multi, monkeypatch, sou
         ds["gate_weights"] = ds["gate_weights"].copy(data=2.0 ** rng.uniform(-40, 2, ds["gate_weights"].shape))
         ds = ds.chunk({"token": 1000})
     got = count_routing(ds, chunked=True, edges=False)
-    assert got.reader is not None and (got.reader.rows is not None) == (source == "store")
+    assert got.reader is not None and isinstance(got.reader.ids, TokenRows) == (source == "store")
     parts = [
         dask.delayed(_dense(count_routing(ds, Selection(tokens=(a, b)), chunked=False, edges=False)))
         for a, b in chunked.block_bounds(5000)
@@ -196,7 +197,8 @@ def test_store_reads_equal_dask_reads_bit_for_bit(multi, monkeypatch, where):
     mem = ds.compute().chunk({"token": 512})  # not the store's own arrays: the dask path
     a = count_routing(ds, sel, chunked=True)
     b = count_routing(mem, sel, chunked=True)
-    assert a.reader.rows is not None and b.reader.rows is None
+    assert isinstance(a.reader.ids, TokenRows) and not isinstance(b.reader.ids, TokenRows)
+    assert (a.reader.rows is None) == (where in (None, "tokens=130:4100"))  # contiguous rows: no list shipped
     ga, gb = reasoning_graph(ds, sel, chunked=True, top_edges=8), reasoning_graph(mem, sel, chunked=True, top_edges=8)
     assert ga.graph == gb.graph
     assert dict(ga.nodes(data=True)) == dict(gb.nodes(data=True))

@@ -55,31 +55,46 @@ Partial = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]  # node_d
 @dataclass(frozen=True, eq=False)
 class BlockRows:
     """A selection's routing as the tasks read it: the store's own chunks (``TokenRows``, whole stored rows;
-    ``rows`` the selected global rows, ascending) or a Dataset's dask arrays, rows and layers already selected
-    (``rows`` None). ``lay`` (L,): positions of the selected layers in a row as read. Pickles."""
+    ``rows`` the selected global rows, ascending, or ``first`` alone when they are ``first, first + 1, …``)
+    or a Dataset's dask arrays, rows and layers already selected (``rows`` None, ``first`` -1). ``lay``
+    (L,): positions of the selected layers in a row as read. Pickles (small for a contiguous selection)."""
 
     ids: Any  # TokenRows | dask array (T, L, k)
     weights: Any  # TokenRows | dask array | None
     lay: np.ndarray
     rows: np.ndarray | None = None
+    first: int = -1
+
+    @staticmethod
+    def of_store(ids: TokenRows, weights: TokenRows | None, lay: np.ndarray, rows: np.ndarray) -> BlockRows:
+        """Readers of the store's own chunks for the selected global ``rows`` (ascending)."""
+        if rows.size and int(rows[-1]) - int(rows[0]) + 1 == rows.size:  # contiguous: no row list to ship
+            return BlockRows(ids, weights, lay, None, int(rows[0]))
+        return BlockRows(ids, weights, lay, np.ascontiguousarray(rows, dtype=np.int64))
 
     def __dask_tokenize__(self) -> str:
-        return tokenize("BlockRows", self.ids, self.weights, self.lay, self.rows)
+        return tokenize("BlockRows", self.ids, self.weights, self.lay, self.rows, self.first)
+
+    def selected(self, lo: int, hi: int) -> np.ndarray:
+        """Global rows of the selected tokens ``lo:hi`` (store readers only)."""
+        if self.rows is None:
+            return np.arange(self.first + lo, self.first + hi, dtype=np.int64)
+        return self.rows[lo:hi]
 
     @contextmanager
     def read(self, lo: int, hi: int, weights: bool) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
         """Selected tokens ``lo:hi``: ``(ids (R, L_read, k), gate weights (R, L_read, k) as stored or None,
         where (hi - lo,) their rows)``; buffers valid inside the ``with`` only."""
-        if self.rows is None:
+        if not isinstance(self.ids, TokenRows):
             ids = np.ascontiguousarray(self.ids[lo:hi].compute(scheduler="sync"))
             w = self.weights[lo:hi].compute(scheduler="sync") if weights and self.weights is not None else None
             yield ids, (np.ascontiguousarray(w) if w is not None else None), np.arange(hi - lo, dtype=np.int64)
             return
-        runs = spans(self.rows[lo:hi], self.ids.layout.chunks[0])
+        sel = self.selected(lo, hi)
+        runs = spans(sel, self.ids.layout.chunks[0])
         n = sum(b - a for a, b in runs)
         starts = np.array([a for a, _ in runs], dtype=np.int64)
         offset = np.concatenate([[0], np.cumsum([b - a for a, b in runs])]).astype(np.int64)
-        sel = self.rows[lo:hi]
         run = np.searchsorted(starts, sel, side="right") - 1
         where = sel - starts[run] + offset[run]
         with ExitStack() as stack:
@@ -162,7 +177,7 @@ def count_task(
         )
         with reader.read(a, b, weights=True) as (ids, w, where):
             w_in, table = _gates(w, ids)
-            d = np.ascontiguousarray(dom[a - bounds[0][0] : b - bounds[0][0]], dtype=np.int64)
+            d = np.ascontiguousarray(dom[a - bounds[0][0] : b - bounds[0][0]])
             if not K.block_counts(
                 ids, w_in, table, where, d, reader.lay, n_experts, pair_cnt, w_part, node_domain, gate
             ):
@@ -197,6 +212,7 @@ def chunked_counts(
     bounds = block_bounds(n_tokens, block)
     src = dask.delayed(reader, pure=True, traverse=False)
     count = dask.delayed(count_task, pure=True)
+    dom = np.asarray(dom, dtype=np.min_scalar_type(max(n_domains - 1, 0)))  # the codes the tasks are sent
     tasks = []
     for run in task_blocks(len(bounds), n_chains()):
         b = [bounds[i] for i in run]
@@ -250,7 +266,7 @@ def chunked_node_tokens(
     dtype = count_dtype(int(freq.max(initial=0)))
     bounds = block_bounds(int(token_ids.size), block)
     src = dask.delayed(reader, pure=True, traverse=False)
-    ranks = dask.delayed(np.ascontiguousarray(rank, dtype=np.int64), pure=True, traverse=False)
+    ranks = dask.delayed(np.ascontiguousarray(rank, dtype=np.min_scalar_type(token_of.size)), pure=True, traverse=False)
     task = dask.delayed(top_tokens_task, pure=True)
     groups = node_groups(np.asarray(nodes, dtype=np.int64), token_of.size, n_chains(), dtype.itemsize)
     parts = dask.compute(*[task(src, bounds, ranks, token_of, g, n_experts, n, dtype) for g in groups])

@@ -241,7 +241,7 @@ def _block_rows(ds: xr.Dataset, sub: xr.Dataset, sel: Selection, rows: np.ndarra
     w_rows = token_rows(ds, S.GATE_WEIGHTS) if weights else None
     if ids_rows is not None and (w_rows is not None or not weights):
         lay = np.arange(ds.sizes[S.LAYER], dtype=np.int64)[layer_indexer(ds, sel)]
-        return blocks.BlockRows(ids_rows, w_rows, lay, np.ascontiguousarray(rows, dtype=np.int64))
+        return blocks.BlockRows.of_store(ids_rows, w_rows, lay, rows)
     w = da.asarray(sub[S.GATE_WEIGHTS].data) if weights else None
     return blocks.BlockRows(da.asarray(sub[S.EXPERT_IDS].data), w, np.arange(sub.sizes[S.LAYER], dtype=np.int64))
 
