@@ -82,9 +82,12 @@ class BlockRows:
         return self.rows[lo:hi]
 
     @contextmanager
-    def read(self, lo: int, hi: int, weights: bool) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
+    def read(
+        self, lo: int, hi: int, weights: bool, held: Held | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
         """Selected tokens ``lo:hi``: ``(ids (R, L_read, k), gate weights (R, L_read, k) as stored or None,
-        where (hi - lo,) their rows)``; buffers valid inside the ``with`` only."""
+        where (hi - lo,) their rows)``; buffers valid inside the ``with`` only (``held``: the task's, reused
+        by its next block)."""
         if not isinstance(self.ids, TokenRows):
             ids = np.ascontiguousarray(self.ids[lo:hi].compute(scheduler="sync"))
             w = self.weights[lo:hi].compute(scheduler="sync") if weights and self.weights is not None else None
@@ -98,9 +101,29 @@ class BlockRows:
         run = np.searchsorted(starts, sel, side="right") - 1
         where = sel - starts[run] + offset[run]
         with ExitStack() as stack:
-            ids = stack.enter_context(_read_runs(self.ids, runs, n))
-            w = stack.enter_context(_read_runs(self.weights, runs, n)) if weights and self.weights is not None else None
+            held = held or Held(stack)
+            ids = _read_runs(self.ids, runs, held.take("ids", (n, *self.ids.row_shape), self.ids.dtype))
+            w = None
+            if weights and self.weights is not None:
+                w = _read_runs(self.weights, runs, held.take("w", (n, *self.weights.row_shape), self.weights.dtype))
             yield ids, w, where
+
+
+class Held:
+    """Buffers one task keeps across its blocks: each kind is borrowed (``workbench.store.rows.borrow``) once
+    and reused while large enough, so a task faults in its read buffers once, not once per block (two
+    threads' ids and weights of a K2 block, 4 × 63 MB, overflow what the shared pool keeps idle)."""
+
+    def __init__(self, stack: ExitStack) -> None:
+        self._stack = stack
+        self._bufs: dict[str, np.ndarray] = {}
+
+    def take(self, key: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        n = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        buf = self._bufs.get(key)
+        if buf is None or buf.size < n:  # a larger block (selections with gaps): borrow another
+            buf = self._bufs[key] = self._stack.enter_context(borrow((n,), np.uint8))
+        return buf[:n].view(dtype).reshape(shape)
 
 
 def _gates(w: np.ndarray | None, like: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -113,15 +136,13 @@ def _gates(w: np.ndarray | None, like: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return w, None
 
 
-@contextmanager
-def _read_runs(reader: TokenRows, runs: list[tuple[int, int]], n: int) -> Iterator[np.ndarray]:
-    """Rows of ``runs`` (whole stored rows), one after another in a borrowed buffer."""
-    with borrow((n, *reader.row_shape), reader.dtype) as buf:
-        at = 0
-        for a, b in runs:
-            reader.read_into(a, b, buf[at : at + b - a])
-            at += b - a
-        yield buf
+def _read_runs(reader: TokenRows, runs: list[tuple[int, int]], buf: np.ndarray) -> np.ndarray:
+    """Rows of ``runs`` (whole stored rows), one after another into ``buf``; returns it."""
+    at = 0
+    for a, b in runs:
+        reader.read_into(a, b, buf[at : at + b - a])
+        at += b - a
+    return buf
 
 
 def block_bounds(n_tokens: int, block: int | None = None) -> list[tuple[int, int]]:
@@ -175,7 +196,7 @@ def count_task(
         w_part, gate = (
             spare.pop() if spare else (np.empty((pairs if weighted else 0, ee)), np.empty((n_layers, n_experts)))
         )
-        with reader.read(a, b, weights=True) as (ids, w, where):
+        with reader.read(a, b, weights=True, held=held) as (ids, w, where):
             w_in, table = _gates(w, ids)
             d = np.ascontiguousarray(dom[a - bounds[0][0] : b - bounds[0][0]])
             if not K.block_counts(
@@ -190,7 +211,9 @@ def count_task(
         spare.append(y)
         return x
 
-    w_sum, gate_sum = fold((leaf(a, b) for a, b in bounds), add)
+    with ExitStack() as stack:
+        held = Held(stack)
+        w_sum, gate_sum = fold((leaf(a, b) for a, b in bounds), add)
     return node_domain, gate_sum, pair_cnt, (w_sum if weighted else None)
 
 
@@ -249,9 +272,11 @@ def top_tokens_task(
     lut[nodes] = np.arange(nodes.size)
     p0, p1 = (int(nodes.min()) // n_experts, int(nodes.max()) // n_experts + 1) if nodes.size else (0, 0)
     table = np.zeros((token_of.size, nodes.size), dtype)
-    for a, b in bounds:
-        with reader.read(a, b, weights=False) as (ids, _, where):
-            K.node_token_counts(ids, where, rank[a:b], reader.lay, p0, p1, lut, n_experts, table)
+    with ExitStack() as stack:
+        held = Held(stack)
+        for a, b in bounds:
+            with reader.read(a, b, weights=False, held=held) as (ids, _, where):
+                K.node_token_counts(ids, where, rank[a:b], reader.lay, p0, p1, lut, n_experts, table)
     top_tok = np.full((nodes.size, n), -1, dtype=np.int64)
     top_cnt = np.zeros((nodes.size, n), dtype=np.int64)
     K.top_of_counts(table, token_of, top_tok, top_cnt)
