@@ -159,7 +159,7 @@ def whole_store(args: argparse.Namespace) -> None:
         if client is None:
             stack.enter_context(dask.config.set(scheduler="threads"))
         ds = open_store(args.store)
-        reasoning_graph(open_store(args.store), Selection(tokens=(0, 2000)), top_edges=5)  # compile the kernels
+        reasoning_graph(ds, Selection(tokens=(0, 2000)), top_edges=5, chunked=True)  # load the compiled kernels
         cases: dict[str, dict[str, Any]] = {}
         load_before = [round(x, 2) for x in os.getloadavg()]
         graph = None

@@ -14,10 +14,11 @@ one cache line per increment where a separate uint16 count scratch and float64 w
 (measured on 65,536 K2 rows: 1.0 against 1.4 ns per increment). Ids-only blocks count through the
 uint16 scratch of ``pair_counts.token_pairs_k`` (0.5 ns), as the analysis engine does.
 
-``node_token_counts`` / ``top_of_counts``: the top tokens of kept nodes. A dense int32 table
-``counts[u, r]`` (distinct token id u of the selection, node r of one group of kept nodes) is added to
-block by block; each node's ``n`` most frequent token ids are then read off with ``top_tokens._offer``
-(ids in ascending order, a tie never displacing an earlier id), the rule of the in-memory path.
+``node_token_counts`` / ``top_of_counts``: the top tokens of kept nodes. A dense table ``counts[u, r]``
+(distinct token id u of the selection, node r of one group of kept nodes; an unsigned type no cell can
+overflow) is added to block by block; each node's ``n`` most frequent token ids are then read off
+with ``top_tokens._offer`` (ids in ascending order, a tie never displacing an earlier id), the rule
+of the in-memory path.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ counts an aligned run of 2^h blocks (``task_blocks``: at least two tasks per cou
 folds their partials with a stack (``fold``), which performs exactly that run's subtree of the tree;
 the tasks' results then go up the same tree, so the sums are those of the tree over single blocks.
 A task reuses its buffers: a stack of at most h + 1 weight partials (K2: 59 pairs × 384² × 8 B = 70 MB
-each) and one int64 count array, whatever the selection's size.
+each), one int64 count array, and its read buffers (``Held``: one block's ids and weights as stored).
 
 **Top tokens** of the kept nodes: one task per group of nodes (``node_groups``: at least one per
 counting thread, and small enough that the group's table of distinct token ids × nodes stays under
