@@ -11,13 +11,20 @@ CPU time is the steadier number). Every pruning mode is timed, and the differenc
 
     python benchmarks/bench_graph.py --out benchmarks/results [--tokens 40000] [--store PATH] [--planted]
 
-Writes ``bench_graph.json``. It uses only the public graph API, so the same script measures an older
+Writes ``bench_graph.json``. ``--whole --store PATH`` instead times the graph of the WHOLE store
+(``reasoning_graph(ds, top_edges=100)``, by blocks: ``workbench/graph/chunked.py``; and its counting
+alone, ``count_routing``), in-process or on ``--scheduler local:N`` / ``tcp://…``, with the process's
+peak memory per case (VmHWM, reset before each), CPU time, the load average and a fingerprint of every
+node, edge and graph attribute (floats exactly), so two checkouts' graphs can be compared; writes
+``bench_graph_whole.json``. It uses only the public graph API, so the same script measures an older
 checkout too (``PYTHONPATH=/path/to/checkout python benchmarks/bench_graph.py ...``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -107,6 +114,89 @@ def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, list[float], list[
     return statistics.median(times), times, cpu, out
 
 
+def graph_fingerprint(g: Any) -> str:
+    """sha256 over every graph, node and edge attribute, floats written exactly (``float.hex``)."""
+
+    def norm(x: Any) -> Any:
+        if isinstance(x, float):
+            return x.hex()
+        if isinstance(x, dict):
+            return {str(k): norm(v) for k, v in sorted(x.items(), key=lambda kv: str(kv[0]))}
+        if isinstance(x, (list, tuple)):
+            return [norm(v) for v in x]
+        return x
+
+    doc = [norm(dict(g.graph)), sorted((n, norm(d)) for n, d in g.nodes(data=True))]
+    doc.append(sorted((u, v, norm(d)) for u, v, d in g.edges(data=True)))
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def _peak_rss_reset() -> None:
+    """Reset the process's peak resident memory (Linux: ``clear_refs`` 5), so VmHWM measures what follows."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def _peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def whole_store(args: argparse.Namespace) -> None:
+    """``--whole``: the graph of the whole ``--store`` (module docstring)."""
+    from contextlib import ExitStack
+
+    import dask
+
+    from workbench.distributed import cluster_summary, dask_client
+
+    if args.store is None or not Path(args.store).exists():
+        raise SystemExit("--whole needs --store PATH of an existing store")
+    with ExitStack() as stack:
+        client = stack.enter_context(dask_client(args.scheduler)) if args.scheduler else None
+        if client is None:
+            stack.enter_context(dask.config.set(scheduler="threads"))
+        ds = open_store(args.store)
+        reasoning_graph(ds, Selection(tokens=(0, 2000)), top_edges=5, chunked=True)  # load the compiled kernels
+        cases: dict[str, dict[str, Any]] = {}
+        load_before = [round(x, 2) for x in os.getloadavg()]
+        graph = None
+        for name, fn in (
+            ("count_routing(top_edges=100)", lambda: count_routing(ds, top_edges=100)),
+            ("reasoning_graph(top_edges=100)", lambda: reasoning_graph(ds, top_edges=100)),
+        ):
+            runs, cpu, peaks = [], [], []
+            for _ in range(args.repeat):
+                _peak_rss_reset()
+                t0, c0 = time.perf_counter(), time.process_time()
+                out = fn()
+                runs.append(round(time.perf_counter() - t0, 3))
+                cpu.append(round(time.process_time() - c0, 3))
+                peaks.append(_peak_rss_mb())
+            graph = out
+            cases[name] = {"median_s": statistics.median(runs), "runs_s": runs, "cpu_s": cpu, "peak_rss_mb": peaks,
+                           "load_avg_after": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
+            print(f"{name:<34} {statistics.median(runs):8.2f} s wall (cpu {statistics.median(cpu):.2f} s, "
+                  f"peak rss {max(peaks):.0f} MB, load {os.getloadavg()[0]:.2f})")  # fmt: skip
+        result = {
+            "benchmark": "reasoning graph of a whole store, by blocks",
+            "store": {"path": str(args.store), "tokens": int(ds.sizes["token"]), "top_k": int(ds.sizes["k"])},
+            "scheduler": args.scheduler or "threads (in-process)",
+            "cluster": cluster_summary(client) if client is not None else None,
+            "nodes": graph.number_of_nodes(),
+            "edges": graph.number_of_edges(),
+            "fingerprint": graph_fingerprint(graph),
+            "cases": cases,
+            "note": "cpu_s and peak_rss_mb are this process's (with a cluster the work and memory are the workers')",
+            "machine": {"cpus": os.cpu_count(), "load_avg_before": load_before, "python": platform.python_version()},
+        }
+    out = args.out / "bench_graph_whole.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(f"fingerprint {result['fingerprint'][:16]} -> {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="folder for bench_graph.json")
@@ -115,8 +205,13 @@ def main() -> None:
     ap.add_argument("--store", type=Path, default=None, help="reuse/create the store here (default: temp dir)")
     ap.add_argument("--planted", action="store_true", help="create the store with planted structure")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--whole", action="store_true", help="time the graph of the whole --store (by blocks)")
+    ap.add_argument("--scheduler", default=None, help="with --whole: local:N or tcp://HOST:PORT (default threads)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.whole:
+        whole_store(args)
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         path = args.store or Path(tmp) / "k2-synthetic.zarr"

@@ -35,6 +35,10 @@ def _run_all(ds: xr.Dataset) -> dict:
         "graph": reasoning_graph(ds, math),
         # block-wise counting (workbench.graph.chunked): its map-reduce tasks run on the workers
         "graph_blocks": reasoning_graph(ds, chunked=True, top_edges=30),
+        # blocks of a selection (rows with gaps, a layer range): workers read only the selected rows
+        "graph_blocks_selection": reasoning_graph(
+            ds, parse_where(["domain=code", "layers=2:4"]), chunked=True, flow=0.5
+        ),
     }
 
 

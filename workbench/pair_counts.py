@@ -43,6 +43,23 @@ def token_pairs_k(a: np.ndarray, b: np.ndarray, k: int, n_experts: int, out: np.
 
 
 @njit(nogil=True, cache=True, inline="always")
+def token_pairs_weighted_k(
+    a: np.ndarray, b: np.ndarray, wa: np.ndarray, wb: np.ndarray, k: int, n_experts: int, acc: np.ndarray
+) -> None:  # pragma: no cover (compiled)
+    """One token's k × k pairs with their gate products into an interleaved float64 scratch ``acc`` (2·E²):
+    ``acc[2c] += wa_i · wb_j`` (in float64) and ``acc[2c + 1] += 1`` at ``c = a_i·E + b_j``, so a pair's
+    weight and count share a cache line (``workbench.graph.block_kernels``). The terms of a cell are added
+    in the order ``_add_pairs`` adds them, so its weight sum is bit-identical; counts are exact below 2⁵³."""
+    for i in range(k):
+        base = np.int64(a[i]) * n_experts
+        x = np.float64(wa[i])
+        for j in range(k):
+            c = 2 * (base + b[j])
+            acc[c] += x * np.float64(wb[j])
+            acc[c + 1] += 1.0
+
+
+@njit(nogil=True, cache=True, inline="always")
 def token_pairs(a: np.ndarray, b: np.ndarray, n_experts: int, out: np.ndarray) -> None:  # pragma: no cover (compiled)
     """``out[a_i·E + b_j] += 1`` for the k × k pairs of one token: ``a``, ``b`` (k,) its ids at the two
     layers (in 0..E-1, not checked here), ``out`` (E·E,) counts of any integer dtype."""

@@ -24,7 +24,8 @@ from workbench.graph.prune import check_pruning, prune_pair
 from workbench.graph.read import SelectedRouting, read_selections, selected_rows
 from workbench.graph.tables import EdgeTable, RoutingCounts, node_counts
 from workbench.store import schema as S
-from workbench.store.select import Selection, select
+from workbench.store.rows import token_rows
+from workbench.store.select import Selection, layer_indexer, select
 
 
 def count_routing(
@@ -81,8 +82,9 @@ def count_selections(
         if i in data:
             out.append(count_selected(ds, data[i], min_count=min_count, top_edges=top_edges, flow=flow, edges=edges))
         else:
-            sub = select(ds, sel)
-            out.append(_count_chunked(ds, sub, min_count=min_count, top_edges=top_edges, flow=flow, edges=edges))
+            out.append(
+                _count_chunked(ds, sel, rows[i], min_count=min_count, top_edges=top_edges, flow=flow, edges=edges)
+            )
     return out
 
 
@@ -187,21 +189,28 @@ def collect_edges(
 
 
 def _count_chunked(
-    ds: xr.Dataset, sub: xr.Dataset, *, min_count: int | None, top_edges: int | None, flow: float | None, edges: bool
+    ds: xr.Dataset,
+    sel: Selection,
+    rows: np.ndarray,
+    *,
+    min_count: int | None,
+    top_edges: int | None,
+    flow: float | None,
+    edges: bool,
 ) -> RoutingCounts:
-    """``count_routing`` of a large selection by token blocks (see ``workbench.graph.chunked``)."""
+    """``count_routing`` of a large selection (global ``rows``) by token blocks (``workbench.graph.chunked``)."""
+    sub = select(ds, sel)
     ids = da.asarray(sub[S.EXPERT_IDS].data)
     n_experts = _n_experts(ds, lambda: int(ids.max().compute()) + 1)
     has_w = bool(ds.attrs.get("has_gate_weights", True))
-    weights = da.asarray(sub[S.GATE_WEIGHTS].data) if has_w else None
     names, dom = _token_domains(sub)
     node_tokens, node_gate, node_domain, pair_cnt, pair_w = blocks.chunked_counts(
-        ids, weights, dom, n_experts, len(names)
+        _block_rows(ds, sub, sel, rows, has_w), dom, int(rows.size), n_experts, len(names)
     )
     t, n_layers, k = (int(x) for x in ids.shape)
     if t and int(node_tokens.sum()) != t * n_layers * k:
         raise _ids_outside(n_experts)
-    weighted = has_w and not bool(np.isnan(node_gate).any())  # an ids-only capture has NaN weights
+    weighted = has_w and pair_w is not None and not bool(np.isnan(node_gate).any())  # ids-only captures: NaN
     counts = blocks.ChunkedRoutingCounts(
         layers=np.asarray(sub[S.LAYER].values).astype(np.int64),
         n_experts=n_experts,
@@ -217,12 +226,24 @@ def _count_chunked(
         vocab=_vocab(ds),
         pair_cnt=pair_cnt,
         pair_w=pair_w if weighted else None,
-        lazy_ids=ids,
+        reader=_block_rows(ds, sub, sel, rows, False),
         lazy_tokens=da.asarray(sub[S.TOKEN_ID].data),
     )
     if edges:
         collect_edges(counts, min_count=min_count, top_edges=top_edges, flow=flow)
     return counts
+
+
+def _block_rows(ds: xr.Dataset, sub: xr.Dataset, sel: Selection, rows: np.ndarray, weights: bool) -> blocks.BlockRows:
+    """How the block tasks read the selection: straight from the store's chunks (whole rows, the selected
+    ``rows`` and layers by index) where ``ds`` is a store's own, else from ``sub``'s dask arrays."""
+    ids_rows = token_rows(ds, S.EXPERT_IDS)
+    w_rows = token_rows(ds, S.GATE_WEIGHTS) if weights else None
+    if ids_rows is not None and (w_rows is not None or not weights):
+        lay = np.arange(ds.sizes[S.LAYER], dtype=np.int64)[layer_indexer(ds, sel)]
+        return blocks.BlockRows.of_store(ids_rows, w_rows, lay, rows)
+    w = da.asarray(sub[S.GATE_WEIGHTS].data) if weights else None
+    return blocks.BlockRows(da.asarray(sub[S.EXPERT_IDS].data), w, np.arange(sub.sizes[S.LAYER], dtype=np.int64))
 
 
 def _n_experts(ds: xr.Dataset, from_ids: Callable[[], int]) -> int:
