@@ -4,7 +4,8 @@
 and settings dirs under ``root``; every cell kept in the DOM, no news toast, no PyPI queries) with
 ``root`` as its folder, waits on the server's own status endpoint, and stops it on exit.
 ``run_notebook`` opens a notebook in a Playwright page and runs all its cells as a user would;
-``chromium(pw)`` launches the system Chromium headless with the flags both use.
+``chromium(pw)`` launches the system Chromium headless with the flags both use; ``require_browser()``
+skips a test without them; ``widget_notebook`` writes a one-cell notebook showing a transcript widget.
 """
 
 from __future__ import annotations
@@ -33,6 +34,32 @@ LAUNCH_ARGS = [
 STARTUP_S = 300
 # every wait of a browser test on a real event; lower it ($WORKBENCH_BROWSER_WAIT_MS) to see a failing test fail sooner
 LONG_MS = int(os.environ.get("WORKBENCH_BROWSER_WAIT_MS", "600000"))
+
+
+def require_browser() -> None:
+    """Skip the calling test (or fixture) when there is no Chromium at ``CHROMIUM`` or no Playwright."""
+    import pytest
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (install Debian's chromium package: make chromium)")
+    pytest.importorskip("playwright.sync_api")
+
+
+def widget_notebook(path: Path, store: Path) -> Path:
+    """Write ``path``: a notebook of one cell that shows ``TranscriptGraphWidget`` over ``store``."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "from workbench import open_store\n"
+            "from workbench.viz.widgets import TranscriptGraphWidget\n"
+            f"w = TranscriptGraphWidget(open_store({str(store)!r}))\nw"
+        )
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
 
 
 def chromium(pw: Any) -> Any:

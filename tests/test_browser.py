@@ -25,7 +25,13 @@ from typing import Any
 
 import nbformat
 import pytest
-from browser_helpers import CHROMIUM, artifacts_dir, jupyter_lab, lab_page, run_notebook
+from browser_helpers import (
+    artifacts_dir,
+    jupyter_lab,
+    lab_page,
+    require_browser,
+    run_notebook,
+)
 from notebook_harness import inject_parameters
 from widgets_helpers import transcript_store
 
@@ -45,9 +51,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (install Debian's chromium package: make chromium)")
-    pytest.importorskip("playwright.sync_api")
+    require_browser()
     root = tmp_path_factory.mktemp("lab")
     store = transcript_store(root / "tools.zarr", n_steps=12, n_transcripts=2)
     nb = nbformat.read(NOTEBOOK, as_version=4)

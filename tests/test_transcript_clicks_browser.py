@@ -16,9 +16,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
-from browser_helpers import CHROMIUM, artifacts_dir, jupyter_lab, lab_page, run_notebook
+from browser_helpers import (
+    artifacts_dir,
+    jupyter_lab,
+    lab_page,
+    require_browser,
+    run_notebook,
+    widget_notebook,
+)
 from widgets_helpers import transcript_store
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -53,22 +59,10 @@ RECTS = """(e) => { const b = e.closest('.wb-body'); const r = e.getBoundingClie
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (install Debian's chromium package: make chromium)")
-    pytest.importorskip("playwright.sync_api")
+    require_browser()
     root = tmp_path_factory.mktemp("lab")
     store = transcript_store(root / "long.zarr", n_steps=60, n_transcripts=1)
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [
-        nbformat.v4.new_code_cell(
-            "from workbench import open_store\n"
-            "from workbench.viz.widgets import TranscriptGraphWidget\n"
-            f"w = TranscriptGraphWidget(open_store({str(store)!r}))\n"
-            "w"
-        )
-    ]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, root / "clicks.ipynb")
+    widget_notebook(root / "clicks.ipynb", store)
     with jupyter_lab(root) as lab:
         yield lab
 
