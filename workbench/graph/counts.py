@@ -204,8 +204,9 @@ def _count_chunked(
     n_experts = _n_experts(ds, lambda: int(ids.max().compute()) + 1)
     has_w = bool(ds.attrs.get("has_gate_weights", True))
     names, dom = _token_domains(sub)
+    reader = _block_rows(ds, sub, sel, rows, has_w)  # the counting pass and, ids only, the top-token pass
     node_tokens, node_gate, node_domain, pair_cnt, pair_w = blocks.chunked_counts(
-        _block_rows(ds, sub, sel, rows, has_w), dom, int(rows.size), n_experts, len(names)
+        reader, dom, int(rows.size), n_experts, len(names)
     )
     t, n_layers, k = (int(x) for x in ids.shape)
     if t and int(node_tokens.sum()) != t * n_layers * k:
@@ -226,7 +227,7 @@ def _count_chunked(
         vocab=_vocab(ds),
         pair_cnt=pair_cnt,
         pair_w=pair_w if weighted else None,
-        reader=_block_rows(ds, sub, sel, rows, False),
+        reader=reader,
         lazy_tokens=da.asarray(sub[S.TOKEN_ID].data),
     )
     if edges:
