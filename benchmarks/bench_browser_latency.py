@@ -49,11 +49,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from browser_helpers import chromium, jupyter_lab, run_notebook
+from browser_helpers import chromium, jupyter_lab, run_notebook, widget_notebook
 from widgets_helpers import domain_store, synthetic_config, transcript_record, write_store
 
 SHAPES = {"k2": (60, 384, 8), "mini_k2": (6, 64, 8)}
@@ -217,17 +216,11 @@ def make_stores(shape: str, root: Path, n_steps: int) -> dict[str, Any]:
 
 
 def notebook(path: Path, store: Path, domains: Path) -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [
-        nbformat.v4.new_code_cell(
-            "from workbench import open_store\n"
-            "from workbench.viz.widgets import TranscriptGraphWidget, DomainComparisonWidget\n"
-            f"w = TranscriptGraphWidget(open_store({str(store)!r}))\nw"
-        ),
-        nbformat.v4.new_code_cell(f"d = DomainComparisonWidget(open_store({str(domains)!r}), n_boot=20, n_perm=20)\nd"),
-    ]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, path)
+    domain_cell = (
+        "from workbench.viz.widgets import DomainComparisonWidget\n"
+        f"d = DomainComparisonWidget(open_store({str(domains)!r}), n_boot=20, n_perm=20)\nd"
+    )
+    widget_notebook(path, store, (domain_cell,))
 
 
 class Timer:

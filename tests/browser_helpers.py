@@ -45,8 +45,9 @@ def require_browser() -> None:
     pytest.importorskip("playwright.sync_api")
 
 
-def widget_notebook(path: Path, store: Path) -> Path:
-    """Write ``path``: a notebook of one cell that shows ``TranscriptGraphWidget`` over ``store``."""
+def widget_notebook(path: Path, store: Path, more: tuple[str, ...] = ()) -> Path:
+    """Write ``path``: a notebook whose first cell shows ``TranscriptGraphWidget`` over ``store`` (as ``w``),
+    then a cell per source in ``more``."""
     import nbformat
 
     nb = nbformat.v4.new_notebook()
@@ -55,7 +56,8 @@ def widget_notebook(path: Path, store: Path) -> Path:
             "from workbench import open_store\n"
             "from workbench.viz.widgets import TranscriptGraphWidget\n"
             f"w = TranscriptGraphWidget(open_store({str(store)!r}))\nw"
-        )
+        ),
+        *(nbformat.v4.new_code_cell(src) for src in more),
     ]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, path)
